@@ -1,0 +1,161 @@
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { UsageError } from '../errors.js';
+
+/**
+ * Every setting, resolved once: flags > environment > config file > defaults (../shared/CLI.md).
+ * Credentials never pass through here: the S3 driver takes them from the AWS SDK's default chain.
+ */
+export interface Settings {
+  repo: string;
+  s3Endpoint: string | undefined;
+  s3ForcePathStyle: boolean;
+  s3Region: string | undefined;
+  cluster: string;
+  pgHost: string | undefined;
+  pgPort: number | undefined;
+  pgUser: string | undefined;
+  patroni: string[];
+  etcd: string[];
+  pgdata: string | undefined;
+  policy: string | undefined;
+  /** Where `wal push` keeps its look-ahead markers; see src/wal/spool.ts. */
+  spoolDir: string;
+  /** zstd level for base backups and WAL. */
+  compressLevel: number;
+  /** zstd worker threads for base backups. */
+  compressThreads: number;
+  /** WAL files `wal push` may archive ahead of PostgreSQL's request, in parallel. */
+  archiveLookahead: number;
+  /** Whether to draw progress bars on a TTY. */
+  progress: boolean;
+}
+
+/** The config file: the same names as the flags, in camelCase. */
+const ConfigFileSchema = z
+  .object({
+    repo: z.string(),
+    s3Endpoint: z.string(),
+    s3ForcePathStyle: z.boolean(),
+    s3Region: z.string(),
+    cluster: z.string(),
+    pgHost: z.string(),
+    pgPort: z.number().int().min(1).max(65535),
+    pgUser: z.string(),
+    patroni: z.union([z.string(), z.array(z.string())]),
+    etcd: z.union([z.string(), z.array(z.string())]),
+    pgdata: z.string(),
+    policy: z.string(),
+    spoolDir: z.string(),
+    compressLevel: z.number().int().min(-7).max(22),
+    compressThreads: z.number().int().min(0).max(64),
+    archiveLookahead: z.number().int().min(0).max(64),
+  })
+  .partial()
+  .strict();
+export type ConfigFile = z.infer<typeof ConfigFileSchema>;
+
+export interface SettingFlags {
+  config?: string;
+  repo?: string;
+  s3Endpoint?: string;
+  s3ForcePathStyle?: boolean;
+  cluster?: string;
+  pgHost?: string;
+  pgPort?: string;
+  pgUser?: string;
+  patroni?: string;
+  etcd?: string;
+  pgdata?: string;
+  policy?: string;
+  spoolDir?: string;
+  compressLevel?: string;
+  progress?: boolean;
+}
+
+export function loadConfigFile(path: string): ConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read config file ${path}: ${(err as Error).message}`, 'check the --config path', err);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new UsageError(`config file ${path} is not valid YAML: ${(err as Error).message}`, 'fix the YAML syntax', err);
+  }
+  const result = ConfigFileSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue && issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    throw new UsageError(
+      `config file ${path}: ${where}: ${issue?.message ?? 'invalid'}`,
+      'see docs/configuration.md for the accepted keys and types',
+    );
+  }
+  return result.data;
+}
+
+function list(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const items = Array.isArray(value) ? value : value.split(',');
+  return items.map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+function intSetting(name: string, value: string | number | undefined, min: number, max: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`, `fix ${name}`);
+  }
+  return n;
+}
+
+function boolEnv(value: string | undefined): boolean | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw new UsageError(`boolean environment value ${JSON.stringify(value)} is not understood`, 'use 1 or 0');
+}
+
+export function resolveSettings(
+  flags: SettingFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  home: string = env.HOME ?? homedir(),
+): Settings {
+  const configPath = flags.config ?? env.PGDR_CONFIG;
+  const file: ConfigFile = configPath ? loadConfigFile(configPath) : {};
+  const stateHome = env.XDG_STATE_HOME ?? join(home, '.local', 'state');
+  const cluster = flags.cluster ?? env.PGDR_CLUSTER ?? file.cluster ?? 'default';
+  const settings: Settings = {
+    repo: flags.repo ?? env.PGDR_REPO ?? file.repo ?? `file://${join(home, '.local', 'share', 'pgdr', 'repo')}`,
+    s3Endpoint: flags.s3Endpoint ?? env.PGDR_S3_ENDPOINT ?? file.s3Endpoint,
+    s3ForcePathStyle: flags.s3ForcePathStyle ?? boolEnv(env.PGDR_S3_FORCE_PATH_STYLE) ?? file.s3ForcePathStyle ?? false,
+    s3Region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? file.s3Region,
+    cluster,
+    pgHost: flags.pgHost ?? env.PGHOST ?? file.pgHost,
+    pgPort: intSetting('--pg-port', flags.pgPort ?? env.PGPORT ?? file.pgPort, 1, 65535),
+    pgUser: flags.pgUser ?? env.PGUSER ?? file.pgUser,
+    patroni: list(flags.patroni ?? env.PGDR_PATRONI ?? file.patroni),
+    etcd: list(flags.etcd ?? env.PGDR_ETCD ?? file.etcd),
+    pgdata: flags.pgdata ?? env.PGDATA ?? file.pgdata,
+    policy: flags.policy ?? env.PGDR_POLICY ?? file.policy,
+    spoolDir: flags.spoolDir ?? env.PGDR_SPOOL_DIR ?? file.spoolDir ?? join(stateHome, 'pgdr', 'spool'),
+    compressLevel: intSetting('--compress-level', flags.compressLevel ?? env.PGDR_COMPRESS_LEVEL ?? file.compressLevel, -7, 22) ?? 3,
+    compressThreads: intSetting('compressThreads', env.PGDR_COMPRESS_THREADS ?? file.compressThreads, 0, 64) ?? 2,
+    archiveLookahead: intSetting('archiveLookahead', env.PGDR_ARCHIVE_LOOKAHEAD ?? file.archiveLookahead, 0, 64) ?? 8,
+    progress: flags.progress ?? true,
+  };
+  if (!/^(s3|file):\/\//.test(settings.repo)) {
+    throw new UsageError(
+      `repository URL ${JSON.stringify(settings.repo)} has no supported scheme`,
+      'use s3://bucket/prefix or file:///absolute/path',
+    );
+  }
+  return settings;
+}

@@ -1,0 +1,67 @@
+/**
+ * One error hierarchy for the whole tool. Every error carries the exit code of the CLI contract
+ * (../shared/CLI.md) and a hint: the top level prints `message` and `hint`, one line each, and
+ * a stack trace only with --debug.
+ */
+export const ExitCode = {
+  ok: 0,
+  notFound: 1,
+  warning: 1,
+  usage: 2,
+  critical: 2,
+  repository: 3,
+  unknown: 3,
+  service: 4,
+  verification: 5,
+} as const;
+
+export class PgdrError extends Error {
+  readonly exitCode: number;
+  readonly hint: string;
+  constructor(message: string, options: { hint: string; exitCode: number; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.exitCode = options.exitCode;
+    this.hint = options.hint;
+  }
+}
+
+/** Bad flag, bad config, bad target: the user can fix the command line. Exit 2. */
+export class UsageError extends PgdrError {
+  constructor(message: string, hint: string, cause?: unknown) {
+    super(message, { hint, exitCode: ExitCode.usage, cause });
+  }
+}
+
+/** The repository or its storage failed or holds something unexpected. Exit 3. */
+export class RepositoryError extends PgdrError {
+  constructor(message: string, hint: string, cause?: unknown) {
+    super(message, { hint, exitCode: ExitCode.repository, cause });
+  }
+}
+
+/** PostgreSQL, Patroni or etcd failed or answered something unexpected. Exit 4. */
+export class ServiceError extends PgdrError {
+  constructor(message: string, hint: string, cause?: unknown) {
+    super(message, { hint, exitCode: ExitCode.service, cause });
+  }
+}
+
+/** Stored data failed a check (checksum, size, WAL chain). Exit 5. */
+export class VerificationError extends PgdrError {
+  constructor(message: string, hint: string, cause?: unknown) {
+    super(message, { hint, exitCode: ExitCode.verification, cause });
+  }
+}
+
+/** A thing the contract allows to be absent (wal fetch of an unarchived file). Exit 1. */
+export class NotFoundError extends PgdrError {
+  constructor(message: string, hint: string) {
+    super(message, { hint, exitCode: ExitCode.notFound });
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

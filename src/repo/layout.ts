@@ -1,0 +1,67 @@
+/**
+ * Where everything lives inside one cluster's namespace of the repository. This module is the only place that
+ * builds keys; docs/repository-format.md describes the same layout for people restoring by hand.
+ *
+ *   <cluster>/cluster.json                       identity, written once
+ *   <cluster>/backups/<backupId>/base.tar.zst    data objects first ...
+ *   <cluster>/backups/<backupId>/manifest.json   ... the manifest last (the commit)
+ *   <cluster>/wal/<timeline>/<walFileName>.zst   WAL segments, .history and .backup files
+ *   <cluster>/locks/<name>.json                  lock objects
+ */
+export class RepositoryLayout {
+  constructor(readonly cluster: string) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(cluster)) {
+      throw new Error(`invalid cluster name ${JSON.stringify(cluster)}`);
+    }
+  }
+
+  get root(): string {
+    return `${this.cluster}/`;
+  }
+
+  clusterInfo(): string {
+    return `${this.cluster}/cluster.json`;
+  }
+
+  backupsPrefix(): string {
+    return `${this.cluster}/backups/`;
+  }
+
+  backupPrefix(backupId: string): string {
+    return `${this.cluster}/backups/${backupId}/`;
+  }
+
+  backupObject(backupId: string, name: string): string {
+    return `${this.backupPrefix(backupId)}${name}`;
+  }
+
+  backupManifest(backupId: string): string {
+    return `${this.backupPrefix(backupId)}manifest.json`;
+  }
+
+  walPrefix(): string {
+    return `${this.cluster}/wal/`;
+  }
+
+  walTimelinePrefix(timelineHex: string): string {
+    return `${this.cluster}/wal/${timelineHex}/`;
+  }
+
+  /** `fileName` is a WAL segment, .history, .partial or .backup file name; its first 8 hex digits are the timeline. */
+  walObject(fileName: string): string {
+    return `${this.cluster}/wal/${fileName.slice(0, 8)}/${fileName}.zst`;
+  }
+
+  lock(name: string): string {
+    return `${this.cluster}/locks/${name}.json`;
+  }
+}
+
+/** Backup ids sort by time: 20261123T125304Z. */
+export function newBackupId(now: Date): string {
+  return now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+}
+
+export function isBackupId(value: string): boolean {
+  return /^\d{8}T\d{6}Z$/.test(value);
+}

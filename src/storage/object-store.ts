@@ -1,0 +1,71 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The one storage interface. Drivers are small and dumb: they move bytes and report what exists.
+ * Checksums, commit-last ordering, locks and the repository layout live above them (src/repo).
+ * Keys are relative, '/'-separated, never starting with '/'; each driver maps them under its own root/prefix.
+ */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+}
+
+/**
+ * A body that can be read again: a retried upload must start from byte 0, so a half-read stream is never
+ * passed down. `stream` bodies are one-shot and may only be retried part by part (S3 multipart).
+ */
+export type PutBody =
+  | { kind: 'buffer'; data: Buffer }
+  | { kind: 'file'; path: string }
+  | { kind: 'stream'; open: () => Readable; oneShot?: true };
+
+export interface PutOptions {
+  /** Fail with ObjectExistsError instead of replacing an existing object (S3 If-None-Match: *, fs link()). */
+  ifNoneMatch?: boolean;
+  contentType?: string;
+  /** Called with the number of bytes handed to the backend so far. */
+  onProgress?: (bytesSent: number) => void;
+}
+
+export interface PutResult {
+  key: string;
+  size: number;
+}
+
+export interface GetOptions {
+  /** Inclusive byte range. */
+  range?: { start: number; end: number };
+}
+
+export interface ObjectStore {
+  /** Human-readable location with secrets redacted, e.g. `s3://bucket/prefix` or `file:///var/lib/pgdr`. */
+  readonly location: string;
+  put(key: string, body: PutBody, options?: PutOptions): Promise<PutResult>;
+  /** Throws ObjectNotFoundError when the key does not exist. */
+  get(key: string, options?: GetOptions): Promise<Readable>;
+  /** Reads a small object whole (manifests, locks). Throws ObjectNotFoundError. */
+  getBuffer(key: string): Promise<Buffer>;
+  /** null when the key does not exist. */
+  head(key: string): Promise<ObjectInfo | null>;
+  /** Every object whose key starts with `prefix`, in lexical key order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Deleting a key that does not exist is not an error. */
+  delete(keys: readonly string[]): Promise<void>;
+  /** Releases sockets and handles. */
+  close(): Promise<void>;
+}
+
+export class ObjectNotFoundError extends Error {
+  constructor(readonly key: string) {
+    super(`object not found: ${key}`);
+    this.name = 'ObjectNotFoundError';
+  }
+}
+
+export class ObjectExistsError extends Error {
+  constructor(readonly key: string) {
+    super(`object already exists: ${key}`);
+    this.name = 'ObjectExistsError';
+  }
+}
