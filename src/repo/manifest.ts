@@ -54,7 +54,8 @@ export const ClusterInfoSchema = z.object({
   format: z.literal(1),
   cluster: z.string().min(1),
   systemIdentifier: z.string().regex(/^\d+$/),
-  pgVersionNum: z.number().int().positive(),
+  /** PostgreSQL major version (15); read from the server, or from the WAL page magic when WAL arrives first. */
+  pgMajor: z.number().int().positive(),
   created: z.iso.datetime(),
 });
 export type ClusterInfo = z.infer<typeof ClusterInfoSchema>;

@@ -1,0 +1,112 @@
+import type { Command } from 'commander';
+import { takeBackup } from '../backup/take-backup.js';
+import { readBackupCatalog } from '../repo/catalog.js';
+import { UsageError } from '../errors.js';
+import { formatBytes } from '../stream/progress.js';
+import { addCommonOptions, type CommandContext } from './context.js';
+import type { Action } from './main.js';
+
+export function registerBackupCommands(program: Command, action: Action): void {
+  const backup = program.command('backup').description('take and list base backups');
+
+  addCommonOptions(
+    backup
+      .command('now')
+      .description('take a full base backup of the PostgreSQL server (pg_basebackup) into the repository')
+      .option('--lock-wait <seconds>', 'wait this long for another backup of the cluster to finish (default 0: fail at once)', '0')
+      .option('--archive-wait <seconds>', 'how long the WAL the backup needs may take to reach the repository', '300'),
+  ).action(
+    action(async (ctx: CommandContext, options: unknown) => {
+      const opts = options as { lockWait: string; archiveWait: string };
+      const { store, layout } = ctx.openRepository();
+      const { manifest } = await takeBackup({
+        store,
+        layout,
+        endpoint: ctx.pgEndpoint(),
+        compressLevel: ctx.settings.compressLevel,
+        compressThreads: ctx.settings.compressThreads,
+        lockWaitMs: seconds('--lock-wait', opts.lockWait) * 1000,
+        archiveWaitMs: seconds('--archive-wait', opts.archiveWait) * 1000,
+        progress: ctx.settings.progress && !ctx.json,
+        log: (m) => ctx.log(m),
+      });
+      await store.close();
+      ctx.emit(
+        {
+          backupId: manifest.backupId,
+          startLsn: manifest.startLsn,
+          stopLsn: manifest.stopLsn,
+          timeline: manifest.timeline,
+          bytes: manifest.bytes,
+          storedBytes: manifest.storedBytes,
+          source: manifest.source,
+          startTime: manifest.startTime,
+          stopTime: manifest.stopTime,
+        },
+        `backup ${manifest.backupId} complete: ${formatBytes(manifest.bytes)} stored as ${formatBytes(manifest.storedBytes)}, ` +
+          `timeline ${manifest.timeline}, LSN ${manifest.startLsn}..${manifest.stopLsn}, from ${manifest.source}`,
+      );
+    }),
+  );
+
+  addCommonOptions(backup.command('list').description('list the backups in the repository, oldest first')).action(
+    action(async (ctx: CommandContext) => {
+      const { store, layout } = ctx.openRepository();
+      const catalog = await readBackupCatalog(store, layout);
+      await store.close();
+      const rows = [
+        ...catalog.complete.map((m) => ({
+          backupId: m.backupId,
+          startTime: m.startTime,
+          stopTime: m.stopTime,
+          startLsn: m.startLsn,
+          stopLsn: m.stopLsn,
+          timeline: m.timeline,
+          bytes: m.bytes,
+          storedBytes: m.storedBytes,
+          status: 'complete' as const,
+        })),
+        ...catalog.incomplete.map((b) => ({
+          backupId: b.backupId,
+          startTime: null,
+          stopTime: null,
+          startLsn: null,
+          stopLsn: null,
+          timeline: null,
+          bytes: null,
+          storedBytes: b.storedBytes,
+          status: 'incomplete' as const,
+        })),
+        ...catalog.invalid.map((b) => ({
+          backupId: b.backupId,
+          startTime: null,
+          stopTime: null,
+          startLsn: null,
+          stopLsn: null,
+          timeline: null,
+          bytes: null,
+          storedBytes: null,
+          status: 'invalid' as const,
+          problem: b.problem,
+        })),
+      ].sort((a, b) => a.backupId.localeCompare(b.backupId));
+      const human =
+        rows.length === 0
+          ? `no backups in ${store.location} for cluster ${layout.cluster}`
+          : [
+              'backup id          status      timeline  start LSN     stop LSN      size      stored',
+              ...rows.map(
+                (r) =>
+                  `${r.backupId}   ${r.status.padEnd(10)}  ${String(r.timeline ?? '-').padEnd(8)}  ${String(r.startLsn ?? '-').padEnd(12)}  ${String(r.stopLsn ?? '-').padEnd(12)}  ${(r.bytes === null ? '-' : formatBytes(r.bytes)).padEnd(8)}  ${r.storedBytes === null ? '-' : formatBytes(r.storedBytes)}`,
+              ),
+            ].join('\n');
+      ctx.emit(rows, human);
+    }),
+  );
+}
+
+function seconds(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a number of seconds, got ${JSON.stringify(value)}`, `e.g. ${flag} 60`);
+  return n;
+}

@@ -1,0 +1,104 @@
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { resolveSettings, type SettingFlags, type Settings } from '../config/settings.js';
+import { RepositoryLayout } from '../repo/layout.js';
+import { UsageError } from '../errors.js';
+import { openStore } from '../storage/open-store.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import type { PgEndpoint } from '../postgres/connection.js';
+import { shellQuote } from '../postgres/recovery-config.js';
+
+/** What every command handler gets: resolved settings, output helpers, and lazily opened effects. */
+export interface CommandContext {
+  settings: Settings;
+  json: boolean;
+  debug: boolean;
+  log(message: string): void;
+  /** Prints the result: one JSON document with --json, else the human text. */
+  emit(result: unknown, human: string): void;
+  openRepository(): { store: ObjectStore; layout: RepositoryLayout };
+  pgEndpoint(): PgEndpoint;
+}
+
+export interface CommonOptions extends SettingFlags {
+  json?: boolean;
+  debug?: boolean;
+}
+
+/** Flags every command accepts (../shared/CLI.md): added to each leaf command so they may follow the command name. */
+export function addCommonOptions(command: Command): Command {
+  return command
+    .option('--config <file>', 'YAML config file (flags > environment > config file > defaults)')
+    .option('--json', 'print one JSON document on stdout; logs go to stderr')
+    .option('--debug', 'print stack traces with errors')
+    .option('--repo <url>', 'repository: s3://bucket/prefix or file:///abs/path (env PGDR_REPO)')
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint, e.g. MinIO, R2, B2 (env PGDR_S3_ENDPOINT)')
+    .option('--s3-force-path-style', 'path-style S3 addressing, needed by MinIO (env PGDR_S3_FORCE_PATH_STYLE=1)')
+    .option('--cluster <name>', 'namespace inside the repository (env PGDR_CLUSTER, default "default")')
+    .option('--pg-host <host>', 'PostgreSQL host (env PGHOST)')
+    .option('--pg-port <port>', 'PostgreSQL port (env PGPORT)')
+    .option('--pg-user <user>', 'PostgreSQL user (env PGUSER; password only from PGPASSWORD or ~/.pgpass)')
+    .option('--patroni <urls>', 'Patroni REST endpoints, comma-separated (env PGDR_PATRONI)')
+    .option('--etcd <urls>', 'etcd endpoints, comma-separated (env PGDR_ETCD)')
+    .option('--pgdata <dir>', 'PostgreSQL data directory (env PGDATA)')
+    .option('--policy <file>', 'retention policy YAML (env PGDR_POLICY)')
+    .option('--spool-dir <dir>', 'where wal push keeps look-ahead markers (env PGDR_SPOOL_DIR)')
+    .option('--compress-level <n>', 'zstd level for backups and WAL (default 3)')
+    .option('--no-progress', 'never draw progress bars');
+}
+
+export function createContext(options: CommonOptions): CommandContext {
+  const settings = resolveSettings(options);
+  const json = options.json === true;
+  let repository: { store: ObjectStore; layout: RepositoryLayout } | undefined;
+  return {
+    settings,
+    json,
+    debug: options.debug === true,
+    log(message) {
+      process.stderr.write(`pgdr: ${message}\n`);
+    },
+    emit(result, human) {
+      if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+    },
+    openRepository() {
+      if (!repository) {
+        let layout: RepositoryLayout;
+        try {
+          layout = new RepositoryLayout(settings.cluster);
+        } catch (err) {
+          throw new UsageError((err as Error).message, 'cluster names use letters, digits, dot, dash and underscore');
+        }
+        const store = openStore(settings.repo, {
+          s3Endpoint: settings.s3Endpoint,
+          s3ForcePathStyle: settings.s3ForcePathStyle,
+          s3Region: settings.s3Region,
+        });
+        repository = { store, layout };
+      }
+      return repository;
+    },
+    pgEndpoint() {
+      return { host: settings.pgHost, port: settings.pgPort, user: settings.pgUser };
+    },
+  };
+}
+
+/** The pgdr executable, for commands that PostgreSQL runs (restore_command). */
+export function pgdrExecutable(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'pgdr');
+}
+
+/**
+ * The restore_command for a restored server: this node, this pgdr, the same repository settings. Credentials are
+ * not in it: the server inherits them from the environment (or AWS profile files) of whoever starts it.
+ */
+export function buildRestoreCommand(settings: Settings, configFile: string | undefined): string {
+  const words = [process.execPath, pgdrExecutable(), 'wal', 'fetch', '%f', '%p', '--repo', settings.repo, '--cluster', settings.cluster];
+  if (settings.s3Endpoint) words.push('--s3-endpoint', settings.s3Endpoint);
+  if (settings.s3ForcePathStyle) words.push('--s3-force-path-style');
+  if (configFile) words.push('--config', resolve(configFile));
+  return words.map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w))).join(' ');
+}

@@ -1,0 +1,67 @@
+import { Command, CommanderError } from 'commander';
+import { PgdrError, ExitCode } from '../errors.js';
+import { redactUrlsIn } from '../storage/redact.js';
+import { PGDR_VERSION } from '../version.js';
+import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
+import { registerBackupCommands } from './backup.js';
+import { registerWalCommands } from './wal.js';
+import { registerRestoreCommands } from './restore.js';
+
+/** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
+export type Handler = (ctx: CommandContext, ...args: unknown[]) => Promise<number | void>;
+
+/** Wraps a handler: builds the context from the command's options, runs it, turns errors into exit codes. */
+export type Action = (handler: Handler) => (...args: unknown[]) => Promise<void>;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let exitCode = 0;
+  let debug = argv.includes('--debug');
+  const action: Action = (handler) => async (...args) => {
+    const command = args[args.length - 1] as Command;
+    const options = command.optsWithGlobals<CommonOptions>();
+    debug = options.debug === true;
+    const ctx = createContext(options);
+    const positional = args.slice(0, -2);
+    const code = await handler(ctx, ...positional, options);
+    exitCode = typeof code === 'number' ? code : 0;
+  };
+
+  const program = new Command('pgdr')
+    .description('Backup and disaster recovery for PostgreSQL clusters run by Patroni with etcd')
+    .version(PGDR_VERSION, '--version')
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      writeOut: (text) => process.stdout.write(text),
+    });
+  addCommonOptions(program);
+  registerBackupCommands(program, action);
+  registerWalCommands(program, action);
+  registerRestoreCommands(program, action);
+
+  try {
+    await program.parseAsync(['node', 'pgdr', ...argv]);
+    return exitCode;
+  } catch (err) {
+    return reportError(err, debug);
+  }
+}
+
+export function reportError(err: unknown, debug: boolean): number {
+  if (err instanceof CommanderError) {
+    // Help and --version arrive here as "errors" with exit code 0.
+    if (err.exitCode === 0) return 0;
+    return ExitCode.usage;
+  }
+  if (err instanceof PgdrError) {
+    process.stderr.write(`pgdr: ${redactUrlsIn(err.message)}\nhint: ${redactUrlsIn(err.hint)}\n`);
+    if (debug && err.stack) process.stderr.write(`${redactUrlsIn(err.stack)}\n`);
+    if (debug && err.cause instanceof Error) process.stderr.write(`cause: ${redactUrlsIn(err.cause.stack ?? err.cause.message)}\n`);
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`pgdr: unexpected error: ${redactUrlsIn(message)}\nhint: run again with --debug and report the output\n`);
+  if (debug && err instanceof Error && err.stack) process.stderr.write(`${redactUrlsIn(err.stack)}\n`);
+  return ExitCode.repository;
+}

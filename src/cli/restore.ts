@@ -1,0 +1,90 @@
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { parseRecoveryTarget } from '../postgres/recovery-target.js';
+import { executeRestore } from '../restore/execute.js';
+import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
+import type { Action } from './main.js';
+
+interface RestoreFlags {
+  targetTime?: string;
+  targetLsn?: string;
+  targetName?: string;
+  target?: string;
+  targetExclusive?: boolean;
+  backupId?: string;
+  force?: boolean;
+  start?: boolean;
+  port?: string;
+  archiveMode: string;
+  startTimeout: string;
+  config?: string;
+}
+
+export function registerRestoreCommands(program: Command, action: Action): void {
+  addCommonOptions(
+    program
+      .command('restore')
+      .description('point-in-time restore into an empty (or --force) data directory; with --start, recover and promote')
+      .option('--target-time <timestamp>', 'recover to this time; ISO 8601 or PostgreSQL timestamptz, with a zone')
+      .option('--target-lsn <lsn>', 'recover to this WAL location, e.g. 0/3000060')
+      .option('--target-name <name>', 'recover to a restore point made with pg_create_restore_point()')
+      .option('--target <latest>', 'latest: replay all archived WAL (the default)')
+      .option('--target-exclusive', 'stop just before the target time or LSN instead of just after it')
+      .option('--backup-id <id>', 'restore this backup instead of the newest one that ends before the target')
+      .option('--force', 'replace the contents of a non-empty data directory')
+      .option('--start', 'start PostgreSQL, wait until recovery reaches the target and promotes, and report')
+      .option('--port <port>', 'port for the restored server (written to postgresql.auto.conf)')
+      .option('--archive-mode <mode>', 'preserve: keep the backup\'s archive settings; off: the restored server archives nothing (drills, scratch copies)', 'preserve')
+      .option('--start-timeout <seconds>', 'with --start, how long recovery may take', '3600'),
+  ).action(
+    action(async (ctx: CommandContext, options: unknown) => {
+      const flags = options as RestoreFlags;
+      const pgdata = ctx.settings.pgdata;
+      if (!pgdata) throw new UsageError('restore needs a target data directory', 'pass --pgdata DIR (or set PGDATA)');
+      const target = parseRecoveryTarget({
+        targetTime: flags.targetTime,
+        targetLsn: flags.targetLsn,
+        targetName: flags.targetName,
+        target: flags.target,
+        targetInclusive: flags.targetExclusive ? false : undefined,
+      });
+      if (flags.archiveMode !== 'preserve' && flags.archiveMode !== 'off') {
+        throw new UsageError(`--archive-mode must be preserve or off, got ${JSON.stringify(flags.archiveMode)}`, 'use --archive-mode off for drills and scratch copies');
+      }
+      const port = flags.port === undefined ? undefined : Number(flags.port);
+      if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+        throw new UsageError(`--port must be a TCP port, got ${JSON.stringify(flags.port)}`, 'e.g. --port 5433');
+      }
+      const startTimeout = Number(flags.startTimeout);
+      if (!Number.isFinite(startTimeout) || startTimeout <= 0) {
+        throw new UsageError(`--start-timeout must be a positive number of seconds`, 'e.g. --start-timeout 600');
+      }
+      const { store, layout } = ctx.openRepository();
+      try {
+        const result = await executeRestore({
+          store,
+          layout,
+          pgdata,
+          target,
+          backupId: flags.backupId,
+          force: flags.force === true,
+          restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
+          archiveMode: flags.archiveMode,
+          port,
+          start: flags.start === true,
+          startTimeoutMs: startTimeout * 1000,
+          progress: ctx.settings.progress && !ctx.json,
+          log: (m) => ctx.log(m),
+        });
+        ctx.emit(
+          result,
+          result.started
+            ? `restored backup ${result.backupId} into ${result.pgdata}; recovery reached ${result.target} and the server promoted to timeline ${result.promoted?.timeline}`
+            : `restored backup ${result.backupId} into ${result.pgdata} with recovery settings for ${result.target}; start PostgreSQL to recover (pg_ctl -D ${result.pgdata} start)`,
+        );
+      } finally {
+        await store.close();
+      }
+    }),
+  );
+}

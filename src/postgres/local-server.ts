@@ -1,0 +1,104 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ServiceError } from '../errors.js';
+import { runCommand } from '../process/subprocess.js';
+import { pgBinary } from './binaries.js';
+import { withConnection } from './connection.js';
+
+/** Starting and watching a PostgreSQL server on this host (a restored data directory). */
+export async function startLocalServer(pgdata: string, logFile: string, timeoutSeconds: number): Promise<void> {
+  if (process.getuid?.() === 0) {
+    throw new ServiceError('PostgreSQL refuses to run as root, so pgdr cannot start it as root', 'run the restore as the PostgreSQL OS user, e.g. `runuser -u postgres -- pgdr restore ... --start`');
+  }
+  try {
+    await runCommand(pgBinary('pg_ctl'), ['-D', pgdata, '-l', logFile, '-w', '-t', String(timeoutSeconds), 'start'], {
+      label: 'pg_ctl start',
+      timeoutMs: (timeoutSeconds + 30) * 1000,
+    });
+  } catch (err) {
+    throw new ServiceError(
+      `PostgreSQL did not start from ${pgdata}: ${lastFatal(logFile) ?? (err as Error).message}`,
+      `read ${logFile}`,
+      err,
+    );
+  }
+}
+
+export async function stopLocalServer(pgdata: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+  await runCommand(pgBinary('pg_ctl'), ['-D', pgdata, '-m', mode, '-w', 'stop'], { label: 'pg_ctl stop', timeoutMs: 120_000 });
+}
+
+/** Port and socket directory of a running server, from postmaster.pid (lines 4 and 5). */
+export function runningServerAddress(pgdata: string): { port: number; socketDir: string; host: string } | null {
+  const pidFile = join(pgdata, 'postmaster.pid');
+  if (!existsSync(pidFile)) return null;
+  const lines = readFileSync(pidFile, 'utf8').split('\n');
+  const port = Number(lines[3]);
+  const socketDir = (lines[4] ?? '').trim();
+  const listen = (lines[5] ?? '').trim();
+  if (!Number.isInteger(port)) return null;
+  return { port, socketDir, host: socketDir || (listen === '*' || listen === '' ? '127.0.0.1' : listen) };
+}
+
+/** Whether the postmaster recorded in postmaster.pid is alive. */
+export function isServerRunning(pgdata: string): boolean {
+  const pidFile = join(pgdata, 'postmaster.pid');
+  if (!existsSync(pidFile)) return false;
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function lastFatal(logFile: string): string | undefined {
+  try {
+    const lines = readFileSync(logFile, 'utf8').split('\n');
+    const fatal = lines.filter((l) => /\b(FATAL|PANIC):/.test(l));
+    return fatal[fatal.length - 1]?.replace(/^.*?(FATAL|PANIC):\s*/, '$1: ');
+  } catch {
+    return undefined;
+  }
+}
+
+export interface PromotionResult {
+  timeline: number;
+  lsn: string;
+}
+
+/**
+ * Waits until recovery has reached its target and the server promoted (pg_is_in_recovery() is false). Recovery that
+ * stops short (a target beyond the archive) makes PostgreSQL exit with FATAL: that is reported, not waited out.
+ */
+export async function waitForPromotion(pgdata: string, logFile: string, timeoutMs: number): Promise<PromotionResult> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!isServerRunning(pgdata)) {
+      throw new ServiceError(
+        `PostgreSQL stopped during recovery: ${lastFatal(logFile) ?? 'no FATAL line in the log'}`,
+        `read ${logFile}; a target beyond the archived WAL or a missing WAL segment stops recovery`,
+      );
+    }
+    const address = runningServerAddress(pgdata);
+    if (address) {
+      const state = await withConnection({ host: address.host, port: address.port, user: process.env.PGUSER }, async (client) => {
+        const { rows } = await client.query<{ in_recovery: boolean; walfile: string | null; lsn: string | null }>(
+          `SELECT pg_is_in_recovery() AS in_recovery,
+                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
+                  CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END AS lsn`,
+        );
+        return rows[0];
+      }).catch(() => undefined);
+      if (state && !state.in_recovery && state.walfile) {
+        return { timeline: parseInt(state.walfile.slice(0, 8), 16), lsn: state.lsn ?? '' };
+      }
+    }
+    if (Date.now() >= deadline) {
+      throw new ServiceError(`recovery did not finish within ${Math.round(timeoutMs / 1000)} s`, `the server is still running; follow ${logFile}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}

@@ -1,0 +1,131 @@
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { RepositoryError } from '../errors.js';
+import { ObjectExistsError, ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
+import type { RepositoryLayout } from './layout.js';
+
+/**
+ * A lock is an object created with a conditional write (S3 If-None-Match / fs link), so exactly one writer gets it
+ * on any backend that honours the condition. It carries an expiry that the holder pushes forward while it works;
+ * a lock whose holder died is taken over once expired, so a crash never blocks the repository for good.
+ */
+const LockSchema = z.object({
+  id: z.string(),
+  purpose: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  acquiredAt: z.iso.datetime(),
+  expiresAt: z.iso.datetime(),
+});
+type LockBody = z.infer<typeof LockSchema>;
+
+export interface RepositoryLock {
+  readonly key: string;
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  /** How long a lock stays valid without a refresh. */
+  ttlMs?: number;
+  /** How long to wait for a held lock before failing; 0 fails at once. */
+  waitMs?: number;
+  pollMs?: number;
+  now?: () => Date;
+}
+
+export async function acquireLock(
+  store: ObjectStore,
+  layout: RepositoryLayout,
+  name: string,
+  purpose: string,
+  options: LockOptions = {},
+): Promise<RepositoryLock> {
+  const ttlMs = options.ttlMs ?? 120_000;
+  const waitMs = options.waitMs ?? 0;
+  const pollMs = options.pollMs ?? 1000;
+  const now = options.now ?? (() => new Date());
+  const key = layout.lock(name);
+  const id = randomUUID();
+  const deadline = Date.now() + waitMs;
+  const body = (): Buffer => {
+    const at = now();
+    const lock: LockBody = {
+      id,
+      purpose,
+      host: hostname(),
+      pid: process.pid,
+      acquiredAt: at.toISOString(),
+      expiresAt: new Date(at.getTime() + ttlMs).toISOString(),
+    };
+    return Buffer.from(`${JSON.stringify(lock)}\n`);
+  };
+
+  for (;;) {
+    try {
+      await store.put(key, { kind: 'buffer', data: body() }, { ifNoneMatch: true });
+      break;
+    } catch (err) {
+      if (!(err instanceof ObjectExistsError)) throw err;
+    }
+    const holder = await readLock(store, key);
+    if (holder === null) continue; // released between our write and read
+    if (holder === 'unreadable' || new Date(holder.expiresAt) < now() || holderIsGoneFromThisHost(holder)) {
+      // Expired, held by a process of this host that no longer exists, or garbage: remove it and race for it
+      // again with a conditional write.
+      await store.delete([key]);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      throw new RepositoryError(
+        `cluster "${layout.cluster}" is locked for ${holder.purpose} by ${holder.host} pid ${holder.pid} since ${holder.acquiredAt}`,
+        `wait for it to finish; if that process is gone the lock expires at ${holder.expiresAt}`,
+      );
+    }
+    await sleep(Math.min(pollMs, Math.max(deadline - Date.now(), 10)));
+  }
+
+  let released = false;
+  const refresh = setInterval(() => {
+    // Refresh by overwriting our own lock; if it vanished or changed hands, the next writer holds it now.
+    void store.put(key, { kind: 'buffer', data: body() }).catch(() => undefined);
+  }, Math.max(ttlMs / 3, 1000));
+  refresh.unref();
+  return {
+    key,
+    async release() {
+      if (released) return;
+      released = true;
+      clearInterval(refresh);
+      const holder = await readLock(store, key).catch(() => null);
+      if (holder !== null && holder !== 'unreadable' && holder.id === id) await store.delete([key]);
+    },
+  };
+}
+
+async function readLock(store: ObjectStore, key: string): Promise<LockBody | null | 'unreadable'> {
+  try {
+    const raw = await store.getBuffer(key);
+    const parsed = LockSchema.safeParse(JSON.parse(raw.toString('utf8')));
+    return parsed.success ? parsed.data : 'unreadable';
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return null;
+    if (err instanceof SyntaxError) return 'unreadable';
+    throw err;
+  }
+}
+
+/** A lock taken on this host by a pid that is not running any more (a killed backup) need not wait for expiry. */
+function holderIsGoneFromThisHost(holder: LockBody): boolean {
+  if (holder.host !== hostname() || holder.pid === process.pid) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

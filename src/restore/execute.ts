@@ -1,0 +1,197 @@
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { RepositoryError, UsageError, VerificationError } from '../errors.js';
+import { startSubprocess } from '../process/subprocess.js';
+import { mergeAutoConf } from '../postgres/recovery-config.js';
+import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
+import { isServerRunning, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
+import { readBackupCatalog } from '../repo/catalog.js';
+import type { RepositoryLayout } from '../repo/layout.js';
+import type { BackupManifest, BackupObject } from '../repo/manifest.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { ChecksumStage } from '../stream/checksum.js';
+import { createProgress } from '../stream/progress.js';
+import { zstdDecompressStage } from '../stream/zstd.js';
+import { planRestore } from './plan.js';
+
+export interface RestoreOptions {
+  store: ObjectStore;
+  layout: RepositoryLayout;
+  pgdata: string;
+  target: RecoveryTarget;
+  backupId?: string;
+  force: boolean;
+  /** The restore_command line, built by the caller so it reaches this same repository. */
+  restoreCommand: string;
+  archiveMode: 'preserve' | 'off';
+  port?: number;
+  start: boolean;
+  startTimeoutMs: number;
+  progress: boolean;
+  log: (message: string) => void;
+}
+
+export interface RestoreResult {
+  backupId: string;
+  target: string;
+  pgdata: string;
+  reason: string;
+  started: boolean;
+  promoted?: PromotionResult;
+}
+
+/**
+ * Point-in-time restore: pick the backup (pure planner), unpack it with its checksum verified, then write the
+ * recovery settings. The settings and recovery.signal are written last, after every object checked out, so a
+ * data directory that failed half-way can never start recovery from a damaged copy; pgdr also removes what it
+ * unpacked on failure.
+ */
+export async function executeRestore(options: RestoreOptions): Promise<RestoreResult> {
+  const { store, layout, pgdata, log } = options;
+  const catalog = await readBackupCatalog(store, layout);
+  const plan = planRestore(catalog.complete, options.target, { backupId: options.backupId, cluster: layout.cluster });
+  const backup = plan.backup;
+  log(`restore: ${plan.reason}`);
+
+  await prepareDataDirectory(pgdata, options.force);
+  try {
+    for (const object of backup.objects) {
+      await unpackObject(options, backup, object);
+    }
+    await removeIfPresent(join(pgdata, 'postmaster.pid'));
+    const autoConfPath = join(pgdata, 'postgresql.auto.conf');
+    const existing = existsSync(autoConfPath) ? await readFile(autoConfPath, 'utf8') : '';
+    await writeFile(
+      autoConfPath,
+      mergeAutoConf(existing, {
+        restoreCommand: options.restoreCommand,
+        target: options.target,
+        archiveMode: options.archiveMode,
+        port: options.port,
+        comment: `pgdr restore of backup ${backup.backupId} to ${describeRecoveryTarget(options.target)}, ${new Date().toISOString()}`,
+      }),
+      { mode: 0o600 },
+    );
+    await writeFile(join(pgdata, 'recovery.signal'), '', { mode: 0o600 });
+  } catch (err) {
+    await emptyDirectory(pgdata).catch(() => undefined);
+    throw err;
+  }
+  log(`restore: backup ${backup.backupId} unpacked into ${pgdata} with recovery settings for ${describeRecoveryTarget(options.target)}`);
+
+  const result: RestoreResult = {
+    backupId: backup.backupId,
+    target: describeRecoveryTarget(options.target),
+    pgdata,
+    reason: plan.reason,
+    started: false,
+  };
+  if (options.start) {
+    const logFile = join(pgdata, 'pgdr-restore.log');
+    log(`restore: starting PostgreSQL (log: ${logFile}) and waiting for recovery to reach the target`);
+    const timeoutSeconds = Math.max(Math.ceil(options.startTimeoutMs / 1000), 10);
+    await startLocalServer(pgdata, logFile, timeoutSeconds);
+    result.started = true;
+    result.promoted = await waitForPromotion(pgdata, logFile, options.startTimeoutMs);
+    log(`restore: recovery finished; the server promoted to timeline ${result.promoted.timeline} at ${result.promoted.lsn}`);
+  }
+  return result;
+}
+
+async function prepareDataDirectory(pgdata: string, force: boolean): Promise<void> {
+  if (!existsSync(pgdata)) {
+    await mkdir(pgdata, { recursive: true, mode: 0o700 });
+    return;
+  }
+  const entries = await readdir(pgdata);
+  if (entries.length > 0) {
+    if (!force) {
+      throw new UsageError(`${pgdata} is not empty`, 'restore into an empty or new directory, or pass --force to replace what it holds');
+    }
+    if (isServerRunning(pgdata)) {
+      throw new UsageError(`a PostgreSQL server is running in ${pgdata}`, 'stop it (pg_ctl stop) before restoring over it');
+    }
+    await emptyDirectory(pgdata);
+  }
+  // PostgreSQL refuses a data directory others can read.
+  await chmod(pgdata, 0o700);
+}
+
+async function emptyDirectory(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) {
+    await rm(join(dir, entry), { recursive: true, force: true });
+  }
+}
+
+async function removeIfPresent(path: string): Promise<void> {
+  await rm(path, { force: true });
+}
+
+async function sha256OfObject(store: ObjectStore, key: string): Promise<string> {
+  const checksum = new ChecksumStage();
+  await pipeline(await store.get(key), checksum, new Writable({ write: (_chunk, _enc, done) => done() }));
+  return checksum.sha256;
+}
+
+/** Repository → sha256 → zstd -d → tar -x, three processes' worth of work overlapping in one pipeline. */
+async function unpackObject(options: RestoreOptions, backup: BackupManifest, object: BackupObject): Promise<void> {
+  const key = options.layout.backupObject(backup.backupId, object.name);
+  const head = await options.store.head(key);
+  if (head === null) {
+    throw new RepositoryError(
+      `backup ${backup.backupId} is missing its object ${object.name}`,
+      'restore another backup with --backup-id, and run pgdr verify',
+    );
+  }
+  if (head.size !== object.storedBytes) {
+    throw new VerificationError(
+      `backup ${backup.backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}`,
+      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+    );
+  }
+  const progress = createProgress(`restore ${backup.backupId}`, object.storedBytes, options.progress);
+  const checksum = new ChecksumStage();
+  checksum.on('data', () => progress.update(checksum.bytes));
+  const tar = startSubprocess('tar', ['-x', '-f', '-', '-C', options.pgdata], {
+    stdin: 'pipe',
+    label: 'tar -x',
+    hint: `check free space and permissions in ${options.pgdata}`,
+  });
+  const source = await options.store.get(key);
+  let streamError: unknown;
+  try {
+    await pipeline(source, checksum, zstdDecompressStage(), tar.stdin);
+  } catch (err) {
+    streamError = err;
+    tar.kill();
+  }
+  const exit = await tar.wait().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  progress.stop();
+  const digestReady = streamError === undefined;
+  if (digestReady && checksum.sha256 !== object.sha256) {
+    throw new VerificationError(
+      `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${checksum.sha256.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); nothing was left in ${options.pgdata}`,
+      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+    );
+  }
+  if (streamError !== undefined) {
+    // A damaged object usually breaks zstd before the whole object went through the hash: hash it again on its
+    // own to tell a damaged copy (checksum) from a transport or disk failure.
+    const actual = await sha256OfObject(options.store, key).catch(() => undefined);
+    if (actual !== undefined && actual !== object.sha256) {
+      throw new VerificationError(
+        `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${actual.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); nothing was left in ${options.pgdata}`,
+        'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+        streamError,
+      );
+    }
+    throw streamError;
+  }
+  if (exit !== undefined) throw exit;
+}

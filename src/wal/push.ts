@@ -1,0 +1,141 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { RepositoryError, UsageError } from '../errors.js';
+import { parseWalFileName } from '../postgres/wal-file-name.js';
+import { readWalSegmentHeader } from '../postgres/wal-header.js';
+import { checkSameCluster, ensureClusterInfo, readClusterInfo } from '../repo/cluster-info.js';
+import type { RepositoryLayout } from '../repo/layout.js';
+import type { ClusterInfo } from '../repo/manifest.js';
+import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
+import { sha256Hex } from '../stream/checksum.js';
+import { zstdCompressBuffer, zstdDecompressBuffer } from '../stream/zstd.js';
+import { writeMarker } from './spool.js';
+
+export interface WalPushOptions {
+  store: ObjectStore;
+  layout: RepositoryLayout;
+  compressLevel: number;
+  /** Extra .ready files to archive in the same run, ahead of PostgreSQL asking for them. */
+  lookahead: number;
+  spoolDir: string;
+  /** The repository URL as configured; markers name it so a marker for another repository is never trusted. */
+  repoUrl: string;
+  log: (message: string) => void;
+}
+
+export type WalPushOutcome = 'stored' | 'already-stored';
+
+/**
+ * archive_command. Exit 0 (return) only once the file is durably in the repository: stored with a conditional
+ * write, or already stored with identical content (PostgreSQL retries after a crash). Different content under the
+ * same name is an error and nothing is overwritten. Files PostgreSQL has marked ready after this one are pushed
+ * in the same run, in parallel, so a busy server is not limited by one Node start-up per segment.
+ */
+export async function pushWal(path: string, options: WalPushOptions): Promise<WalPushOutcome> {
+  const absolute = resolve(path);
+  const name = basename(absolute);
+  parseWalFileName(name);
+  const cluster = new ClusterIdentity(options.store, options.layout);
+
+  const ahead = options.lookahead > 0 ? await readyFilesAfter(dirname(absolute), name, options.lookahead) : [];
+  const pushAhead = ahead.map(async (file) => {
+    try {
+      const data = await readFile(join(dirname(absolute), file));
+      const sha = await storeWalFile(file, data, cluster, options);
+      writeMarker(options.spoolDir, options.layout.cluster, file, { sha256: sha.sha256, repo: options.repoUrl });
+    } catch {
+      // A look-ahead failure costs nothing: PostgreSQL asks for that file again and it is pushed then, with its error.
+    }
+  });
+  const data = await readWalFile(absolute);
+  const result = await storeWalFile(name, data, cluster, options);
+  await Promise.all(pushAhead);
+  return result.outcome;
+}
+
+async function readWalFile(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new UsageError(`cannot read WAL file ${path}: ${(err as Error).message}`, "archive_command must pass %p (the file's path) as run from the data directory");
+  }
+}
+
+async function storeWalFile(
+  name: string,
+  data: Buffer,
+  cluster: ClusterIdentity,
+  options: WalPushOptions,
+): Promise<{ outcome: WalPushOutcome; sha256: string }> {
+  const kind = parseWalFileName(name).kind;
+  if (kind === 'segment' || kind === 'partial') await cluster.check(data, name);
+  const sha256 = sha256Hex(data);
+  const key = options.layout.walObject(name);
+  const compressed = await zstdCompressBuffer(data, { level: options.compressLevel, threads: 1 });
+  try {
+    await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
+    return { outcome: 'stored', sha256 };
+  } catch (err) {
+    if (!(err instanceof ObjectExistsError)) throw err;
+  }
+  const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+  if (sha256Hex(stored) === sha256) {
+    options.log(`${name} is already in the repository with identical content`);
+    return { outcome: 'already-stored', sha256 };
+  }
+  throw new RepositoryError(
+    `${name} is already in ${options.store.location} with different content; nothing was overwritten`,
+    'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
+  );
+}
+
+/** Checks each segment's system identifier against cluster.json, creating cluster.json from the first segment. */
+class ClusterIdentity {
+  private info: ClusterInfo | null | undefined;
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly layout: RepositoryLayout,
+  ) {}
+
+  async check(segment: Buffer, name: string): Promise<void> {
+    const header = readWalSegmentHeader(segment);
+    if (!header) {
+      throw new UsageError(`${name} does not start with a WAL page header`, 'archive_command must pass %p, the path of a WAL file PostgreSQL wrote');
+    }
+    if (this.info === undefined) this.info = await readClusterInfo(this.store, this.layout);
+    if (this.info) {
+      checkSameCluster(this.info, header.systemIdentifier, this.store.location, this.layout.cluster);
+      return;
+    }
+    if (header.pgMajor === undefined) {
+      throw new UsageError(`${name} has WAL page magic 0x${header.magic.toString(16)}, which pgdr does not know`, 'pgdr supports PostgreSQL 15 to 18');
+    }
+    this.info = await ensureClusterInfo(this.store, this.layout, { systemIdentifier: header.systemIdentifier, pgMajor: header.pgMajor });
+  }
+}
+
+/** WAL files whose .ready marker exists, after `current` in archive order (history files first, as PostgreSQL does). */
+async function readyFilesAfter(pgWalDir: string, current: string, limit: number): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(join(pgWalDir, 'archive_status'));
+  } catch {
+    return [];
+  }
+  const ready = entries
+    .filter((f) => f.endsWith('.ready'))
+    .map((f) => f.slice(0, -'.ready'.length))
+    .filter((f) => f !== current && isArchivable(f));
+  const histories = ready.filter((f) => f.endsWith('.history')).sort();
+  const others = ready.filter((f) => !f.endsWith('.history')).sort();
+  return [...histories, ...others].slice(0, limit);
+}
+
+function isArchivable(name: string): boolean {
+  try {
+    parseWalFileName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
