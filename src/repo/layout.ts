@@ -6,6 +6,8 @@
  *   <cluster>/backups/<backupId>/base.tar.zst    data objects first ...
  *   <cluster>/backups/<backupId>/manifest.json   ... the manifest last (the commit)
  *   <cluster>/wal/<timeline>/<walFileName>.zst   WAL segments, .history and .backup files
+ *   <cluster>/etcd/<snapshotId>/snapshot.db.zst  etcd snapshot, then its manifest.json last
+ *   <cluster>/drills/<drillId>.json              restore drill reports
  *   <cluster>/locks/<name>.json                  lock objects
  */
 export class RepositoryLayout {
@@ -50,6 +52,34 @@ export class RepositoryLayout {
   /** `fileName` is a WAL segment, .history, .partial or .backup file name; its first 8 hex digits are the timeline. */
   walObject(fileName: string): string {
     return `${this.cluster}/wal/${fileName.slice(0, 8)}/${fileName}.zst`;
+  }
+
+  etcdPrefix(): string {
+    return `${this.cluster}/etcd/`;
+  }
+
+  etcdSnapshotPrefix(snapshotId: string): string {
+    return `${this.cluster}/etcd/${snapshotId}/`;
+  }
+
+  etcdSnapshotObject(snapshotId: string, name: string): string {
+    return `${this.etcdSnapshotPrefix(snapshotId)}${name}`;
+  }
+
+  etcdSnapshotManifest(snapshotId: string): string {
+    return `${this.etcdSnapshotPrefix(snapshotId)}manifest.json`;
+  }
+
+  drillsPrefix(): string {
+    return `${this.cluster}/drills/`;
+  }
+
+  drillReport(drillId: string): string {
+    return `${this.cluster}/drills/${drillId}.json`;
+  }
+
+  locksPrefix(): string {
+    return `${this.cluster}/locks/`;
   }
 
   lock(name: string): string {

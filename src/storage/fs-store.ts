@@ -1,0 +1,484 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pathToFileURL } from 'node:url';
+import { RepositoryError } from '../errors.js';
+import {
+  ObjectExistsError,
+  ObjectNotFoundError,
+  type GetOptions,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutBody,
+  type PutOptions,
+  type PutResult,
+} from './object-store.js';
+
+/**
+ * The embedded default driver: objects are plain files under a root directory, so the repository can be read
+ * with ls and cat. Every put is write-to-temp, fsync, rename (or link), fsync directory: a crash leaves either
+ * the old object, the new one, or an invisible `.tmp-*` file, never a torn object.
+ */
+export interface FsStoreOptions {
+  /** Absolute (or resolvable) path of the repository root; created on the first put. */
+  root: string;
+}
+
+/** Files with this name prefix are puts in progress (or left by a crash) and are never objects. */
+export const TEMP_FILE_PREFIX = '.tmp-';
+
+const DIR_MODE = 0o750;
+const FILE_MODE = 0o640;
+const DELETE_CONCURRENCY = 16;
+/** S3's own limit; enforced here too so a repository can move between drivers. */
+const MAX_KEY_BYTES = 1024;
+/** The usual file-name limit of Linux file systems. */
+const MAX_SEGMENT_BYTES = 255;
+
+function keyProblem(key: string, allowPartialLast: boolean): string | undefined {
+  if (typeof key !== 'string') return 'it is not a string';
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) return `it is longer than ${MAX_KEY_BYTES} bytes`;
+  if (key.startsWith('/')) return "it starts with '/'";
+  if (key.includes('\\')) return 'it contains a backslash';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(key)) return 'it contains a control character';
+  const segments = key.split('/');
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i] ?? '';
+    const isLast = i === segments.length - 1;
+    if (isLast && allowPartialLast) continue;
+    if (segment === '') return 'it has an empty path segment';
+    if (segment === '.' || segment === '..') return `it has a '${segment}' segment`;
+    if (segment.startsWith(TEMP_FILE_PREFIX)) return `a segment starts with '${TEMP_FILE_PREFIX}', which is reserved`;
+    if (Buffer.byteLength(segment) > MAX_SEGMENT_BYTES) return `a segment is longer than ${MAX_SEGMENT_BYTES} bytes`;
+  }
+  return undefined;
+}
+
+/**
+ * Object keys are relative '/'-separated paths that map one-to-one onto files. Both drivers apply the same
+ * rules so that what one accepts, the other stores too.
+ */
+export function assertObjectKey(key: string): void {
+  if (key === '') {
+    throw new RepositoryError('invalid object key: it is empty', 'this is a bug in pgdr: report it with the command line');
+  }
+  const problem = keyProblem(key, false);
+  if (problem !== undefined) {
+    throw new RepositoryError(
+      `invalid object key ${JSON.stringify(key)}: ${problem}`,
+      'this is a bug in pgdr: report it with the command line',
+    );
+  }
+}
+
+/** A list prefix may be empty, end with '/', or stop in the middle of a name. */
+export function assertListPrefix(prefix: string): void {
+  if (prefix === '') return;
+  const problem = keyProblem(prefix, true);
+  if (problem !== undefined) {
+    throw new RepositoryError(
+      `invalid list prefix ${JSON.stringify(prefix)}: ${problem}`,
+      'this is a bug in pgdr: report it with the command line',
+    );
+  }
+}
+
+function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+function fsFailure(what: string, path: string, err: unknown): RepositoryError {
+  const code = errnoCode(err) ?? 'error';
+  let hint: string;
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      hint = `check the owner and permissions of ${path} (pgdr runs as uid ${process.getuid?.() ?? '?'})`;
+      break;
+    case 'ENOSPC':
+    case 'EDQUOT':
+      hint = 'free space on the repository file system or run pgdr expire';
+      break;
+    case 'EROFS':
+      hint = 'the repository file system is mounted read-only';
+      break;
+    case 'ENOTDIR':
+    case 'EEXIST':
+    case 'EISDIR':
+      hint = 'a file and a directory in the repository have the same name: check the repository layout';
+      break;
+    default:
+      hint = 'check the repository file system (dmesg, df, mount)';
+  }
+  const detail = err instanceof Error ? err.message : String(err);
+  return new RepositoryError(`cannot ${what} ${path}: ${detail}`, hint, err);
+}
+
+async function fsyncDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function isAtOrBelow(path: string, ancestor: string): boolean {
+  return path === ancestor || path.startsWith(ancestor.endsWith(sep) ? ancestor : ancestor + sep);
+}
+
+/**
+ * A Writable over a FileHandle we still own. FileHandle.createWriteStream({ autoClose: false }) leaves a reference
+ * on the handle that makes a later handle.close() wait forever (Node 20), so writes go through handle.write().
+ */
+function fileHandleSink(handle: FileHandle): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      writeAll(handle, chunk).then(() => callback(), callback);
+    },
+  });
+}
+
+async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.length) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
+    offset += bytesWritten;
+  }
+}
+
+class ByteCounter extends Transform {
+  bytes = 0;
+  constructor(private readonly onProgress: ((bytes: number) => void) | undefined) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.onProgress?.(this.bytes);
+    callback(null, chunk);
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; rejects with the first failure after all settle. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await fn(item);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.err;
+}
+
+interface ListEntry {
+  name: string;
+  isDirectory: boolean;
+  /** The name as it sorts among whole keys: a directory sorts as "name/". */
+  sortKey: Buffer;
+}
+
+class FsObjectStore implements ObjectStore {
+  readonly location: string;
+
+  constructor(private readonly root: string) {
+    this.location = pathToFileURL(root).href;
+  }
+
+  private pathOf(key: string): string {
+    return join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, body: PutBody, options: PutOptions = {}): Promise<PutResult> {
+    assertObjectKey(key);
+    const target = this.pathOf(key);
+    const dir = dirname(target);
+    const { handle, tempPath, firstCreated } = await this.createTempFile(dir);
+    let handleOpen = true;
+    try {
+      const size = await this.writeBody(handle, tempPath, body, options);
+      await handle.sync().catch((err: unknown) => {
+        throw fsFailure('fsync', tempPath, err);
+      });
+      await handle.close();
+      handleOpen = false;
+      if (options.ifNoneMatch) {
+        // link() fails with EEXIST when the target exists, atomically, where rename() would silently replace it.
+        try {
+          await link(tempPath, target);
+        } catch (err) {
+          if (errnoCode(err) === 'EEXIST') throw new ObjectExistsError(key);
+          throw fsFailure('create', target, err);
+        }
+        await unlink(tempPath).catch(() => undefined);
+      } else {
+        await rename(tempPath, target).catch((err: unknown) => {
+          throw fsFailure('create', target, err);
+        });
+      }
+      await this.syncDirectories(dir, firstCreated);
+      return { key, size };
+    } catch (err) {
+      if (handleOpen) await handle.close().catch(() => undefined);
+      await unlink(tempPath).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * A concurrent delete may remove the (then empty) directory between our mkdir and our open: try again.
+   */
+  private async createTempFile(dir: string): Promise<{ handle: FileHandle; tempPath: string; firstCreated: string | undefined }> {
+    let firstCreated: string | undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        firstCreated = (await mkdir(dir, { recursive: true, mode: DIR_MODE })) ?? firstCreated;
+      } catch (err) {
+        throw fsFailure('create directory', dir, err);
+      }
+      const tempPath = join(dir, `${TEMP_FILE_PREFIX}${randomBytes(8).toString('hex')}`);
+      try {
+        const handle = await open(tempPath, 'wx', FILE_MODE);
+        return { handle, tempPath, firstCreated };
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT' && attempt < 5) continue;
+        throw fsFailure('create', tempPath, err);
+      }
+    }
+  }
+
+  private async writeBody(handle: FileHandle, tempPath: string, body: PutBody, options: PutOptions): Promise<number> {
+    switch (body.kind) {
+      case 'buffer': {
+        await handle.writeFile(body.data).catch((err: unknown) => {
+          throw fsFailure('write', tempPath, err);
+        });
+        options.onProgress?.(body.data.length);
+        return body.data.length;
+      }
+      case 'file': {
+        const counter = new ByteCounter(options.onProgress);
+        const source = createReadStream(body.path);
+        let sourceFailed = false;
+        source.once('error', () => {
+          sourceFailed = true;
+        });
+        try {
+          await pipeline(source, counter, fileHandleSink(handle));
+        } catch (err) {
+          if (sourceFailed) throw fsFailure('read', body.path, err);
+          throw fsFailure('write', tempPath, err);
+        }
+        return counter.bytes;
+      }
+      case 'stream': {
+        const source = body.open();
+        const counter = new ByteCounter(options.onProgress);
+        let sourceFailed = false;
+        source.once('error', () => {
+          sourceFailed = true;
+        });
+        try {
+          await pipeline(source, counter, fileHandleSink(handle));
+        } catch (err) {
+          // The producer's own failure (pg_basebackup died, a checksum stage refused) is not a storage error.
+          if (sourceFailed) throw err;
+          throw fsFailure('write', tempPath, err);
+        }
+        return counter.bytes;
+      }
+    }
+  }
+
+  /** The new entry is durable only once its directory is; so is every directory mkdir just created. */
+  private async syncDirectories(dir: string, firstCreated: string | undefined): Promise<void> {
+    let current = dir;
+    try {
+      await fsyncDirectory(current);
+      while (firstCreated !== undefined && isAtOrBelow(current, firstCreated)) {
+        current = dirname(current);
+        await fsyncDirectory(current);
+      }
+    } catch (err) {
+      throw fsFailure('fsync directory', current, err);
+    }
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    assertObjectKey(key);
+    const path = this.pathOf(key);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new ObjectNotFoundError(key);
+      throw fsFailure('open', path, err);
+    }
+    try {
+      const info = await handle.stat();
+      if (info.isDirectory()) throw new ObjectNotFoundError(key);
+      const range = options.range;
+      if (range === undefined) return handle.createReadStream();
+      checkRange(key, range, info.size);
+      return handle.createReadStream({ start: range.start, end: range.end });
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async getBuffer(key: string): Promise<Buffer> {
+    assertObjectKey(key);
+    const path = this.pathOf(key);
+    try {
+      return await readFile(path);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') throw new ObjectNotFoundError(key);
+      throw fsFailure('read', path, err);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    assertObjectKey(key);
+    const path = this.pathOf(key);
+    try {
+      const info = await stat(path);
+      if (!info.isFile()) return null;
+      return { key, size: info.size, lastModified: info.mtime };
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw fsFailure('stat', path, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    assertListPrefix(prefix);
+    const slash = prefix.lastIndexOf('/');
+    yield* this.walk(prefix.slice(0, slash + 1), prefix.slice(slash + 1));
+  }
+
+  /**
+   * Yields in the byte order of whole keys, as S3 does: siblings are sorted with directories as "name/", so
+   * "a-c" (0x2d) comes before everything under "a/" (0x2f), and a depth-first walk stays in key order.
+   */
+  private async *walk(dirKey: string, namePrefix: string): AsyncGenerator<ObjectInfo> {
+    const dirPath = dirKey === '' ? this.root : this.pathOf(dirKey.slice(0, -1));
+    let dirents;
+    try {
+      dirents = await readdir(dirPath, { withFileTypes: true });
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw fsFailure('list', dirPath, err);
+    }
+    const entries: ListEntry[] = [];
+    for (const dirent of dirents) {
+      const name = dirent.name;
+      if (name.startsWith(TEMP_FILE_PREFIX) || !name.startsWith(namePrefix)) continue;
+      let isDirectory = dirent.isDirectory();
+      if (!isDirectory && !dirent.isFile()) {
+        // A symlink or an unknown d_type: follow it once to learn what it is.
+        const info = await stat(join(dirPath, name)).catch(() => undefined);
+        if (info === undefined) continue;
+        isDirectory = info.isDirectory();
+      }
+      entries.push({ name, isDirectory, sortKey: Buffer.from(isDirectory ? `${name}/` : name) });
+    }
+    entries.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+    for (const entry of entries) {
+      const key = dirKey + entry.name;
+      if (entry.isDirectory) {
+        yield* this.walk(`${key}/`, '');
+        continue;
+      }
+      const path = join(dirPath, entry.name);
+      let info;
+      try {
+        info = await stat(path);
+      } catch (err) {
+        // Deleted between readdir and stat: it is simply no longer there.
+        if (errnoCode(err) === 'ENOENT') continue;
+        throw fsFailure('stat', path, err);
+      }
+      if (!info.isFile()) continue;
+      yield { key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    for (const key of keys) assertObjectKey(key);
+    const parents = new Set<string>();
+    await forEachLimited(keys, DELETE_CONCURRENCY, async (key) => {
+      const path = this.pathOf(key);
+      try {
+        await unlink(path);
+      } catch (err) {
+        const code = errnoCode(err);
+        // Absent, or only a "directory prefix" rather than an object: nothing to delete.
+        if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return;
+        throw fsFailure('delete', path, err);
+      }
+      parents.add(dirname(path));
+    });
+    // Callers order deletes (manifest before data): each call must be durable before it returns.
+    for (const dir of parents) {
+      await fsyncDirectory(dir).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw fsFailure('fsync directory', dir, err);
+      });
+    }
+    const deepestFirst = [...parents].sort((a, b) => b.length - a.length);
+    for (const dir of deepestFirst) await this.removeEmptyDirectories(dir);
+  }
+
+  private async removeEmptyDirectories(start: string): Promise<void> {
+    let dir = start;
+    while (dir !== this.root && isAtOrBelow(dir, this.root)) {
+      try {
+        await rmdir(dir);
+      } catch (err) {
+        const code = errnoCode(err);
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT') return;
+        throw fsFailure('remove directory', dir, err);
+      }
+      dir = dirname(dir);
+    }
+  }
+
+  async close(): Promise<void> {
+    // No handles are held between calls.
+  }
+}
+
+function checkRange(key: string, range: { start: number; end: number }, size: number): void {
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+    throw new RepositoryError(
+      `invalid byte range ${start}-${end} for ${key}`,
+      'this is a bug in pgdr: report it with the command line',
+    );
+  }
+  if (start >= size) {
+    throw new RepositoryError(
+      `byte range ${start}-${end} is beyond the end of ${key} (${size} bytes)`,
+      'the object is shorter than its manifest says: run pgdr verify',
+    );
+  }
+}
+
+export function createFsStore(options: FsStoreOptions): ObjectStore {
+  return new FsObjectStore(resolve(options.root));
+}

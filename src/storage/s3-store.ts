@@ -1,0 +1,779 @@
+import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RepositoryError, UsageError } from '../errors.js';
+import { assertListPrefix, assertObjectKey } from './fs-store.js';
+import {
+  ObjectExistsError,
+  ObjectNotFoundError,
+  type GetOptions,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutBody,
+  type PutOptions,
+  type PutResult,
+} from './object-store.js';
+import { redactUrl, redactUrlsIn } from './redact.js';
+
+/**
+ * The S3 driver (AWS S3, MinIO, R2, B2, ...). Credentials come only from the SDK's default provider chain
+ * (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE / web identity / instance metadata), never from these
+ * options, so they can never reach a command line, a config file pgdr writes, or a log line.
+ */
+export type S3RequestChecksums = 'when_supported' | 'when_required';
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** Key prefix inside the bucket, '' for the bucket root; leading and trailing '/' are ignored. */
+  prefix: string;
+  /** For S3-compatible stores, e.g. http://127.0.0.1:9000. Without it the SDK resolves the AWS endpoint. */
+  endpoint?: string;
+  /** Defaults to 'us-east-1' when an endpoint is given, else to the SDK's chain (AWS_REGION, profile). */
+  region?: string;
+  /** MinIO and most self-hosted stores need path-style addressing. */
+  forcePathStyle?: boolean;
+  /** Multipart part size for stream bodies; at least 5 MiB. Default 16 MiB. */
+  partSizeBytes?: number;
+  /** Parts uploaded in parallel for stream bodies. Default 4. */
+  queueSize?: number;
+  /** Attempts per request, including the first. Default 5. */
+  maxAttempts?: number;
+  /**
+   * The SDK sends CRC checksums with every upload by default ('when_supported'); older MinIO, B2 and R2 in some
+   * modes reject them, and 'when_required' restores the classic behaviour. Without this option the environment
+   * variable PGDR_S3_REQUEST_CHECKSUMS is used, then the SDK's own default.
+   */
+  requestChecksums?: S3RequestChecksums;
+  /** Time allowed to open a TCP (and TLS) connection. Default 5000 ms. */
+  connectTimeoutMs?: number;
+  /** Longest silence on an open socket before the request fails. Default 60000 ms. */
+  requestTimeoutMs?: number;
+  /**
+   * Delete with DeleteObjects (1000 keys per request). Some S3-compatible stores reject it (NotImplemented, or a
+   * demand for Content-MD5); the driver then falls back to one DeleteObject per key by itself, so this only needs
+   * to be false to skip the failed first attempt. Default true.
+   */
+  batchDelete?: boolean;
+}
+
+export const S3_STORE_DEFAULTS = {
+  partSizeBytes: 16 * 1024 * 1024,
+  queueSize: 4,
+  maxAttempts: 5,
+  connectTimeoutMs: 5_000,
+  requestTimeoutMs: 60_000,
+} as const;
+
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const DELETE_BATCH = 1000;
+const RETRY_BASE_DELAY_MS = 100;
+const RETRY_MAX_DELAY_MS = 20_000;
+
+/** Bucket names as S3 accepts them today (lower case; dots allowed but not adjacent; not an IP address). */
+export function isValidBucketName(name: string): boolean {
+  return (
+    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) &&
+    !name.includes('..') &&
+    !/^\d{1,3}(\.\d{1,3}){3}$/.test(name) &&
+    !name.startsWith('xn--')
+  );
+}
+
+/** '' or 'a/b/' (with the trailing slash), so that a full key is always root + key. */
+function normalizePrefix(prefix: string): string {
+  const trimmed = prefix.replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') return '';
+  const bad = trimmed.split('/').find((s) => s === '' || s === '.' || s === '..');
+  if (bad !== undefined || trimmed.includes('\\')) {
+    throw new UsageError(
+      `invalid S3 key prefix ${JSON.stringify(prefix)}`,
+      "use a prefix made of non-empty segments without '.', '..' or backslashes, e.g. s3://bucket/pgdr/prod",
+    );
+  }
+  return `${trimmed}/`;
+}
+
+export function parseRequestChecksums(value: string | undefined, source: string): S3RequestChecksums | undefined {
+  if (value === undefined || value === '') return undefined;
+  const normalized = value.trim().toLowerCase();
+  if (normalized === 'when_supported' || normalized === 'when_required') return normalized;
+  throw new UsageError(
+    `${source} must be when_supported or when_required, got ${JSON.stringify(value)}`,
+    'use when_required for S3-compatible stores that reject CRC checksums, else when_supported',
+  );
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(`S3 option ${name} must be an integer of at least ${min}, got ${value}`, `fix ${name}`);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Error classification
+
+interface ErrorFacts {
+  name: string | undefined;
+  status: number | undefined;
+  code: string | undefined;
+  message: string;
+  attempts: number | undefined;
+}
+
+function errorFacts(err: unknown): ErrorFacts {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as Record<string, unknown>;
+  const metadata = e.$metadata as { httpStatusCode?: number; attempts?: number } | undefined;
+  const response = e.$response as { statusCode?: number } | undefined;
+  let code = typeof e.code === 'string' ? e.code : undefined;
+  // Happy-eyeballs connects report an AggregateError; the cause chain carries the socket error.
+  const nested = [e.errors, e.cause].flat().filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null);
+  for (const inner of nested) {
+    if (code === undefined && typeof inner.code === 'string') code = inner.code;
+  }
+  const name = typeof e.Code === 'string' ? e.Code : typeof e.name === 'string' ? e.name : undefined;
+  return {
+    name,
+    status: metadata?.httpStatusCode ?? response?.statusCode,
+    code,
+    message: typeof e.message === 'string' ? e.message : String(err),
+    attempts: metadata?.attempts,
+  };
+}
+
+const CREDENTIAL_ERRORS = new Set([
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'AccessDenied',
+  'InvalidToken',
+  'ExpiredToken',
+  'TokenRefreshRequired',
+  'InvalidSecurity',
+  'AuthorizationHeaderMalformed',
+  'Forbidden',
+  'AllAccessDisabled',
+]);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'UND_ERR_SOCKET',
+]);
+const THROTTLING_ERRORS = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestThrottled',
+  'RequestLimitExceeded',
+  'TooManyRequestsException',
+  'BandwidthLimitExceeded',
+]);
+const TRANSIENT_ERRORS = new Set(['RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable']);
+
+function isNetworkFailure(facts: ErrorFacts): boolean {
+  return (
+    (facts.code !== undefined && NETWORK_CODES.has(facts.code)) ||
+    facts.name === 'TimeoutError' ||
+    /socket hang up|connection timed out|timed out without establishing/i.test(facts.message)
+  );
+}
+
+/** Worth another attempt: throttling, server-side failures, dropped or refused connections. */
+export function isRetryableS3Error(err: unknown): boolean {
+  const facts = errorFacts(err);
+  if (isNetworkFailure(facts)) return true;
+  if (facts.name !== undefined && (THROTTLING_ERRORS.has(facts.name) || TRANSIENT_ERRORS.has(facts.name))) return true;
+  return facts.status !== undefined && (facts.status === 429 || facts.status >= 500);
+}
+
+export interface S3FailureContext {
+  /** `s3://bucket/prefix`, no credentials. */
+  location: string;
+  bucket: string;
+  /** Human label of the endpoint: the redacted URL, or "AWS S3". */
+  endpoint: string;
+  /** What pgdr was doing: "put", "get", "list", ... */
+  operation: string;
+  key?: string;
+  /** Attempts made, when the retry loop is pgdr's own rather than the SDK's. */
+  attempts?: number;
+}
+
+/**
+ * Turns whatever the SDK or the socket threw into a RepositoryError with one line saying what went wrong and one
+ * saying what to do. The original error stays as `cause` for --debug; nothing here ever includes a secret.
+ */
+export function toRepositoryError(err: unknown, context: S3FailureContext): RepositoryError {
+  if (err instanceof RepositoryError) return err;
+  const facts = errorFacts(err);
+  const where = context.key === undefined ? context.location : `${context.location.replace(/\/$/, '')}/${context.key}`;
+  const attemptCount = context.attempts ?? facts.attempts;
+  const attempts = attemptCount !== undefined && attemptCount > 1 ? ` after ${attemptCount} attempts` : '';
+
+  if (facts.name === 'CredentialsProviderError' || /could not load credentials/i.test(facts.message)) {
+    return new RepositoryError(
+      `no S3 credentials found for ${context.location}`,
+      'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of pgdr',
+      err,
+    );
+  }
+  if (/region is missing/i.test(facts.message)) {
+    return new RepositoryError(
+      `no S3 region configured for ${context.location}`,
+      'set AWS_REGION (e.g. us-east-1), or give --s3-endpoint for an S3-compatible store',
+      err,
+    );
+  }
+  if (facts.name === 'NoSuchBucket') {
+    return new RepositoryError(
+      `S3 bucket ${context.bucket} does not exist at ${context.endpoint}`,
+      `create the bucket (e.g. aws s3 mb s3://${context.bucket}) or fix the repository URL`,
+      err,
+    );
+  }
+  if ((facts.name !== undefined && CREDENTIAL_ERRORS.has(facts.name)) || facts.status === 403) {
+    return new RepositoryError(
+      `S3 rejected the credentials for ${context.location} (${facts.name ?? 'HTTP 403'} on ${context.operation})`,
+      'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that they may read and write this bucket and prefix',
+      err,
+    );
+  }
+  if (isNetworkFailure(facts)) {
+    const why = facts.code ?? facts.name ?? 'network error';
+    return new RepositoryError(
+      `cannot reach the S3 endpoint ${context.endpoint} (${why} during ${context.operation}${attempts})`,
+      'check --s3-endpoint / PGDR_S3_ENDPOINT, DNS and the network, and that the storage service is running',
+      err,
+    );
+  }
+  if (facts.name === 'InvalidRange' || facts.status === 416) {
+    return new RepositoryError(
+      `byte range is beyond the end of ${where}`,
+      'the object is shorter than its manifest says: run pgdr verify',
+      err,
+    );
+  }
+  if (/checksum|crc32|crc64|x-amz-trailer|content-sha256|aws-chunked|streaming-unsigned/i.test(`${facts.name} ${facts.message}`)) {
+    return new RepositoryError(
+      `S3 refused the request checksum on ${context.operation} ${where} (${facts.name ?? 'error'})`,
+      'this store may not support the SDK CRC checksums: set PGDR_S3_REQUEST_CHECKSUMS=when_required',
+      err,
+    );
+  }
+  if (isRetryableS3Error(err)) {
+    return new RepositoryError(
+      `S3 kept failing on ${context.operation} ${where} (${facts.name ?? 'error'}, HTTP ${facts.status ?? '?'}${attempts})`,
+      'the storage service is overloaded or failing: retry later and check its status',
+      err,
+    );
+  }
+  return new RepositoryError(
+    `S3 ${context.operation} failed on ${where}: ${facts.name ?? 'error'}: ${redactUrlsIn(facts.message).split('\n')[0]}`,
+    'run with --debug for the full error; check the bucket, prefix and endpoint',
+    err,
+  );
+}
+
+function isNotFound(err: unknown): boolean {
+  const facts = errorFacts(err);
+  return facts.name === 'NoSuchKey' || facts.name === 'NotFound' || (facts.status === 404 && facts.name !== 'NoSuchBucket');
+}
+
+function isPreconditionFailure(err: unknown): boolean {
+  const facts = errorFacts(err);
+  return (
+    facts.name === 'PreconditionFailed' ||
+    facts.name === 'ConditionalRequestConflict' ||
+    facts.status === 412 ||
+    facts.status === 409
+  );
+}
+
+function refusesBatchDelete(err: unknown): boolean {
+  const facts = errorFacts(err);
+  return (
+    facts.name === 'NotImplemented' ||
+    facts.name === 'MissingContentMD5' ||
+    facts.status === 501 ||
+    (facts.name === 'InvalidRequest' && /md5|checksum/i.test(facts.message))
+  );
+}
+
+function retryDelay(attempt: number): number {
+  const ceiling = Math.min(RETRY_MAX_DELAY_MS, RETRY_BASE_DELAY_MS * 2 ** (attempt - 1));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+class ByteCounter extends Transform {
+  bytes = 0;
+  constructor(private readonly onProgress: ((bytes: number) => void) | undefined) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.onProgress?.(this.bytes);
+    callback(null, chunk);
+  }
+}
+
+/** Marks a failure to read the local file, which no retry against S3 will cure. */
+class SourceFileError extends Error {}
+
+class S3ObjectStore implements ObjectStore {
+  readonly location: string;
+  private readonly bucket: string;
+  private readonly root: string;
+  private readonly endpointLabel: string;
+  private readonly handler: NodeHttpHandler;
+  /** Retries inside the SDK: every body it sends is a buffer it can resend. */
+  private readonly client: S3Client;
+  /** For streamed file bodies: one attempt per request, retried here with a freshly opened file. */
+  private readonly singleAttemptClient: S3Client;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly maxAttempts: number;
+  private batchDelete: boolean;
+  /** A 404 on HEAD has no body, so "no such key" and "no such bucket" look alike until the bucket is known. */
+  private bucketConfirmed = false;
+
+  constructor(options: S3StoreOptions) {
+    if (!isValidBucketName(options.bucket)) {
+      throw new UsageError(
+        `invalid S3 bucket name ${JSON.stringify(options.bucket)}`,
+        'bucket names are 3-63 characters of lower-case letters, digits, dots and hyphens',
+      );
+    }
+    this.bucket = options.bucket;
+    this.root = normalizePrefix(options.prefix);
+    this.location = `s3://${this.bucket}${this.root === '' ? '' : `/${this.root.slice(0, -1)}`}`;
+
+    let endpoint: string | undefined;
+    if (options.endpoint !== undefined && options.endpoint !== '') {
+      let url: URL;
+      try {
+        url = new URL(options.endpoint);
+      } catch (err) {
+        throw new UsageError(
+          `S3 endpoint ${JSON.stringify(redactUrl(options.endpoint))} is not a URL`,
+          'use e.g. --s3-endpoint http://127.0.0.1:9000',
+          err,
+        );
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+        throw new UsageError(`S3 endpoint ${redactUrl(options.endpoint)} is not http(s)`, 'use e.g. --s3-endpoint https://s3.example.com');
+      }
+      if (url.username !== '' || url.password !== '') {
+        throw new UsageError(
+          'the S3 endpoint URL contains credentials',
+          'remove user:password@ from the endpoint; pass credentials as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
+        );
+      }
+      endpoint = options.endpoint;
+    }
+    const region = options.region ?? (endpoint !== undefined ? 'us-east-1' : undefined);
+    this.endpointLabel = endpoint !== undefined ? redactUrl(endpoint) : `AWS S3${region ? ` (${region})` : ''}`;
+
+    this.partSize = positiveInt('partSizeBytes', options.partSizeBytes, S3_STORE_DEFAULTS.partSizeBytes, MIN_PART_SIZE);
+    this.queueSize = positiveInt('queueSize', options.queueSize, S3_STORE_DEFAULTS.queueSize);
+    this.maxAttempts = positiveInt('maxAttempts', options.maxAttempts, S3_STORE_DEFAULTS.maxAttempts);
+    const connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, S3_STORE_DEFAULTS.connectTimeoutMs);
+    const requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, S3_STORE_DEFAULTS.requestTimeoutMs);
+    this.batchDelete = options.batchDelete ?? true;
+
+    const checksums =
+      options.requestChecksums ?? parseRequestChecksums(process.env.PGDR_S3_REQUEST_CHECKSUMS, 'PGDR_S3_REQUEST_CHECKSUMS');
+    const sdkChecksums = checksums === undefined ? undefined : checksums === 'when_required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+
+    // Without both timeouts a stopped or black-holed server leaves a request waiting forever.
+    const agentOptions = { keepAlive: true, maxSockets: Math.max(16, this.queueSize * 2) };
+    this.handler = new NodeHttpHandler({
+      connectionTimeout: connectTimeoutMs,
+      socketTimeout: requestTimeoutMs,
+      httpAgent: new HttpAgent(agentOptions),
+      httpsAgent: new HttpsAgent(agentOptions),
+    });
+    const config: S3ClientConfig = {
+      requestHandler: this.handler,
+      ...(region !== undefined ? { region } : {}),
+      ...(endpoint !== undefined ? { endpoint } : {}),
+      ...(options.forcePathStyle !== undefined ? { forcePathStyle: options.forcePathStyle } : {}),
+      ...(sdkChecksums !== undefined
+        ? { requestChecksumCalculation: sdkChecksums, responseChecksumValidation: sdkChecksums }
+        : {}),
+    };
+    this.client = new S3Client({ ...config, maxAttempts: this.maxAttempts });
+    this.singleAttemptClient = new S3Client({ ...config, maxAttempts: 1 });
+  }
+
+  private fullKey(key: string): string {
+    return this.root + key;
+  }
+
+  private failure(err: unknown, operation: string, key?: string, attempts?: number): RepositoryError {
+    return toRepositoryError(err, {
+      location: this.location,
+      bucket: this.bucket,
+      endpoint: this.endpointLabel,
+      operation,
+      ...(key !== undefined ? { key } : {}),
+      ...(attempts !== undefined ? { attempts } : {}),
+    });
+  }
+
+  async put(key: string, body: PutBody, options: PutOptions = {}): Promise<PutResult> {
+    assertObjectKey(key);
+    switch (body.kind) {
+      case 'buffer':
+        return this.putBuffer(key, body.data, options);
+      case 'file':
+        return this.putFile(key, body.path, options);
+      case 'stream':
+        return this.putStream(key, body.open, options);
+    }
+  }
+
+  private putParams(key: string, options: PutOptions) {
+    return {
+      Bucket: this.bucket,
+      Key: this.fullKey(key),
+      ...(options.contentType !== undefined ? { ContentType: options.contentType } : {}),
+      // A retried conditional put whose first attempt did land also fails with 412; callers that care compare
+      // the stored content (wal push does), so "exists" stays the safe answer.
+      ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+    };
+  }
+
+  private async putBuffer(key: string, data: Buffer, options: PutOptions): Promise<PutResult> {
+    try {
+      await this.client.send(new PutObjectCommand({ ...this.putParams(key, options), Body: data, ContentLength: data.length }));
+    } catch (err) {
+      if (options.ifNoneMatch && isPreconditionFailure(err)) throw new ObjectExistsError(key);
+      throw this.failure(err, 'put', key);
+    }
+    this.bucketConfirmed = true;
+    options.onProgress?.(data.length);
+    return { key, size: data.length };
+  }
+
+  /**
+   * The SDK cannot resend a stream it has consumed, so a file is re-opened for each attempt and the retry loop
+   * lives here, with the same backoff shape as the SDK's.
+   */
+  private async putFile(key: string, path: string, options: PutOptions): Promise<PutResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const size = await this.putFileOnce(key, path, options);
+        this.bucketConfirmed = true;
+        return { key, size };
+      } catch (err) {
+        if (err instanceof SourceFileError) {
+          throw new RepositoryError(
+            `cannot read ${path} to store it as ${key}: ${err.message}`,
+            'check that the file exists and is readable by pgdr',
+            err.cause,
+          );
+        }
+        if (options.ifNoneMatch && isPreconditionFailure(err)) throw new ObjectExistsError(key);
+        if (attempt >= this.maxAttempts || !isRetryableS3Error(err)) {
+          throw this.failure(err, 'put', key, attempt);
+        }
+        await sleep(retryDelay(attempt));
+      }
+    }
+  }
+
+  private async putFileOnce(key: string, path: string, options: PutOptions): Promise<number> {
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch (err) {
+      throw new SourceFileError((err as Error).message, { cause: err });
+    }
+    const file = createReadStream(path);
+    const counter = new ByteCounter(options.onProgress);
+    let readFailure: unknown;
+    file.once('error', (err) => {
+      readFailure = err;
+    });
+    // The pipeline's own rejection is observed through the request failing; this keeps it from going unhandled.
+    const piping = pipeline(file, counter).catch(() => undefined);
+    try {
+      await this.singleAttemptClient.send(
+        new PutObjectCommand({ ...this.putParams(key, options), Body: counter, ContentLength: size }),
+      );
+    } catch (err) {
+      if (readFailure !== undefined) throw new SourceFileError((readFailure as Error).message, { cause: readFailure });
+      throw err;
+    } finally {
+      file.destroy();
+      counter.destroy();
+      await piping;
+    }
+    if (counter.bytes !== size) {
+      throw new RepositoryError(
+        `${path} changed size while it was stored as ${key} (${size} bytes expected, ${counter.bytes} read)`,
+        'store files only once they are complete',
+      );
+    }
+    return size;
+  }
+
+  /**
+   * Stream bodies go up as a multipart upload: lib-storage buffers one part per slot and the SDK retries each
+   * part on its own. Two duties lib-storage leaves to us: when a part fails for good, the source must stop being
+   * read (or its producer blocks on back-pressure forever); and a failure of the source itself is the caller's
+   * error, passed through unchanged, while lib-storage aborts the multipart upload.
+   */
+  private async putStream(key: string, open: () => Readable, options: PutOptions): Promise<PutResult> {
+    const source = open();
+    const counter = new ByteCounter(undefined);
+    let sourceError: unknown;
+    source.once('error', (err) => {
+      sourceError = err;
+    });
+    const piping = pipeline(source, counter).catch(() => undefined);
+
+    let firstSendFailure: unknown;
+    const stopReading = (): void => {
+      if (!counter.destroyed) counter.destroy();
+      if (!source.destroyed) source.destroy();
+    };
+    const client = this.client;
+    // lib-storage offers no hook for "a part failed": watch the client it sends through instead.
+    const watchedClient = new Proxy(client, {
+      get(target, property) {
+        if (property !== 'send') return Reflect.get(target, property, target) as unknown;
+        return (...args: unknown[]) =>
+          (Reflect.apply(target.send, target, args) as Promise<unknown>).catch((err: unknown) => {
+            firstSendFailure ??= err;
+            stopReading();
+            throw err;
+          });
+      },
+    });
+
+    const upload = new Upload({
+      client: watchedClient,
+      params: { ...this.putParams(key, options), Body: counter },
+      partSize: this.partSize,
+      queueSize: this.queueSize,
+      leavePartsOnError: false,
+    });
+    if (options.onProgress) {
+      const onProgress = options.onProgress;
+      upload.on('httpUploadProgress', (progress) => {
+        if (progress.loaded !== undefined) onProgress(progress.loaded);
+      });
+    }
+    try {
+      await upload.done();
+    } catch (err) {
+      stopReading();
+      await piping;
+      if (sourceError !== undefined) throw sourceError;
+      const cause = firstSendFailure ?? err;
+      if (options.ifNoneMatch && isPreconditionFailure(cause)) throw new ObjectExistsError(key);
+      throw this.failure(cause, 'put', key);
+    }
+    await piping;
+    this.bucketConfirmed = true;
+    options.onProgress?.(counter.bytes);
+    return { key, size: counter.bytes };
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    assertObjectKey(key);
+    const range = options.range;
+    if (range !== undefined) {
+      const { start, end } = range;
+      if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+        throw new RepositoryError(`invalid byte range ${start}-${end} for ${key}`, 'this is a bug in pgdr: report it');
+      }
+    }
+    let body: Readable;
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.fullKey(key),
+          ...(range !== undefined ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        }),
+      );
+      body = response.Body as Readable;
+    } catch (err) {
+      if (isNotFound(err)) throw new ObjectNotFoundError(key);
+      throw this.failure(err, 'get', key);
+    }
+    this.bucketConfirmed = true;
+    // A connection lost mid-body should reach the reader as a RepositoryError, like every other storage failure.
+    const out = new PassThrough();
+    pipeline(body, out).catch((err: unknown) => {
+      if (!out.destroyed) out.destroy(this.failure(err, 'get', key));
+    });
+    return out;
+  }
+
+  async getBuffer(key: string): Promise<Buffer> {
+    assertObjectKey(key);
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      if (response.Body === undefined) return Buffer.alloc(0);
+      const bytes = await response.Body.transformToByteArray();
+      this.bucketConfirmed = true;
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      if (isNotFound(err)) throw new ObjectNotFoundError(key);
+      throw this.failure(err, 'get', key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    assertObjectKey(key);
+    try {
+      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      this.bucketConfirmed = true;
+      return { key, size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
+    } catch (err) {
+      if (!isNotFound(err)) throw this.failure(err, 'head', key);
+    }
+    if (!this.bucketConfirmed) await this.confirmBucket();
+    return null;
+  }
+
+  private async confirmBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      this.bucketConfirmed = true;
+    } catch (err) {
+      const facts = errorFacts(err);
+      if (facts.status === 404 || facts.name === 'NotFound') {
+        throw this.failure(Object.assign(new Error(`bucket ${this.bucket} not found`), { name: 'NoSuchBucket', cause: err }), 'head');
+      }
+      throw this.failure(err, 'head bucket');
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    assertListPrefix(prefix);
+    let continuationToken: string | undefined;
+    do {
+      let response;
+      try {
+        response = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.fullKey(prefix),
+            ...(continuationToken !== undefined ? { ContinuationToken: continuationToken } : {}),
+          }),
+        );
+      } catch (err) {
+        throw this.failure(err, 'list', prefix === '' ? undefined : prefix);
+      }
+      this.bucketConfirmed = true;
+      for (const item of response.Contents ?? []) {
+        const fullKey = item.Key;
+        // Folder markers made by consoles ("dir/") are not objects.
+        if (fullKey === undefined || !fullKey.startsWith(this.root) || fullKey.endsWith('/')) continue;
+        yield {
+          key: fullKey.slice(this.root.length),
+          size: item.Size ?? 0,
+          lastModified: item.LastModified ?? new Date(0),
+        };
+      }
+      continuationToken = response.IsTruncated ? response.NextContinuationToken : undefined;
+    } while (continuationToken !== undefined);
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    for (const key of keys) assertObjectKey(key);
+    const unique = [...new Set(keys)];
+    for (let i = 0; i < unique.length; i += DELETE_BATCH) {
+      const batch = unique.slice(i, i + DELETE_BATCH);
+      if (this.batchDelete) {
+        try {
+          await this.deleteBatch(batch);
+          continue;
+        } catch (err) {
+          if (!refusesBatchDelete(err)) throw err instanceof RepositoryError ? err : this.failure(err, 'delete', batch[0]);
+          this.batchDelete = false;
+        }
+      }
+      await this.deleteOneByOne(batch);
+    }
+  }
+
+  private async deleteBatch(batch: string[]): Promise<void> {
+    const response = await this.client.send(
+      new DeleteObjectsCommand({
+        Bucket: this.bucket,
+        Delete: { Objects: batch.map((key) => ({ Key: this.fullKey(key) })), Quiet: true },
+      }),
+    );
+    // DeleteObjects answers 200 even when some keys failed: the failures are listed in the body.
+    const errors = (response.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+    const first = errors[0];
+    if (first !== undefined) {
+      const key = first.Key?.startsWith(this.root) ? first.Key.slice(this.root.length) : (first.Key ?? '?');
+      throw this.failure(
+        Object.assign(new Error(first.Message ?? 'delete failed'), { name: first.Code ?? 'DeleteError' }),
+        `delete (${errors.length} of ${batch.length} keys failed)`,
+        key,
+      );
+    }
+  }
+
+  private async deleteOneByOne(batch: string[]): Promise<void> {
+    let next = 0;
+    let failure: unknown;
+    const worker = async (): Promise<void> => {
+      while (next < batch.length && failure === undefined) {
+        const key = batch[next++] as string;
+        try {
+          await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+        } catch (err) {
+          if (!isNotFound(err)) failure ??= this.failure(err, 'delete', key);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.queueSize, batch.length) }, worker));
+    if (failure !== undefined) throw failure;
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+    this.singleAttemptClient.destroy();
+    this.handler.destroy();
+  }
+}
+
+export function createS3Store(options: S3StoreOptions): ObjectStore {
+  return new S3ObjectStore(options);
+}
