@@ -279,6 +279,13 @@ export function toRepositoryError(err: unknown, context: S3FailureContext): Repo
       err,
     );
   }
+  if (context.operation === 'get' && /checksum mismatch/i.test(facts.message)) {
+    return new RepositoryError(
+      `the bytes read from ${where} do not match the checksum S3 stored with them`,
+      'retry; if it persists the stored object is damaged: run pgdr verify',
+      err,
+    );
+  }
   if (/checksum|crc32|crc64|x-amz-trailer|content-sha256|aws-chunked|streaming-unsigned/i.test(`${facts.name} ${facts.message}`)) {
     return new RepositoryError(
       `S3 refused the request checksum on ${context.operation} ${where} (${facts.name ?? 'error'})`,
@@ -309,9 +316,9 @@ function isPreconditionFailure(err: unknown): boolean {
   const facts = errorFacts(err);
   return (
     facts.name === 'PreconditionFailed' ||
+    // 409 only under this name: another conditional write to the key is in flight, so it is being created.
     facts.name === 'ConditionalRequestConflict' ||
-    facts.status === 412 ||
-    facts.status === 409
+    facts.status === 412
   );
 }
 
@@ -429,6 +436,9 @@ class S3ObjectStore implements ObjectStore {
         ? { requestChecksumCalculation: sdkChecksums, responseChecksumValidation: sdkChecksums }
         : {}),
     };
+    // pgdr supports Node 20; the SDK's notice about its future Node 22 requirement would land in PostgreSQL's log
+    // on every archive_command run.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({ ...config, maxAttempts: this.maxAttempts });
     this.singleAttemptClient = new S3Client({ ...config, maxAttempts: 1 });
   }
