@@ -1,0 +1,94 @@
+import { Option, type Command } from 'commander';
+import { formatDuration, loadPolicy, type RetentionPolicy } from '../config/policy.js';
+import { UsageError } from '../errors.js';
+import { parseTimestamp } from '../postgres/recovery-target.js';
+import { runExpire, type ExpireReport } from '../retention/expire.js';
+import { formatBytes } from '../stream/progress.js';
+import { addCommonOptions, type CommandContext } from './context.js';
+import type { Action } from './main.js';
+
+interface ExpireFlags {
+  dryRun?: boolean;
+  lockWait: string;
+  now?: string;
+}
+
+export function registerExpireCommands(program: Command, action: Action): void {
+  addCommonOptions(
+    program
+      .command('expire')
+      .description('apply the retention policy: delete the backups, WAL, etcd snapshots and interrupted uploads it no longer keeps')
+      .option('--dry-run', 'list every backup with its verdict and the WAL that would go; delete nothing (takes no lock)')
+      .option('--lock-wait <seconds>', 'wait this long for a running backup to finish; 0 fails at once, deleting nothing', '0')
+      // A testing aid, kept out of --help: plan as if the clock said this (retention tests simulate months of
+      // backups without waiting for them). The repository lock still uses the real clock.
+      .addOption(new Option('--now <timestamp>', 'plan as if it were this time (testing aid)').hideHelp()),
+  ).action(
+    action(async (ctx: CommandContext, options: unknown) => {
+      const flags = options as ExpireFlags;
+      const policy = loadPolicy(ctx.settings.policy);
+      const lockWait = Number(flags.lockWait);
+      if (!Number.isFinite(lockWait) || lockWait < 0) {
+        throw new UsageError(`--lock-wait must be a number of seconds, got ${JSON.stringify(flags.lockWait)}`, 'e.g. --lock-wait 600');
+      }
+      const now = flags.now === undefined ? undefined : new Date(Number(parseTimestamp(flags.now, '--now').epochMicros / 1000n));
+      const { store, layout } = ctx.openRepository();
+      let report: ExpireReport;
+      try {
+        report = await runExpire({
+          store,
+          layout,
+          policy,
+          dryRun: flags.dryRun === true,
+          lockWaitMs: lockWait * 1000,
+          now,
+          log: (m) => ctx.log(m),
+        });
+      } finally {
+        await store.close();
+      }
+      ctx.emit(report, describeReport(report, policy.retention));
+    }),
+  );
+}
+
+function describeReport(report: ExpireReport, retention: RetentionPolicy): string {
+  const tiers = retention.backups;
+  const lines = [
+    `${report.dryRun ? 'expire --dry-run (nothing is deleted)' : 'expire'} at ${report.now}: keeping ${tiers.daily} daily, ${tiers.weekly} weekly, ` +
+      `${tiers.monthly} monthly, ${tiers.yearly} yearly; PITR window ${formatDuration(retention.pitrWindow)} (from ${report.windowStart})`,
+    '',
+    'backups:',
+  ];
+  if (report.backups.length === 0) lines.push('  none');
+  for (const b of report.backups) lines.push(`  ${b.backupId}  ${b.reason}`);
+
+  lines.push('', report.dryRun ? 'WAL that would be removed:' : 'WAL removed:');
+  if (report.walSkipped) lines.push(`  none: ${report.walSkipped}`);
+  else if (report.wal.length === 0) lines.push('  none');
+  for (const r of report.wal) lines.push(`  timeline ${r.timeline}: ${r.from} .. ${r.to} (${r.files} file${r.files === 1 ? '' : 's'})`);
+  if (report.walKeptFrom) lines.push(`  WAL from ${report.walKeptFrom.segment} (start of backup ${report.walKeptFrom.backupId}) on is kept, and every .history file`);
+
+  if (report.garbage.length > 0) {
+    lines.push('', 'interrupted uploads (no manifest):');
+    for (const g of report.garbage) {
+      lines.push(`  ${g.kind} ${g.id}: ${g.objects} object${g.objects === 1 ? '' : 's'}, ${formatBytes(g.storedBytes)}, last written ${g.lastModified}: ${g.reason}`);
+    }
+  }
+  if (report.etcdSnapshots.length > 0) {
+    lines.push('', 'etcd snapshots:');
+    for (const s of report.etcdSnapshots) lines.push(`  ${s.snapshotId}  ${s.reason}`);
+  }
+  if (report.invalid.length > 0) {
+    lines.push('', 'manifests that do not validate (kept; run pgdr verify):');
+    for (const i of report.invalid) lines.push(`  ${i.kind} ${i.id}: ${i.problem}`);
+  }
+  const d = report.deleted;
+  lines.push(
+    '',
+    report.dryRun
+      ? `dry run: ${report.backups.filter((b) => b.verdict === 'delete').length} backup(s) would be deleted; run without --dry-run to delete`
+      : `deleted ${d.backups} backup(s), ${d.walFiles} WAL file(s), ${d.garbage} interrupted upload(s), ${d.etcdSnapshots} etcd snapshot(s)`,
+  );
+  return lines.join('\n');
+}

@@ -1,0 +1,251 @@
+import type { RetentionPolicy } from '../config/policy.js';
+import { PgdrError, RepositoryError } from '../errors.js';
+import { parseWalFileName } from '../postgres/wal-file-name.js';
+import { readBackupCatalog, type BackupCatalog } from '../repo/catalog.js';
+import { acquireLock, type RepositoryLock } from '../repo/lock.js';
+import { readEtcdSnapshots } from '../etcd/catalog.js';
+import type { RepositoryLayout } from '../repo/layout.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import {
+  planGarbage,
+  planRetention,
+  planSnapshotRetention,
+  planWalRetention,
+  type GarbageCandidate,
+  type SnapshotRecord,
+  type Verdict,
+  type WalDeleteRange,
+} from './plan.js';
+
+/**
+ * `pgdr expire`: reads the repository, asks the pure planners (./plan.ts) what goes, and removes it in an order
+ * that never leaves a backup looking complete while part of it is gone:
+ *   1. each expired backup's manifest first (from then on no restore will pick it), then its data objects;
+ *   2. WAL before the oldest kept backup's start;
+ *   3. the objects of interrupted backups (no manifest) that nothing has written to for the grace period;
+ *   4. etcd snapshots the same way: manifest first, then the snapshot; then interrupted snapshots.
+ * It holds the repository lock named 'backup', the one `pgdr backup now` takes, so it never runs beside a backup
+ * (which could otherwise see its WAL removed or its half-written objects taken for garbage). A dry run takes no
+ * lock and changes nothing.
+ */
+
+/** The lock `pgdr backup now` holds (src/backup/take-backup.ts). */
+export const EXPIRE_LOCK_NAME = 'backup';
+
+export interface ExpireOptions {
+  store: ObjectStore;
+  layout: RepositoryLayout;
+  policy: { retention: RetentionPolicy };
+  dryRun: boolean;
+  /** How long to wait for a running backup's lock; 0 fails at once. */
+  lockWaitMs: number;
+  /** The planning clock; the real one unless a test injects another. The lock always uses the real clock. */
+  now?: Date;
+  log: (message: string) => void;
+}
+
+export interface GarbageEntry {
+  kind: 'backup' | 'etcd-snapshot';
+  id: string;
+  objects: number;
+  storedBytes: number;
+  lastModified: string;
+  verdict: Verdict;
+  reason: string;
+}
+
+export interface ExpireReport {
+  now: string;
+  dryRun: boolean;
+  /** From this moment on every moment stays restorable (given a backup that finished by then). */
+  windowStart: string;
+  /** Every complete backup, oldest first. */
+  backups: { backupId: string; verdict: Verdict; reason: string }[];
+  /** WAL removed (or, in a dry run, that would be). */
+  wal: WalDeleteRange[];
+  /** The first WAL segment kept, and the kept backup that starts there; null when no WAL may go. */
+  walKeptFrom: { segment: string; backupId: string } | null;
+  /** Why no WAL was planned for removal, when that is not simply "none is old enough". */
+  walSkipped: string | null;
+  garbage: GarbageEntry[];
+  etcdSnapshots: { snapshotId: string; verdict: Verdict; reason: string }[];
+  /** Manifests that exist but do not validate: never deleted, listed so that someone looks at them. */
+  invalid: { kind: 'backup' | 'etcd-snapshot'; id: string; problem: string }[];
+  /** What was actually removed (all zero in a dry run). */
+  deleted: { backups: number; walFiles: number; garbage: number; etcdSnapshots: number; objects: number };
+}
+
+export async function runExpire(options: ExpireOptions): Promise<ExpireReport> {
+  const { store, layout, log } = options;
+  const now = options.now ?? new Date();
+  let lock: RepositoryLock | undefined;
+  if (!options.dryRun) lock = await takeLock(options);
+  try {
+    const catalog = await readBackupCatalog(store, layout);
+    const { report, walDeleteKeys } = await plan(options, catalog, now);
+    if (options.dryRun) return report;
+    await execute(options, report, walDeleteKeys, catalog);
+    log(
+      `expire: removed ${report.deleted.backups} backup(s), ${report.deleted.walFiles} WAL file(s), ${report.deleted.garbage} interrupted upload(s) ` +
+        `and ${report.deleted.etcdSnapshots} etcd snapshot(s): ${report.deleted.objects} object(s) in all`,
+    );
+    return report;
+  } finally {
+    await lock?.release().catch(() => undefined);
+  }
+}
+
+async function takeLock(options: ExpireOptions): Promise<RepositoryLock> {
+  try {
+    return await acquireLock(options.store, options.layout, EXPIRE_LOCK_NAME, 'expire', { waitMs: options.lockWaitMs });
+  } catch (err) {
+    if (err instanceof PgdrError) {
+      const waited = options.lockWaitMs > 0 ? ` after waiting ${Math.round(options.lockWaitMs / 1000)} s` : '';
+      throw new RepositoryError(
+        `expire did not start${waited}, nothing was deleted: ${err.message}`,
+        `${err.hint}; or run expire with --lock-wait SECONDS to wait for it`,
+        err,
+      );
+    }
+    throw err;
+  }
+}
+
+async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): Promise<{ report: ExpireReport; walDeleteKeys: string[] }> {
+  const { store, layout, policy } = options;
+  const retention = planRetention(catalog.complete, policy, now);
+
+  const walKeys = await listWal(store, layout);
+  let walPlan = planWalRetention(retention.kept, [...walKeys.keys()]);
+  let walSkipped: string | null = null;
+  if (catalog.invalid.length > 0) {
+    // A backup whose manifest does not validate may still be someone's only copy; which WAL it needs is unknown,
+    // so no WAL goes until `pgdr verify` is clean.
+    walSkipped = `the manifest of backup ${catalog.invalid[0]!.backupId} does not validate, so the WAL it needs is unknown; no WAL is removed until pgdr verify is clean`;
+    walPlan = planWalRetention([], [...walKeys.keys()]);
+  }
+
+  const garbage: GarbageEntry[] = [];
+  const incomplete = new Map(catalog.incomplete.map((b) => [b.backupId, b]));
+  for (const verdict of planGarbage(
+    catalog.incomplete.map((b): GarbageCandidate => ({ id: b.backupId, lastModified: b.lastModified })),
+    policy.retention.garbageGrace,
+    now,
+  )) {
+    const b = incomplete.get(verdict.id)!;
+    garbage.push({ kind: 'backup', id: b.backupId, objects: b.objectCount, storedBytes: b.storedBytes, lastModified: b.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason });
+  }
+
+  // The planner reads only an id and a time of each snapshot: its start, which its id is made from too.
+  const etcd = await readEtcdSnapshots(store, layout);
+  const etcdPlan = planSnapshotRetention(
+    etcd.complete.map((m): SnapshotRecord => ({ snapshotId: m.snapshotId, time: m.startTime })),
+    policy.retention.etcdSnapshots,
+  );
+  const etcdIncomplete = new Map(etcd.incomplete.map((s) => [s.snapshotId, s]));
+  for (const verdict of planGarbage(
+    etcd.incomplete.map((s): GarbageCandidate => ({ id: s.snapshotId, lastModified: s.lastModified })),
+    policy.retention.garbageGrace,
+    now,
+  )) {
+    const s = etcdIncomplete.get(verdict.id)!;
+    garbage.push({ kind: 'etcd-snapshot', id: s.snapshotId, objects: s.objectCount, storedBytes: s.storedBytes, lastModified: s.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason });
+  }
+
+  const report: ExpireReport = {
+    now: now.toISOString(),
+    dryRun: options.dryRun,
+    windowStart: retention.windowStart.toISOString(),
+    backups: retention.backups.map(({ backupId, verdict, reason }) => ({ backupId, verdict, reason })),
+    wal: walPlan.ranges,
+    walKeptFrom: walPlan.keepFrom !== undefined && walPlan.keepFromBackupId !== undefined ? { segment: walPlan.keepFrom, backupId: walPlan.keepFromBackupId } : null,
+    walSkipped,
+    garbage,
+    etcdSnapshots: etcdPlan.snapshots,
+    invalid: [
+      ...catalog.invalid.map((b) => ({ kind: 'backup' as const, id: b.backupId, problem: b.problem })),
+      ...etcd.invalid.map((s) => ({ kind: 'etcd-snapshot' as const, id: s.snapshotId, problem: s.problem })),
+    ],
+    deleted: { backups: 0, walFiles: 0, garbage: 0, etcdSnapshots: 0, objects: 0 },
+  };
+  return { report, walDeleteKeys: walPlan.deleteFiles.map((name) => walKeys.get(name)!) };
+}
+
+async function execute(options: ExpireOptions, report: ExpireReport, walKeys: readonly string[], catalog: BackupCatalog): Promise<void> {
+  const { store, layout, log } = options;
+  const stopMs = (m: { stopTime: string }) => new Date(m.stopTime).getTime();
+  const newest = [...catalog.complete].sort((a, b) => stopMs(b) - stopMs(a) || (a.backupId < b.backupId ? 1 : -1))[0];
+  const doomed = report.backups.filter((b) => b.verdict === 'delete');
+  if (newest !== undefined && doomed.some((b) => b.backupId === newest.backupId)) {
+    // The planner promises this never happens; an executor that deletes must not trust a promise it can check.
+    throw new RepositoryError(`internal error: the plan would delete the newest backup ${newest.backupId}`, 'nothing was deleted; report this with the output of pgdr expire --dry-run --json');
+  }
+
+  for (const { backupId } of doomed) {
+    log(`expire: deleting backup ${backupId}`);
+    // The manifest goes first: from this moment restore and backup list no longer see a complete backup.
+    await store.delete([layout.backupManifest(backupId)]);
+    report.deleted.objects += 1 + (await deleteUnder(store, layout.backupPrefix(backupId)));
+    report.deleted.backups++;
+  }
+
+  if (walKeys.length > 0) {
+    for (const range of report.wal) log(`expire: WAL timeline ${range.timeline}: ${range.from} .. ${range.to} (${range.files} files)`);
+    await deleteKeys(store, walKeys);
+    report.deleted.walFiles += walKeys.length;
+    report.deleted.objects += walKeys.length;
+  }
+
+  for (const entry of report.garbage) {
+    if (entry.verdict !== 'delete') continue;
+    const prefix = entry.kind === 'backup' ? layout.backupPrefix(entry.id) : layout.etcdSnapshotPrefix(entry.id);
+    const manifest = entry.kind === 'backup' ? layout.backupManifest(entry.id) : layout.etcdSnapshotManifest(entry.id);
+    // A manifest that appeared since the plan means the upload finished after all: it is not garbage.
+    if ((await store.head(manifest)) !== null) {
+      log(`expire: ${entry.kind} ${entry.id} has a manifest now; left alone`);
+      continue;
+    }
+    log(`expire: interrupted ${entry.kind} ${entry.id}: ${entry.reason}`);
+    report.deleted.objects += await deleteUnder(store, prefix);
+    report.deleted.garbage++;
+  }
+
+  for (const snapshot of report.etcdSnapshots) {
+    if (snapshot.verdict !== 'delete') continue;
+    log(`expire: deleting etcd snapshot ${snapshot.snapshotId}`);
+    await store.delete([layout.etcdSnapshotManifest(snapshot.snapshotId)]);
+    report.deleted.objects += 1 + (await deleteUnder(store, layout.etcdSnapshotPrefix(snapshot.snapshotId)));
+    report.deleted.etcdSnapshots++;
+  }
+}
+
+/** Deletes every object under a prefix; returns how many there were. */
+async function deleteUnder(store: ObjectStore, prefix: string): Promise<number> {
+  const keys: string[] = [];
+  for await (const info of store.list(prefix)) keys.push(info.key);
+  await deleteKeys(store, keys);
+  return keys.length;
+}
+
+async function deleteKeys(store: ObjectStore, keys: readonly string[]): Promise<void> {
+  // Batches keep one request (S3 DeleteObjects takes at most 1000 keys) and one failure small.
+  for (let i = 0; i < keys.length; i += 1000) await store.delete(keys.slice(i, i + 1000));
+}
+
+/** Archived WAL file names and their keys. Keys that are not where layout.walObject would put a WAL file are left out. */
+async function listWal(store: ObjectStore, layout: RepositoryLayout): Promise<Map<string, string>> {
+  const names = new Map<string, string>();
+  const prefix = layout.walPrefix();
+  for await (const info of store.list(prefix)) {
+    const match = /^([0-9A-F]{8})\/([^/]+)\.zst$/.exec(info.key.slice(prefix.length));
+    if (!match) continue;
+    const name = match[2]!;
+    try {
+      parseWalFileName(name);
+    } catch {
+      continue;
+    }
+    if (layout.walObject(name) === info.key) names.set(name, info.key);
+  }
+  return names;
+}
