@@ -1,0 +1,114 @@
+import type { Command } from 'commander';
+import { loadPolicy } from '../config/policy.js';
+import { UsageError, VerificationError } from '../errors.js';
+import type { DrillReport } from '../verify/drill-report.js';
+import { readDrillReports } from '../verify/drill-report.js';
+import { runDrill } from '../verify/run-drill.js';
+import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
+import type { Action } from './main.js';
+
+interface DrillFlags {
+  randomTarget?: boolean;
+  keep?: boolean;
+  scratchDir?: string;
+  timeout: string;
+  heapallindexed?: boolean;
+  config?: string;
+}
+
+export function registerDrillCommands(program: Command, action: Action): void {
+  const drill = addCommonOptions(
+    program
+      .command('drill')
+      .description(
+        'restore drill: restore the newest backup (or a random point) into a scratch directory, start it, run pg_amcheck ' +
+          'and the policy checks, measure the RTO, remove the copy and store the report; exit 0 passed, 5 failed',
+      )
+      .option('--random-target', 'restore to a random WAL position within the window instead of the end of the archive')
+      .option('--keep', 'keep the scratch directory (stopped) for inspection instead of removing it')
+      .option('--scratch-dir <dir>', 'where to make the scratch directory (default: the system temp directory)')
+      .option('--timeout <seconds>', 'how long restore, recovery, pg_amcheck and each check may take', '3600')
+      .option('--heapallindexed', "pg_amcheck --heapallindexed: also check every heap tuple's index entries (slower)"),
+  ).action(
+    action(async (ctx: CommandContext, options: unknown) => {
+      const flags = options as DrillFlags;
+      const timeout = Number(flags.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0) {
+        throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(flags.timeout)}`, 'e.g. --timeout 1800');
+      }
+      const policy = loadPolicy(ctx.settings.policy);
+      const { store, layout } = ctx.openRepository();
+      let outcome;
+      try {
+        outcome = await runDrill({
+          store,
+          layout,
+          policy: policy.drill,
+          restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
+          random: flags.randomTarget === true,
+          keep: flags.keep === true,
+          ...(flags.scratchDir === undefined ? {} : { scratchParent: flags.scratchDir }),
+          timeoutMs: timeout * 1000,
+          heapallindexed: flags.heapallindexed === true,
+          ...(ctx.settings.pgUser === undefined ? {} : { user: ctx.settings.pgUser }),
+          log: (m) => ctx.log(m),
+        });
+      } finally {
+        await store.close();
+      }
+      const { report } = outcome;
+      ctx.emit(report, formatDrillReport(report, outcome.keptDir));
+      if (report.result === 'failed') {
+        throw new VerificationError(
+          `restore drill ${report.drillId} failed: ${report.error ?? 'see the report'}`,
+          `the report is stored in the repository (pgdr drill list); fix the cause and run pgdr drill again`,
+        );
+      }
+    }),
+  );
+
+  addCommonOptions(drill.command('list').description('past restore drills, oldest first')).action(
+    action(async (ctx: CommandContext) => {
+      const { store, layout } = ctx.openRepository();
+      let reports: DrillReport[];
+      try {
+        reports = await readDrillReports(store, layout, { onInvalid: (key, problem) => ctx.log(`skipping ${key}: ${problem}`) });
+      } finally {
+        await store.close();
+      }
+      const human =
+        reports.length === 0
+          ? `no drill reports in ${store.location} for cluster ${layout.cluster}`
+          : [
+              'drill id           result  backup id          RTO      target',
+              ...reports.map(
+                (r) =>
+                  `${r.drillId}   ${r.result.padEnd(6)}  ${(r.backupId ?? '-').padEnd(17)}  ${(r.rtoSeconds === null ? '-' : `${r.rtoSeconds} s`).padEnd(7)}  ${r.target || '-'}` +
+                  (r.error ? `\n    ${r.error}` : ''),
+              ),
+            ].join('\n');
+      ctx.emit(reports, human);
+    }),
+  );
+}
+
+function formatDrillReport(report: DrillReport, keptDir: string | undefined): string {
+  const mark = (ok: boolean): string => (ok ? 'ok    ' : 'FAILED');
+  const lines = [
+    `drill ${report.drillId}: ${report.result.toUpperCase()}`,
+    `  backup   ${report.backupId ?? '-'} restored to ${report.target || '-'}`,
+    `  RTO      ${report.rtoSeconds === null ? 'never usable' : `${report.rtoSeconds} s to a usable database`}`,
+  ];
+  if (report.recovered) {
+    lines.push(
+      `  recovered to timeline ${report.recovered.timeline} at ${report.recovered.lsn}` +
+        (report.recovered.lastTransactionAt ? `, last transaction ${report.recovered.lastTransactionAt}` : ''),
+    );
+  }
+  lines.push(`  ${mark(report.wal.ok)} WAL: ${report.wal.detail}`);
+  lines.push(`  ${mark(report.amcheck.ok)} amcheck: ${report.amcheck.detail}`);
+  for (const check of report.checks) lines.push(`  ${mark(check.ok)} ${check.name}: ${check.detail}`);
+  for (const failure of report.failures) lines.push(`  failure: ${failure}`);
+  if (keptDir) lines.push(`  scratch copy kept in ${keptDir}`);
+  return lines.join('\n');
+}

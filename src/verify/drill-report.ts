@@ -1,0 +1,116 @@
+import { z } from 'zod';
+import { RepositoryError } from '../errors.js';
+import type { RepositoryLayout } from '../repo/layout.js';
+import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
+
+/**
+ * The record of one restore drill, stored as <cluster>/drills/<drillId>.json: the proof, month after month, that a
+ * restore works and how long it takes. `pgdr drill list` and `pgdr health` read these; they are outside input
+ * when read back, so they are validated like manifests.
+ */
+const CheckResultSchema = z.object({
+  name: z.string(),
+  ok: z.boolean(),
+  detail: z.string(),
+});
+
+export const DrillReportSchema = z.object({
+  format: z.literal(1),
+  drillId: z.string().regex(/^\d{8}T\d{6}Z$/),
+  cluster: z.string(),
+  /** null when no backup could be chosen (an empty repository). */
+  backupId: z.string().nullable(),
+  /** The recovery target as restore describes it, e.g. "latest (end of the archived WAL)" or "LSN 0/5000060". */
+  target: z.string(),
+  /** 'newest': the newest backup to the end of the archive; 'random': a random point within the window. */
+  mode: z.enum(['newest', 'random']),
+  startedAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime(),
+  /** Seconds from the start of the restore to the first successful query; null if the copy never became usable. */
+  rtoSeconds: z.number().nonnegative().nullable(),
+  result: z.enum(['passed', 'failed']),
+  /** The WAL the restore needs, checked in the repository before restoring. */
+  wal: CheckResultSchema.omit({ name: true }),
+  /** The drill policy's SQL checks, in order. */
+  checks: z.array(CheckResultSchema),
+  amcheck: z.object({ ok: z.boolean(), detail: z.string() }),
+  /** Where recovery ended: the promoted timeline and LSN, and the last replayed transaction's time. */
+  recovered: z
+    .object({ timeline: z.number().int(), lsn: z.string(), lastTransactionAt: z.iso.datetime().nullable() })
+    .nullable(),
+  /** Why the drill failed, in one line: the first of `failures` (a WAL gap, a recovery that stopped, a failed check). */
+  error: z.string().optional(),
+  /** Every reason the drill failed, in the order found; empty when it passed. */
+  failures: z.array(z.string()).default([]),
+  host: z.string(),
+  pgdrVersion: z.string(),
+});
+
+export type DrillReport = z.infer<typeof DrillReportSchema>;
+export type DrillCheckResult = z.infer<typeof CheckResultSchema>;
+
+export function serializeDrillReport(report: DrillReport): Buffer {
+  return Buffer.from(`${JSON.stringify(DrillReportSchema.parse(report), null, 2)}\n`);
+}
+
+/** Validates a stored report; the message says what is wrong, for verify and for the onInvalid callback. */
+export function parseDrillReport(raw: Buffer, drillId: string): DrillReport {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new RepositoryError(`drill report ${drillId} is not valid JSON`, 'the report is damaged; run the drill again (pgdr drill)');
+  }
+  const parsed = DrillReportSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new RepositoryError(
+      `drill report ${drillId} is invalid: ${issue?.path.join('.') || '(top)'}: ${issue?.message}`,
+      'the report is damaged or from a newer pgdr; run the drill again (pgdr drill)',
+    );
+  }
+  if (parsed.data.drillId !== drillId) {
+    throw new RepositoryError(`drill report ${drillId} names drill ${parsed.data.drillId}`, 'the repository was edited by hand; move the report back where it belongs');
+  }
+  return parsed.data;
+}
+
+export interface ReadDrillReportsOptions {
+  /** Called for each report that does not validate; such reports are left out of the result. */
+  onInvalid?: (key: string, problem: string) => void;
+}
+
+/** Every stored drill report of the cluster, oldest first (drill ids sort by time). */
+export async function readDrillReports(store: ObjectStore, layout: RepositoryLayout, options: ReadDrillReportsOptions = {}): Promise<DrillReport[]> {
+  const reports: DrillReport[] = [];
+  const prefix = layout.drillsPrefix();
+  const keys: string[] = [];
+  for await (const info of store.list(prefix)) {
+    const name = info.key.slice(prefix.length);
+    if (/^\d{8}T\d{6}Z\.json$/.test(name)) keys.push(info.key);
+  }
+  for (const key of keys.sort()) {
+    const drillId = key.slice(prefix.length, -'.json'.length);
+    try {
+      reports.push(parseDrillReport(await store.getBuffer(key), drillId));
+    } catch (err) {
+      if (!(err instanceof RepositoryError)) throw err;
+      options.onInvalid?.(key, err.message);
+    }
+  }
+  return reports;
+}
+
+/** Stores a report under its id, never replacing another drill's. */
+export async function storeDrillReport(store: ObjectStore, layout: RepositoryLayout, report: DrillReport): Promise<string> {
+  const key = layout.drillReport(report.drillId);
+  try {
+    await store.put(key, { kind: 'buffer', data: serializeDrillReport(report) }, { ifNoneMatch: true, contentType: 'application/json' });
+  } catch (err) {
+    if (err instanceof ObjectExistsError) {
+      throw new RepositoryError(`a drill report ${report.drillId} already exists in ${store.location}`, 'two drills started in the same second; run the drill again', err);
+    }
+    throw err;
+  }
+  return key;
+}

@@ -1,0 +1,383 @@
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { errorMessage } from '../errors.js';
+import { parseTimelineHistory, type TimelineHistory } from '../postgres/timeline-history.js';
+import { DEFAULT_WAL_SEGMENT_SIZE, isValidWalSegmentSize, parseWalFileName } from '../postgres/wal-file-name.js';
+import { readWalSegmentHeader } from '../postgres/wal-header.js';
+import { readBackupCatalog } from '../repo/catalog.js';
+import type { RepositoryLayout } from '../repo/layout.js';
+import { isSnapshotId, parseEtcdSnapshotManifest, type EtcdSnapshotManifest } from '../etcd/manifest.js';
+import type { ObjectInfo, ObjectStore } from '../storage/object-store.js';
+import { ChecksumStage } from '../stream/checksum.js';
+import { zstdDecompressBuffer } from '../stream/zstd.js';
+import { parseDrillReport } from './drill-report.js';
+import type { VerifyNote, VerifyProblem } from './problems.js';
+import { classifyObject, type ManifestState, type RepositoryManifests } from './repository-objects.js';
+import { buildWalIndex, checkWalCoverage, type ArchivedWalObject, type WalIndex } from './wal-coverage.js';
+
+export interface VerifyOptions {
+  store: ObjectStore;
+  layout: RepositoryLayout;
+  /** Existence and size only: no object is read. */
+  quick: boolean;
+  log: (message: string) => void;
+}
+
+/** The outcome for one object a backup manifest names. */
+export interface ObjectCheck {
+  backupId: string;
+  name: string;
+  key: string;
+  status: 'ok' | 'missing' | 'size-mismatch' | 'checksum-mismatch' | 'unreadable';
+}
+
+export interface VerifyCounts {
+  backups: number;
+  invalidBackups: number;
+  incompleteBackups: number;
+  backupObjects: number;
+  bytesHashed: number;
+  walFiles: number;
+  walSegmentsNeeded: number;
+  walSegmentsMissing: number;
+  timelinePaths: number;
+  etcdSnapshots: number;
+  drillReports: number;
+  objectsListed: number;
+  foreignObjects: number;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  quick: boolean;
+  checked: VerifyCounts;
+  problems: VerifyProblem[];
+  notes: VerifyNote[];
+  objects: ObjectCheck[];
+  /** The newest archived segment of the latest timeline path: how far the archive reaches. */
+  archiveEnd: { segment: string; archivedAt: string } | null;
+}
+
+/**
+ * Reads the whole cluster namespace once and checks it: every object each backup manifest names (size, and
+ * sha256 unless quick), the WAL chain of every backup on every timeline path, and that nothing foreign lives
+ * there. Each finding becomes a problem record; nothing here throws at the first one, so one run shows all the
+ * damage. Storage errors that stop the listing itself are thrown (RepositoryError, exit 3): then nothing could be
+ * verified.
+ */
+export async function verifyRepository(options: VerifyOptions): Promise<VerifyReport> {
+  const { store, layout, log } = options;
+  // The listing comes first: a backup that commits while verify runs then has its objects already listed, and
+  // one that starts later is simply not seen.
+  const listing: ObjectInfo[] = [];
+  for await (const info of store.list(layout.root)) listing.push(info);
+  const byKey = new Map(listing.map((o) => [o.key, o]));
+  const catalog = await readBackupCatalog(store, layout);
+  log(
+    `verify: ${listing.length} objects under ${store.location}/${layout.root}; ` +
+      `${catalog.complete.length} complete backups, ${catalog.incomplete.length} incomplete, ${catalog.invalid.length} invalid`,
+  );
+
+  const problems: VerifyProblem[] = [];
+  const notes: VerifyNote[] = [];
+
+  for (const invalid of catalog.invalid) {
+    problems.push({
+      kind: 'invalid-manifest',
+      key: layout.backupManifest(invalid.backupId),
+      detail: `backup ${invalid.backupId} cannot be restored: ${invalid.problem}`,
+      breaks: [invalid.backupId],
+    });
+  }
+  for (const incomplete of catalog.incomplete) {
+    notes.push({
+      kind: 'incomplete-backup',
+      key: layout.backupPrefix(incomplete.backupId),
+      detail:
+        `backup ${incomplete.backupId} has ${incomplete.objectCount} objects but no manifest (last written ${incomplete.lastModified.toISOString()}): ` +
+        'a backup still running, or left by an interrupted one that pgdr expire removes after its grace period',
+    });
+  }
+
+  // Backup objects.
+  const objects: ObjectCheck[] = [];
+  let bytesHashed = 0;
+  for (const manifest of catalog.complete) {
+    for (const object of manifest.objects) {
+      const key = layout.backupObject(manifest.backupId, object.name);
+      const check = await checkStoredObject(store, key, byKey.get(key), object, options.quick);
+      bytesHashed += check.bytesHashed;
+      objects.push({ backupId: manifest.backupId, name: object.name, key, status: check.status });
+      if (check.failure) {
+        const owner = check.status === 'unreadable' ? `backup ${manifest.backupId} could not be checked` : `backup ${manifest.backupId} cannot be restored`;
+        const what = check.status === 'missing' ? `its object ${object.name} is missing` : `${object.name} ${check.failure.what}`;
+        problems.push({ kind: check.failure.kind, key, detail: `${owner}: ${what}`, breaks: [manifest.backupId] });
+      }
+    }
+  }
+  log(`verify: ${objects.length} backup objects checked${options.quick ? ' (existence and size)' : ` (${bytesHashed} bytes hashed)`}`);
+
+  // WAL.
+  const wal = await readWalArchive(store, layout, listing, log);
+  problems.push(...wal.problems);
+  const coverage = checkWalCoverage(wal.index, catalog.complete, layout);
+  problems.push(...coverage.problems);
+  log(`verify: ${wal.files} WAL files archived; ${coverage.neededSegments} segments needed by the backups, ${coverage.missingSegments} missing`);
+
+  // etcd snapshots, drill reports, then everything nobody names.
+  const etcd = await checkEtcdSnapshots(store, layout, listing, byKey, options.quick, problems, notes);
+  const etcdSnapshots = etcd.states;
+  bytesHashed += etcd.bytesHashed;
+  const backups = new Map<string, ManifestState>();
+  for (const m of catalog.complete) backups.set(m.backupId, { state: 'complete', objectNames: new Set(m.objects.map((o) => o.name)) });
+  for (const b of catalog.invalid) backups.set(b.backupId, { state: 'invalid' });
+  for (const b of catalog.incomplete) backups.set(b.backupId, { state: 'incomplete' });
+  const manifests: RepositoryManifests = { backups, etcdSnapshots };
+
+  let drillReports = 0;
+  let foreignObjects = 0;
+  for (const info of listing) {
+    const role = classifyObject(info.key, layout, manifests);
+    if (role === 'foreign') {
+      foreignObjects++;
+      problems.push({
+        kind: 'foreign-object',
+        key: info.key,
+        detail: `${info.key} (${info.size} bytes, ${info.lastModified.toISOString()}) is named by no manifest and is not a pgdr WAL, lock or report object`,
+        breaks: [],
+      });
+    } else if (role === 'drill-report') {
+      drillReports++;
+      const drillId = info.key.slice(layout.drillsPrefix().length, -'.json'.length);
+      try {
+        parseDrillReport(await store.getBuffer(info.key), drillId);
+      } catch (err) {
+        problems.push({ kind: 'invalid-drill-report', key: info.key, detail: errorMessage(err), breaks: [] });
+      }
+    }
+  }
+
+  const latest = wal.index.paths[wal.index.paths.length - 1];
+  return {
+    ok: problems.length === 0,
+    quick: options.quick,
+    checked: {
+      backups: catalog.complete.length,
+      invalidBackups: catalog.invalid.length,
+      incompleteBackups: catalog.incomplete.length,
+      backupObjects: objects.length,
+      bytesHashed,
+      walFiles: wal.files,
+      walSegmentsNeeded: coverage.neededSegments,
+      walSegmentsMissing: coverage.missingSegments,
+      timelinePaths: wal.index.paths.length,
+      etcdSnapshots: [...etcdSnapshots.values()].filter((s) => s.state === 'complete').length,
+      drillReports,
+      objectsListed: listing.length,
+      foreignObjects,
+    },
+    problems,
+    notes,
+    objects,
+    archiveEnd: latest?.end ? { segment: latest.end.segment, archivedAt: latest.end.archivedAt.toISOString() } : null,
+  };
+}
+
+interface ObjectOutcome {
+  status: ObjectCheck['status'];
+  /** What is wrong, completing "<owner> cannot be restored: <name> ..." */
+  failure?: { kind: VerifyProblem['kind']; what: string };
+  bytesHashed: number;
+}
+
+/** Existence and size from the listing, then (unless quick) the sha256 of the stored bytes, streamed. */
+async function checkStoredObject(
+  store: ObjectStore,
+  key: string,
+  listed: ObjectInfo | undefined,
+  expected: { storedBytes: number; sha256: string },
+  quick: boolean,
+): Promise<ObjectOutcome> {
+  try {
+    // The listing was taken before the manifests were read; an object missing from it is looked up once more.
+    const info = listed ?? (await store.head(key));
+    if (info === null) return { status: 'missing', bytesHashed: 0, failure: { kind: 'missing-object', what: 'is missing' } };
+    if (info.size !== expected.storedBytes) {
+      return {
+        status: 'size-mismatch',
+        bytesHashed: 0,
+        failure: { kind: 'size-mismatch', what: `has ${info.size} bytes, the manifest says ${expected.storedBytes}` },
+      };
+    }
+    if (quick) return { status: 'ok', bytesHashed: 0 };
+    const checksum = new ChecksumStage();
+    await pipeline(await store.get(key), checksum, new Writable({ write: (_chunk, _encoding, done) => done() }));
+    if (checksum.sha256 !== expected.sha256) {
+      return {
+        status: 'checksum-mismatch',
+        bytesHashed: checksum.bytes,
+        failure: {
+          kind: 'checksum-mismatch',
+          what: `fails its checksum (sha256 ${checksum.sha256.slice(0, 16)}…, the manifest says ${expected.sha256.slice(0, 16)}…)`,
+        },
+      };
+    }
+    return { status: 'ok', bytesHashed: checksum.bytes };
+  } catch (err) {
+    return { status: 'unreadable', bytesHashed: 0, failure: { kind: 'unreadable-object', what: `could not be read: ${errorMessage(err)}` } };
+  }
+}
+
+export interface WalArchive {
+  index: WalIndex;
+  /** WAL files (segments, .partial, .backup, .history) stored where wal fetch looks for them. */
+  files: number;
+  /** History files that could not be read. */
+  problems: VerifyProblem[];
+}
+
+/**
+ * Lists wal/ (or takes the lines of a listing made already), reads every .history file and the segment size, and
+ * indexes what is archived: what both verify and drill judge WAL continuity from.
+ */
+export async function readWalArchive(
+  store: ObjectStore,
+  layout: RepositoryLayout,
+  listing: readonly ObjectInfo[] | undefined,
+  log: (message: string) => void,
+): Promise<WalArchive> {
+  const prefix = layout.walPrefix();
+  let objects = listing;
+  if (objects === undefined) {
+    const listed: ObjectInfo[] = [];
+    for await (const info of store.list(prefix)) listed.push(info);
+    objects = listed;
+  }
+  const problems: VerifyProblem[] = [];
+  const files: (ArchivedWalObject & { key: string })[] = [];
+  for (const info of objects) {
+    if (!info.key.startsWith(prefix) || !info.key.endsWith('.zst')) continue;
+    const name = info.key.slice(info.key.lastIndexOf('/') + 1, -'.zst'.length);
+    // Only files where wal fetch would look for them (layout.walObject) take part in the chain.
+    if (layout.walObject(name) !== info.key) continue;
+    try {
+      parseWalFileName(name);
+    } catch {
+      continue;
+    }
+    files.push({ name, lastModified: info.lastModified, key: info.key });
+  }
+
+  const histories = new Map<number, TimelineHistory>();
+  const unreadableHistories = new Set<number>();
+  for (const file of files) {
+    if (!file.name.endsWith('.history')) continue;
+    const timeline = parseInt(file.name.slice(0, 8), 16);
+    try {
+      const text = (await zstdDecompressBuffer(await store.getBuffer(file.key))).toString('utf8');
+      histories.set(timeline, parseTimelineHistory(timeline, text));
+    } catch (err) {
+      unreadableHistories.add(timeline);
+      problems.push({
+        kind: 'invalid-history',
+        key: file.key,
+        detail: `${file.name} cannot be read, so recovery cannot follow timeline ${timeline}: ${errorMessage(err)}`,
+        breaks: [],
+      });
+    }
+  }
+
+  const segmentSize = await readSegmentSize(store, files, log);
+  return { index: buildWalIndex({ files, histories, unreadableHistories, segmentSize }), files: files.length, problems };
+}
+
+/**
+ * The cluster's WAL segment size, from the page header of the newest archived segment (manifests do not record
+ * it, and segment names mean different positions at different sizes). 16 MiB, PostgreSQL's default, when no
+ * segment can be read.
+ */
+async function readSegmentSize(store: ObjectStore, files: readonly (ArchivedWalObject & { key: string })[], log: (message: string) => void): Promise<number> {
+  const segments = files.filter((f) => /^[0-9A-F]{24}$/.test(f.name)).sort((a, b) => a.name.localeCompare(b.name));
+  const newest = segments[segments.length - 1];
+  if (!newest) return DEFAULT_WAL_SEGMENT_SIZE;
+  try {
+    const header = readWalSegmentHeader(await zstdDecompressBuffer(await store.getBuffer(newest.key)));
+    if (header && isValidWalSegmentSize(header.segmentSize)) return header.segmentSize;
+    log(`verify: ${newest.name} has no readable WAL page header; assuming 16 MiB segments`);
+  } catch (err) {
+    log(`verify: cannot read ${newest.name} for the WAL segment size (${errorMessage(err)}); assuming 16 MiB segments`);
+  }
+  return DEFAULT_WAL_SEGMENT_SIZE;
+}
+
+/**
+ * etcd snapshot manifests, and the snapshot object each names (size, and sha256 unless quick). A snapshot is not
+ * a backup of PostgreSQL, so its problems break no backup id.
+ */
+async function checkEtcdSnapshots(
+  store: ObjectStore,
+  layout: RepositoryLayout,
+  listing: readonly ObjectInfo[],
+  byKey: ReadonlyMap<string, ObjectInfo>,
+  quick: boolean,
+  problems: VerifyProblem[],
+  notes: VerifyNote[],
+): Promise<{ states: Map<string, ManifestState>; bytesHashed: number }> {
+  const prefix = layout.etcdPrefix();
+  const groups = new Map<string, string[]>();
+  for (const info of listing) {
+    if (!info.key.startsWith(prefix)) continue;
+    const rest = info.key.slice(prefix.length);
+    const slash = rest.indexOf('/');
+    if (slash <= 0 || !isSnapshotId(rest.slice(0, slash))) continue;
+    const names = groups.get(rest.slice(0, slash)) ?? [];
+    names.push(rest.slice(slash + 1));
+    groups.set(rest.slice(0, slash), names);
+  }
+  const states = new Map<string, ManifestState>();
+  let bytesHashed = 0;
+  for (const [snapshotId, names] of groups) {
+    if (!names.includes('manifest.json')) {
+      states.set(snapshotId, { state: 'incomplete' });
+      notes.push({
+        kind: 'incomplete-etcd-snapshot',
+        key: layout.etcdSnapshotPrefix(snapshotId),
+        detail: `etcd snapshot ${snapshotId} has ${names.length} objects but no manifest: a snapshot still running, or left by an interrupted one`,
+      });
+      continue;
+    }
+    const key = layout.etcdSnapshotManifest(snapshotId);
+    let manifest: EtcdSnapshotManifest;
+    try {
+      manifest = parseEtcdSnapshotManifest(await store.getBuffer(key), { snapshotId, cluster: layout.cluster });
+    } catch (err) {
+      states.set(snapshotId, { state: 'invalid' });
+      problems.push({ kind: 'invalid-etcd-manifest', key, detail: `etcd snapshot ${snapshotId} cannot be restored: ${errorMessage(err)}`, breaks: [] });
+      continue;
+    }
+    states.set(snapshotId, { state: 'complete', objectNames: new Set([manifest.object]) });
+    const objectKey = layout.etcdSnapshotObject(snapshotId, manifest.object);
+    const outcome = await checkStoredObject(store, objectKey, byKey.get(objectKey), { storedBytes: manifest.storedBytes, sha256: manifest.sha256 }, quick);
+    bytesHashed += outcome.bytesHashed;
+    if (outcome.failure) {
+      problems.push({ kind: outcome.failure.kind, key: objectKey, detail: `etcd snapshot ${snapshotId} cannot be restored: ${manifest.object} ${outcome.failure.what}`, breaks: [] });
+    }
+  }
+  return { states, bytesHashed };
+}
+
+/** One line per problem, for people: the kind, then the sentence saying what it breaks. */
+export function formatVerifyReport(report: VerifyReport): string {
+  const c = report.checked;
+  const lines = [
+    `checked ${c.backups} backups (${c.backupObjects} objects, ${report.quick ? 'existence and size only' : `${c.bytesHashed} bytes hashed`}), ` +
+      `${c.walFiles} WAL files on ${c.timelinePaths} timeline paths (${c.walSegmentsNeeded} segments needed), ` +
+      `${c.etcdSnapshots} etcd snapshots, ${c.drillReports} drill reports, ${c.objectsListed} objects in all`,
+  ];
+  if (report.archiveEnd) lines.push(`archive reaches ${report.archiveEnd.segment} (archived ${report.archiveEnd.archivedAt})`);
+  for (const note of report.notes) lines.push(`note: ${note.detail}`);
+  for (const problem of report.problems) lines.push(`${problem.kind}: ${problem.detail}`);
+  lines.push(report.ok ? 'verify: OK, no problems found' : `verify: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'} found`);
+  return lines.join('\n');
+}
+
