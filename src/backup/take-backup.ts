@@ -27,6 +27,17 @@ export interface BackupOptions {
   lockWaitMs: number;
   /** How long the WAL up to the backup's end may take to reach the repository. */
   archiveWaitMs: number;
+  /** Passed to pg_basebackup --max-rate (kB/s, or with a k/M suffix). */
+  maxRate?: string;
+  /** Accept a standby as the source (`backup now --from replica`); otherwise a standby is refused. */
+  allowStandby?: boolean;
+  /** The Patroni member backed up, recorded in the manifest. */
+  sourceMember?: string;
+  /**
+   * Runs after the data has streamed and before the wait for its WAL: a standby does not switch WAL when a backup
+   * stops, so a backup from one asks the leader here to finish the segment that holds the backup's end.
+   */
+  finishWal?: () => Promise<void>;
   progress: boolean;
   log: (message: string) => void;
   now?: () => Date;
@@ -49,7 +60,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   const source = describeEndpoint(options.endpoint);
 
   const server = await withConnection(options.endpoint, readServerInfo);
-  checkServerCanBeBackedUp(server, source);
+  checkServerCanBeBackedUp(server, source, options.allowStandby === true);
   await ensureClusterInfo(store, layout, { systemIdentifier: server.systemIdentifier, pgMajor: server.major }, now());
 
   const lock = await acquireLock(store, layout, 'backup', 'a base backup', { waitMs: options.lockWaitMs });
@@ -57,7 +68,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     const backupId = await freshBackupId(store, layout, now);
     log(`backup ${backupId}: streaming pg_basebackup from ${source} into ${store.location}`);
     const startTime = now();
-    const streamed = await streamBaseBackup(options, backupId, server);
+    const streamed = await streamBaseBackup(options, backupId, server, lock.lost);
     const stopTime = now();
 
     const label = parseBackupLabel(streamed.backupLabel);
@@ -65,7 +76,8 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     const lastRange = ranges[ranges.length - 1]!;
     const stopWal = formatWalSegmentName(walSegmentForLsn(parseLsn(lastRange.endLsn), lastRange.timeline, server.walSegmentSize));
     log(`backup ${backupId}: ${streamed.bytes} bytes read, ${streamed.storedBytes} stored; waiting for WAL ${label.startWal}..${stopWal} in the repository`);
-    await waitForArchivedWal(store, layout, label.startWal, stopWal, server.walSegmentSize, options.archiveWaitMs);
+    if (options.finishWal) await options.finishWal();
+    await Promise.race([waitForArchivedWal(store, layout, label.startWal, stopWal, server.walSegmentSize, options.archiveWaitMs), lock.lost]);
 
     const manifest: BackupManifest = {
       format: 1,
@@ -83,6 +95,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       pgVersion: server.version,
       pgVersionNum: server.versionNum,
       source,
+      ...(options.sourceMember !== undefined ? { sourceMember: options.sourceMember } : {}),
       compression: { algorithm: 'zstd', level: options.compressLevel },
       bytes: streamed.bytes,
       storedBytes: streamed.storedBytes,
@@ -100,7 +113,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   }
 }
 
-function checkServerCanBeBackedUp(server: ServerInfo, source: string): void {
+function checkServerCanBeBackedUp(server: ServerInfo, source: string, allowStandby: boolean): void {
   if (server.major < 15) {
     throw new ServiceError(`PostgreSQL ${server.version} at ${source} is older than 15`, 'pgdr supports PostgreSQL 15 and newer');
   }
@@ -110,8 +123,8 @@ function checkServerCanBeBackedUp(server: ServerInfo, source: string): void {
       "set archive_mode = on and archive_command = 'pgdr wal push %p', restart PostgreSQL, then back up",
     );
   }
-  if (server.inRecovery) {
-    throw new ServiceError(`${source} is a standby; backups from replicas come with the leader-aware engine`, 'point --pg-host at the primary');
+  if (server.inRecovery && !allowStandby) {
+    throw new ServiceError(`${source} is a standby`, 'point --pg-host at the primary, or back up a replica with --from replica and --patroni/--etcd');
   }
 }
 
@@ -137,10 +150,18 @@ interface StreamedBackup {
   backupManifest: string;
 }
 
-async function streamBaseBackup(options: BackupOptions, backupId: string, server: ServerInfo): Promise<StreamedBackup> {
+async function streamBaseBackup(
+  options: BackupOptions,
+  backupId: string,
+  server: ServerInfo,
+  lockLost: Promise<never>,
+): Promise<StreamedBackup> {
   const { store, layout } = options;
   const progress = createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress);
-  const basebackup = startBaseBackup({ endpoint: options.endpoint, label: `pgdr ${backupId}`, archiveWaitTimeoutMs: options.archiveWaitMs });
+  const basebackup = startBaseBackup({ endpoint: options.endpoint, label: `pgdr ${backupId}`,
+    archiveWaitTimeoutMs: options.archiveWaitMs,
+    maxRate: options.maxRate,
+  });
   const sniffer = new TarEntrySniffer(new Set(['backup_label', 'backup_manifest']));
   const counter = new ByteCounterStage((bytes) => progress.update(bytes));
   const compress = zstdCompressStage({ level: options.compressLevel, threads: options.compressThreads });
@@ -161,7 +182,10 @@ async function streamBaseBackup(options: BackupOptions, backupId: string, server
     .put(layout.backupObject(backupId, DATA_OBJECT), { kind: 'stream', open: () => source, oneShot: true })
     .catch((err) => fail(err));
   const exited = basebackup.wait().catch((err) => fail(err));
-  await Promise.all([uploaded, exited]);
+  // Losing the lock means the repository stopped answering (or another pgdr took over): stop streaming.
+  const heartbeat = lockLost.catch((err) => fail(err));
+  await Promise.race([Promise.all([uploaded, exited]), heartbeat]);
+  if (firstError !== undefined) await Promise.all([uploaded, exited]);
   progress.stop();
   if (firstError !== undefined) {
     await store.delete([layout.backupObject(backupId, DATA_OBJECT)]).catch(() => undefined);

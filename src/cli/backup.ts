@@ -5,28 +5,39 @@ import { UsageError } from '../errors.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+import { addClusterSourceOptions, resolveBackupTarget, type ClusterFlags } from './cluster.js';
 
 export function registerBackupCommands(program: Command, action: Action): void {
   const backup = program.command('backup').description('take and list base backups');
 
   addCommonOptions(
-    backup
-      .command('now')
+    addClusterSourceOptions(backup.command('now'), { leaderWait: '30' })
       .description('take a full base backup of the PostgreSQL server (pg_basebackup) into the repository')
       .option('--lock-wait <seconds>', 'wait this long for another backup of the cluster to finish (default 0: fail at once)', '0')
-      .option('--archive-wait <seconds>', 'how long the WAL the backup needs may take to reach the repository', '300'),
+      .option('--archive-wait <seconds>', 'how long the WAL the backup needs may take to reach the repository', '300')
+      .option('--max-rate <rate>', "limit the transfer from the server (pg_basebackup --max-rate: kB/s, or e.g. '50M')")
+      .option('--from <role>', 'with --patroni/--etcd: leader (default), or replica for the least-lagged healthy replica', 'leader'),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
-      const opts = options as { lockWait: string; archiveWait: string };
+      const opts = options as { lockWait: string; archiveWait: string; maxRate?: string } & ClusterFlags;
+      if (opts.maxRate !== undefined && !/^\d+[kM]?$/.test(opts.maxRate)) {
+        throw new UsageError(`--max-rate must be a number of kB/s with an optional k or M suffix, got ${JSON.stringify(opts.maxRate)}`, 'e.g. --max-rate 50M');
+      }
+      // Resolved right before the backup: with --patroni/--etcd the current leader (or a replica), else --pg-host.
+      const target = await resolveBackupTarget(ctx, opts);
       const { store, layout } = ctx.openRepository();
       const { manifest } = await takeBackup({
         store,
         layout,
-        endpoint: ctx.pgEndpoint(),
+        endpoint: target.endpoint,
+        allowStandby: target.allowStandby,
+        sourceMember: target.sourceMember,
+        finishWal: target.finishWal,
         compressLevel: ctx.settings.compressLevel,
         compressThreads: ctx.settings.compressThreads,
         lockWaitMs: seconds('--lock-wait', opts.lockWait) * 1000,
         archiveWaitMs: seconds('--archive-wait', opts.archiveWait) * 1000,
+        maxRate: opts.maxRate,
         progress: ctx.settings.progress && !ctx.json,
         log: (m) => ctx.log(m),
       });
@@ -40,6 +51,7 @@ export function registerBackupCommands(program: Command, action: Action): void {
           bytes: manifest.bytes,
           storedBytes: manifest.storedBytes,
           source: manifest.source,
+          sourceMember: manifest.sourceMember ?? null,
           startTime: manifest.startTime,
           stopTime: manifest.stopTime,
         },

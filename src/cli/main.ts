@@ -6,6 +6,14 @@ import { addCommonOptions, createContext, type CommandContext, type CommonOption
 import { registerBackupCommands } from './backup.js';
 import { registerWalCommands } from './wal.js';
 import { registerRestoreCommands } from './restore.js';
+import { registerEtcdCommands } from './etcd.js';
+import { registerClusterCommands } from './cluster.js';
+import { registerExpireCommands } from './expire.js';
+import { registerVerifyCommands } from './verify.js';
+import { registerDrillCommands } from './drill.js';
+import { registerHealthCommands } from './health.js';
+import { registerReportCommands } from './report.js';
+import { registerScheduleCommands } from './schedule.js';
 
 /** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
 export type Handler = (ctx: CommandContext, ...args: unknown[]) => Promise<number | void>;
@@ -39,6 +47,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerBackupCommands(program, action);
   registerWalCommands(program, action);
   registerRestoreCommands(program, action);
+  registerEtcdCommands(program, action);
+  registerClusterCommands(program, action);
+  registerExpireCommands(program, action);
+  registerVerifyCommands(program, action);
+  registerDrillCommands(program, action);
+  registerHealthCommands(program, action);
+  registerReportCommands(program, action);
+  registerScheduleCommands(program, action);
 
   try {
     await program.parseAsync(['node', 'pgdr', ...argv]);

@@ -20,6 +20,8 @@ export interface BaseBackupOptions {
   label: string;
   /** Give up when the server has been waiting this long for WAL archiving. */
   archiveWaitTimeoutMs: number;
+  /** pg_basebackup --max-rate, e.g. "50M": spares the server's disks during business hours. */
+  maxRate?: string;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -29,7 +31,7 @@ export function startBaseBackup(options: BaseBackupOptions): BaseBackupProcess {
   let proc: Subprocess | undefined;
   proc = startSubprocess(
     pgBinary('pg_basebackup'),
-    [...libpqArgs(options.endpoint), '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', `--label=${options.label}`],
+    [...libpqArgs(options.endpoint), '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', `--label=${options.label}`, ...(options.maxRate ? [`--max-rate=${options.maxRate}`] : [])],
     {
       label: 'pg_basebackup',
       // LC_ALL=C keeps the server's messages parseable (the archive-wait warning below).

@@ -22,6 +22,8 @@ type LockBody = z.infer<typeof LockSchema>;
 
 export interface RepositoryLock {
   readonly key: string;
+  /** Rejects (never resolves) once the lock cannot be kept: the repository is unreachable or someone took it over. */
+  readonly lost: Promise<never>;
   release(): Promise<void>;
 }
 
@@ -31,6 +33,8 @@ export interface LockOptions {
   /** How long to wait for a held lock before failing; 0 fails at once. */
   waitMs?: number;
   pollMs?: number;
+  /** How often the holder pushes the expiry forward (default: a third of the TTL, at most 10 s). */
+  refreshMs?: number;
   now?: () => Date;
 }
 
@@ -86,17 +90,45 @@ export async function acquireLock(
   }
 
   let released = false;
+  let lostError: RepositoryError | undefined;
+  let rejectLost: (err: RepositoryError) => void = () => undefined;
+  const lost = new Promise<never>((_resolve, reject) => {
+    rejectLost = reject;
+  });
+  lost.catch(() => undefined);
+  const markLost = (err: RepositoryError): void => {
+    if (lostError || released) return;
+    lostError = err;
+    clearInterval(refresh);
+    rejectLost(err);
+  };
+  // The refresh doubles as a heartbeat with the repository: work that cannot keep its lock must stop, both because
+  // another process may take an expired lock and because the storage it writes to has gone away.
   const refresh = setInterval(() => {
-    // Refresh by overwriting our own lock; if it vanished or changed hands, the next writer holds it now.
-    void store.put(key, { kind: 'buffer', data: body() }).catch(() => undefined);
-  }, Math.max(ttlMs / 3, 1000));
+    void (async () => {
+      const holder = await readLock(store, key);
+      if (holder === null || holder === 'unreadable' || holder.id !== id) {
+        markLost(new RepositoryError(`the ${name} lock of cluster "${layout.cluster}" was taken over or removed while pgdr held it`, 'another pgdr process may be running against this cluster; check the repository locks'));
+        return;
+      }
+      await store.put(key, { kind: 'buffer', data: body() });
+    })().catch((err: unknown) => {
+      markLost(
+        err instanceof RepositoryError
+          ? err
+          : new RepositoryError(`cannot refresh the ${name} lock in ${store.location}: ${(err as Error).message}`, 'check that the repository is reachable', err),
+      );
+    });
+  }, options.refreshMs ?? Math.min(ttlMs / 3, 10_000));
   refresh.unref();
   return {
     key,
+    lost,
     async release() {
       if (released) return;
       released = true;
       clearInterval(refresh);
+      if (lostError) return;
       const holder = await readLock(store, key).catch(() => null);
       if (holder !== null && holder !== 'unreadable' && holder.id === id) await store.delete([key]);
     },

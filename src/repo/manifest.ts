@@ -40,6 +40,8 @@ export const BackupManifestSchema = z.object({
   pgVersionNum: z.number().int().positive(),
   /** host:port of the server the backup was taken from. */
   source: z.string().min(1),
+  /** The Patroni member the backup was taken from, when pgdr found the source through Patroni or etcd. */
+  sourceMember: z.string().min(1).optional(),
   compression: z.object({ algorithm: z.literal('zstd'), level: z.number().int() }),
   bytes: z.number().int().nonnegative(),
   storedBytes: z.number().int().nonnegative(),
