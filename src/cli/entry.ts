@@ -1,11 +1,11 @@
-import { tryWalPushFastPath } from './wal-fast-path.js';
+import { tryWalFastPath } from './wal-fast-path.js';
 
 /**
- * The process entry. `wal push` runs once per WAL segment as archive_command, so before loading anything heavy it
- * checks whether an earlier run already archived this file ahead of time (see src/wal/spool.ts).
+ * The process entry. `wal push` and `wal fetch` run once per WAL file, so before loading anything heavy they
+ * check whether an earlier run already did the work ahead of time (see src/cli/wal-fast-path.ts).
  */
 const argv = process.argv.slice(2);
-if (!tryWalPushFastPath(argv, process.env)) {
+if (!tryWalFastPath(argv, process.env)) {
   let settled = false;
   // If the event loop empties while a command is still pending, something never resolved: that must not look
   // like success to a CronJob or to PostgreSQL's archive_command.

@@ -3,23 +3,42 @@ import { PgdrError, ExitCode } from '../errors.js';
 import { redactUrlsIn } from '../storage/redact.js';
 import { PGDR_VERSION } from '../version.js';
 import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
-import { registerBackupCommands } from './backup.js';
-import { registerWalCommands } from './wal.js';
-import { registerRestoreCommands } from './restore.js';
-import { registerEtcdCommands } from './etcd.js';
-import { registerClusterCommands } from './cluster.js';
-import { registerExpireCommands } from './expire.js';
-import { registerVerifyCommands } from './verify.js';
-import { registerDrillCommands } from './drill.js';
-import { registerHealthCommands } from './health.js';
-import { registerReportCommands } from './report.js';
-import { registerScheduleCommands } from './schedule.js';
 
 /** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
 export type Handler = (ctx: CommandContext, ...args: unknown[]) => Promise<number | void>;
 
 /** Wraps a handler: builds the context from the command's options, runs it, turns errors into exit codes. */
 export type Action = (handler: Handler) => (...args: unknown[]) => Promise<void>;
+
+type Register = (program: Command, action: Action) => void;
+
+/**
+ * Command groups by their first word, loaded on demand: `wal push` and `wal fetch` run once per WAL file, and
+ * loading every group (etcd's gRPC client, the scheduler, the AWS SDK) would cost them most of a second each time.
+ */
+const COMMAND_GROUPS: Record<string, () => Promise<Register>> = {
+  backup: async () => (await import('./backup.js')).registerBackupCommands,
+  wal: async () => (await import('./wal.js')).registerWalCommands,
+  restore: async () => (await import('./restore.js')).registerRestoreCommands,
+  etcd: async () => (await import('./etcd.js')).registerEtcdCommands,
+  cluster: async () => (await import('./cluster.js')).registerClusterCommands,
+  patroni: async () => (await import('./cluster.js')).registerClusterCommands,
+  expire: async () => (await import('./expire.js')).registerExpireCommands,
+  verify: async () => (await import('./verify.js')).registerVerifyCommands,
+  drill: async () => (await import('./drill.js')).registerDrillCommands,
+  health: async () => (await import('./health.js')).registerHealthCommands,
+  report: async () => (await import('./report.js')).registerReportCommands,
+  schedule: async () => (await import('./schedule.js')).registerScheduleCommands,
+};
+
+/** The groups a command line needs: its own, or all of them for help, a typo or no command. */
+async function loadCommandGroups(argv: readonly string[]): Promise<Register[]> {
+  const first = argv.find((arg) => !arg.startsWith('-'));
+  const wanted = first !== undefined && first in COMMAND_GROUPS ? [first] : Object.keys(COMMAND_GROUPS);
+  const loaders = [...new Set(wanted.map((name) => COMMAND_GROUPS[name]!))];
+  const registers = await Promise.all(loaders.map((load) => load()));
+  return [...new Set(registers)];
+}
 
 export async function main(argv: readonly string[]): Promise<number> {
   let exitCode = 0;
@@ -44,17 +63,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       writeOut: (text) => process.stdout.write(text),
     });
   addCommonOptions(program);
-  registerBackupCommands(program, action);
-  registerWalCommands(program, action);
-  registerRestoreCommands(program, action);
-  registerEtcdCommands(program, action);
-  registerClusterCommands(program, action);
-  registerExpireCommands(program, action);
-  registerVerifyCommands(program, action);
-  registerDrillCommands(program, action);
-  registerHealthCommands(program, action);
-  registerReportCommands(program, action);
-  registerScheduleCommands(program, action);
+  for (const register of await loadCommandGroups(argv)) register(program, action);
 
   try {
     await program.parseAsync(['node', 'pgdr', ...argv]);

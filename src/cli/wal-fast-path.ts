@@ -2,58 +2,81 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { readMarker, removeMarker } from '../wal/spool.js';
+import { prefetchDir, takePrefetched } from '../wal/prefetch-spool.js';
 
 /**
- * The fast path of `pgdr wal push PATH`: if an earlier run archived PATH ahead of time and left a marker whose
- * sha256 matches the file now, answer success without loading the CLI, the config schema or a storage driver.
- * Anything unusual (a config file, an odd flag, no marker, a mismatch) returns false and the full command runs.
+ * Fast paths for the two commands PostgreSQL runs once per WAL file. `wal push PATH` answers success when an earlier
+ * run already archived PATH ahead of time and left a marker whose sha256 matches the file now; `wal fetch NAME DEST`
+ * answers from the prefetch spool when an earlier run downloaded NAME ahead of time. Neither loads the CLI, a config
+ * schema or a storage driver. Anything unusual (a config file, an unknown flag, no marker, a mismatch) returns false
+ * and the full command runs.
  */
-export function tryWalPushFastPath(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
-  if (argv[0] !== 'wal' || argv[1] !== 'push') return false;
+interface WalInvocation {
+  command: 'push' | 'fetch';
+  positional: string[];
+  repo: string;
+  cluster: string;
+  spoolDir: string;
+}
+
+function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): WalInvocation | null {
+  if (argv[0] !== 'wal' || (argv[1] !== 'push' && argv[1] !== 'fetch')) return null;
+  if (env.PGDR_CONFIG) return null;
   const flags = new Map<string, string>();
-  let path: string | undefined;
+  const positional: string[] = [];
   for (let i = 2; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      const name = eq === -1 ? arg : arg.slice(0, eq);
-      if (name === '--repo' || name === '--cluster' || name === '--spool-dir') {
-        const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-        if (value === undefined) return false;
-        flags.set(name, value);
-      } else if (name === '--s3-endpoint' || name === '--compress-level') {
-        if (eq === -1) i++;
-      } else if (name !== '--s3-force-path-style' && name !== '--no-progress') {
-        return false; // --config, --json, --help and anything new: let the full CLI handle it
-      }
-    } else if (path === undefined) {
-      path = arg;
-    } else {
-      return false;
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    if (name === '--repo' || name === '--cluster' || name === '--spool-dir') {
+      const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined) return null;
+      flags.set(name, value);
+    } else if (name === '--s3-endpoint' || name === '--compress-level') {
+      if (eq === -1) i++;
+    } else if (name !== '--s3-force-path-style' && name !== '--no-progress') {
+      return null; // --config, --json, --help and anything new: the full CLI handles it
     }
   }
-  if (path === undefined || env.PGDR_CONFIG) return false;
   const home = env.HOME;
   const repo = flags.get('--repo') ?? env.PGDR_REPO ?? (home ? `file://${home}/.local/share/pgdr/repo` : undefined);
-  const cluster = flags.get('--cluster') ?? env.PGDR_CLUSTER ?? 'default';
   const spoolDir =
     flags.get('--spool-dir') ??
     env.PGDR_SPOOL_DIR ??
     (env.XDG_STATE_HOME ? `${env.XDG_STATE_HOME}/pgdr/spool` : home ? `${home}/.local/state/pgdr/spool` : undefined);
-  if (!repo || !spoolDir) return false;
-  const name = basename(path);
-  const marker = readMarker(spoolDir, cluster, name);
-  if (!marker || marker.repo !== repo) return false;
-  let sha256: string;
+  if (!repo || !spoolDir) return null;
+  return { command: argv[1], positional, repo, cluster: flags.get('--cluster') ?? env.PGDR_CLUSTER ?? 'default', spoolDir };
+}
+
+export function tryWalFastPath(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
+  const call = parseWalInvocation(argv, env);
+  if (call === null) return false;
   try {
-    sha256 = createHash('sha256').update(readFileSync(resolve(path))).digest('hex');
+    return call.command === 'push' ? pushFromMarker(call) : fetchFromPrefetch(call);
   } catch {
     return false;
   }
-  if (sha256 !== marker.sha256) {
-    removeMarker(spoolDir, cluster, name);
-    return false;
-  }
-  removeMarker(spoolDir, cluster, name);
-  return true;
+}
+
+function pushFromMarker(call: WalInvocation): boolean {
+  const [path] = call.positional;
+  if (path === undefined || call.positional.length !== 1) return false;
+  const name = basename(path);
+  const marker = readMarker(call.spoolDir, call.cluster, name);
+  if (!marker || marker.repo !== call.repo) return false;
+  const sha256 = createHash('sha256').update(readFileSync(resolve(path))).digest('hex');
+  removeMarker(call.spoolDir, call.cluster, name);
+  return sha256 === marker.sha256;
+}
+
+function fetchFromPrefetch(call: WalInvocation): boolean {
+  const [name, destination] = call.positional;
+  if (name === undefined || destination === undefined || call.positional.length !== 2) return false;
+  if (!/^[0-9A-F]{24}$/.test(name)) return false;
+  const dir = prefetchDir(call.spoolDir, call.cluster, process.cwd());
+  return takePrefetched(dir, { repo: call.repo, cluster: call.cluster }, name, resolve(destination));
 }

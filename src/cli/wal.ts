@@ -42,7 +42,14 @@ export function registerWalCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext, name: unknown, dest: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
-        await fetchWal(String(name), String(dest), store, layout);
+        await fetchWal(String(name), String(dest), {
+          store,
+          layout,
+          lookahead: ctx.settings.archiveLookahead,
+          spoolDir: ctx.settings.spoolDir,
+          repoUrl: ctx.settings.repo,
+          dataDirectory: process.cwd(),
+        });
         ctx.emit({ file: String(name), destination: String(dest) }, '');
       } finally {
         await store.close();

@@ -3,7 +3,9 @@ import { UsageError } from '../errors.js';
 import { createFsStore } from './fs-store.js';
 import type { ObjectStore } from './object-store.js';
 import { redactUrl } from './redact.js';
-import { createS3Store, isValidBucketName, type S3RequestChecksums } from './s3-store.js';
+import { isValidBucketName } from './s3-names.js';
+import type { S3RequestChecksums, S3StoreOptions } from './s3-store.js';
+import { createLazyStore } from './lazy-store.js';
 
 /** Where the configuration stops: a repository URL plus the S3 settings of ../shared/CLI.md pick the driver. */
 export interface OpenStoreOptions {
@@ -87,12 +89,18 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
   const parsed = parseRepositoryUrl(url);
   if (parsed.kind === 'file') return createFsStore({ root: parsed.root });
-  return createS3Store({
+  // The AWS SDK takes a noticeable part of a second to load: only repositories on S3 pay for it, when first used.
+  const s3Options: S3StoreOptions = {
     bucket: parsed.bucket,
     prefix: parsed.prefix,
     ...(options.s3Endpoint !== undefined && options.s3Endpoint !== '' ? { endpoint: options.s3Endpoint } : {}),
     ...(options.s3Region !== undefined && options.s3Region !== '' ? { region: options.s3Region } : {}),
     ...(options.s3ForcePathStyle !== undefined ? { forcePathStyle: options.s3ForcePathStyle } : {}),
     ...(options.s3RequestChecksums !== undefined ? { requestChecksums: options.s3RequestChecksums } : {}),
+  };
+  const prefix = parsed.prefix.replace(/^\/+|\/+$/g, '');
+  return createLazyStore(`s3://${parsed.bucket}${prefix === '' ? '' : `/${prefix}`}`, async () => {
+    const { createS3Store } = await import('./s3-store.js');
+    return createS3Store(s3Options);
   });
 }

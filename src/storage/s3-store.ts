@@ -1,3 +1,5 @@
+import { isValidBucketName } from './s3-names.js';
+export { isValidBucketName };
 import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -85,16 +87,6 @@ const MIN_PART_SIZE = 5 * 1024 * 1024;
 const DELETE_BATCH = 1000;
 const RETRY_BASE_DELAY_MS = 100;
 const RETRY_MAX_DELAY_MS = 20_000;
-
-/** Bucket names as S3 accepts them today (lower case; dots allowed but not adjacent; not an IP address). */
-export function isValidBucketName(name: string): boolean {
-  return (
-    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) &&
-    !name.includes('..') &&
-    !/^\d{1,3}(\.\d{1,3}){3}$/.test(name) &&
-    !name.startsWith('xn--')
-  );
-}
 
 /** '' or 'a/b/' (with the trailing slash), so that a full key is always root + key. */
 function normalizePrefix(prefix: string): string {

@@ -3,29 +3,90 @@ import { open, rename, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError, VerificationError } from '../errors.js';
-import { parseWalFileName } from '../postgres/wal-file-name.js';
+import { formatWalSegmentName, nextWalSegment, parseWalFileName, DEFAULT_WAL_SEGMENT_SIZE } from '../postgres/wal-file-name.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
 import { zstdDecompressStage } from '../stream/zstd.js';
+import { readWalSegmentHeader } from '../postgres/wal-header.js';
+import { prefetchDir, prefetchTempPath, publishPrefetched, resetPrefetchDir, type PrefetchSource } from './prefetch-spool.js';
+
+export interface WalFetchOptions {
+  store: ObjectStore;
+  layout: RepositoryLayout;
+  /** Segments to download ahead, in parallel, for PostgreSQL's next requests (0: none). */
+  lookahead: number;
+  spoolDir: string;
+  /** The repository URL as configured: prefetched files are served only to requests for the same repository. */
+  repoUrl: string;
+  /** The restoring data directory (restore_command's working directory). */
+  dataDirectory: string;
+}
 
 /**
  * restore_command. Exit 1 (NotFoundError) means "not in the archive", which PostgreSQL treats as the end of the
  * archive; every other failure must be a different code so recovery stops instead of ending early on a network
- * blip. The file appears at DEST only complete: written beside it, fsynced, then renamed.
+ * blip. The file appears at DEST only complete: written beside it, fsynced, then renamed. After a segment, the
+ * next few are downloaded in parallel into the prefetch spool, which the entry's fast path serves without
+ * loading pgdr or touching the repository (see src/wal/prefetch-spool.ts).
  */
-export async function fetchWal(name: string, destination: string, store: ObjectStore, layout: RepositoryLayout): Promise<void> {
-  parseWalFileName(name);
-  const key = layout.walObject(name);
+export async function fetchWal(name: string, destination: string, options: WalFetchOptions): Promise<void> {
+  const parsed = parseWalFileName(name);
+  const final = resolve(destination);
+  const found = await downloadWalFile(options.store, options.layout, name, final);
+  if (!found) {
+    throw new NotFoundError(`${name} is not in ${options.store.location}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
+  }
+  if (parsed.kind !== 'segment' || options.lookahead <= 0) return;
+
+  const source: PrefetchSource = { repo: options.repoUrl, cluster: options.layout.cluster };
+  const dir = prefetchDir(options.spoolDir, options.layout.cluster, options.dataDirectory);
+  resetPrefetchDir(dir, source);
+  const segmentSize = await segmentSizeOf(final);
+  const upcoming: string[] = [];
+  let next = parsed.segmentName;
+  for (let i = 0; i < options.lookahead; i++) {
+    next = nextWalSegment(next, segmentSize);
+    upcoming.push(formatWalSegmentName(next));
+  }
+  // In order, a few at a time; the first missing one is the end of the archive, so nothing after it is fetched.
+  let ended = false;
+  const workers = Array.from({ length: Math.min(4, upcoming.length) }, async () => {
+    while (!ended && upcoming.length > 0) {
+      const file = upcoming.shift()!;
+      const temp = prefetchTempPath(dir, file);
+      try {
+        if (await downloadWalFile(options.store, options.layout, file, temp)) publishPrefetched(temp, file);
+        else ended = true;
+      } catch {
+        // A failed look-ahead costs nothing: PostgreSQL asks for the file and the normal path reports the error.
+        await unlink(temp).catch(() => undefined);
+        ended = true;
+      }
+    }
+  });
+  await Promise.all(workers);
+}
+
+async function segmentSizeOf(path: string): Promise<number> {
+  const handle = await open(path, 'r');
+  try {
+    const header = Buffer.alloc(40);
+    await handle.read(header, 0, 40, 0);
+    return readWalSegmentHeader(header)?.segmentSize || DEFAULT_WAL_SEGMENT_SIZE;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Downloads and decompresses one WAL file to `final` (via a temp file, fsynced); false when it is not stored. */
+async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, name: string, final: string): Promise<boolean> {
   let source;
   try {
-    source = await store.get(key);
+    source = await store.get(layout.walObject(name));
   } catch (err) {
-    if (err instanceof ObjectNotFoundError) {
-      throw new NotFoundError(`${name} is not in ${store.location}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
-    }
+    if (err instanceof ObjectNotFoundError) return false;
     throw err;
   }
-  const final = resolve(destination);
   const temp = `${final}.pgdr-${process.pid}`;
   try {
     await pipeline(source, zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
@@ -36,6 +97,7 @@ export async function fetchWal(name: string, destination: string, store: ObjectS
       await handle.close();
     }
     await rename(temp, final);
+    return true;
   } catch (err) {
     await unlink(temp).catch(() => undefined);
     if (err instanceof Error && /zstd/.test(err.message)) {

@@ -1,0 +1,27 @@
+import type { Readable } from 'node:stream';
+import type { GetOptions, ObjectInfo, ObjectStore, PutBody, PutOptions, PutResult } from './object-store.js';
+
+/**
+ * An ObjectStore whose driver is created on first use. archive_command and restore_command start pgdr once per WAL
+ * file, and a run that ends on the fast path (or fails before touching storage) should not load a storage SDK.
+ */
+export function createLazyStore(location: string, create: () => Promise<ObjectStore>): ObjectStore {
+  let driver: Promise<ObjectStore> | undefined;
+  const store = (): Promise<ObjectStore> => (driver ??= create());
+  return {
+    location,
+    put: async (key: string, body: PutBody, options?: PutOptions): Promise<PutResult> => (await store()).put(key, body, options),
+    get: async (key: string, options?: GetOptions): Promise<Readable> => (await store()).get(key, options),
+    getBuffer: async (key: string): Promise<Buffer> => (await store()).getBuffer(key),
+    head: async (key: string): Promise<ObjectInfo | null> => (await store()).head(key),
+    list: (prefix: string): AsyncIterable<ObjectInfo> => ({
+      async *[Symbol.asyncIterator]() {
+        yield* (await store()).list(prefix);
+      },
+    }),
+    delete: async (keys: readonly string[]): Promise<void> => (await store()).delete(keys),
+    close: async (): Promise<void> => {
+      if (driver) await (await driver).close();
+    },
+  };
+}
