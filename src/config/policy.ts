@@ -154,6 +154,8 @@ export const PolicySchema = z
       })
       .strict()
       .prefault({}),
+    /** Job schedules for `pgdr schedule`; validated by src/schedule/config.ts, which owns their shape. */
+    schedule: z.unknown().optional(),
   })
   .strict();
 

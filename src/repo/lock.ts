@@ -20,6 +20,9 @@ const LockSchema = z.object({
 });
 type LockBody = z.infer<typeof LockSchema>;
 
+/** The lock is held by someone else (as opposed to the repository failing while pgdr asked). */
+export class LockHeldError extends RepositoryError {}
+
 export interface RepositoryLock {
   readonly key: string;
   /** Rejects (never resolves) once the lock cannot be kept: the repository is unreachable or someone took it over. */
@@ -81,7 +84,7 @@ export async function acquireLock(
       continue;
     }
     if (Date.now() >= deadline) {
-      throw new RepositoryError(
+      throw new LockHeldError(
         `cluster "${layout.cluster}" is locked for ${holder.purpose} by ${holder.host} pid ${holder.pid} since ${holder.acquiredAt}`,
         `wait for it to finish; if that process is gone the lock expires at ${holder.expiresAt}`,
       );

@@ -1,0 +1,63 @@
+import type { CheckResult, HealthReport } from './evaluate.js';
+
+/**
+ * Human and JSON forms of a health report. The text form is a Nagios plugin's: the first line is the status line
+ * with performance data after '|', the following lines one per check (the "long output").
+ */
+
+export function renderHealthText(report: HealthReport): string {
+  const counted = report.checks.filter((c) => c.status !== 'SKIPPED');
+  const bad = counted.filter((c) => c.status !== 'OK');
+  const skipped = report.checks.length - counted.length;
+  const first = bad.find((c) => c.status === report.status) ?? bad[0];
+  const summary =
+    first === undefined
+      ? `${counted.length} check(s) OK${skipped > 0 ? `, ${skipped} skipped` : ''}`
+      : `${first.check}: ${first.message}${bad.length > 1 ? ` (and ${bad.length - 1} more)` : ''}`;
+  const perf = perfData(report.checks);
+  const lines = [`PGDR ${report.status} - ${summary}${perf ? ` | ${perf}` : ''}`];
+  for (const check of report.checks) {
+    lines.push(`${check.status.padEnd(8)}  ${check.check.padEnd(13)}  ${check.message}`);
+    if (check.hint && check.status !== 'OK' && check.status !== 'SKIPPED') lines.push(`${''.padEnd(8)}  ${''.padEnd(13)}  hint: ${check.hint}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** Nagios performance data: 'label'=value[UOM];warn;crit;min;max, one item per measured age or lag. */
+function perfData(checks: readonly CheckResult[]): string {
+  const items: string[] = [];
+  for (const check of checks) {
+    if (check.status === 'SKIPPED') continue;
+    const m = check.measurements;
+    const label = check.check.replace(/-/g, '_');
+    if (check.check === 'wal-archive') {
+      if (m.lagSegments !== undefined) items.push(`wal_lag_segments=${m.lagSegments};${m.warningSegments ?? ''};${m.criticalSegments ?? ''};0`);
+      if (m.lagSeconds !== undefined) items.push(`wal_lag=${round(m.lagSeconds)}s;${m.warningSeconds ?? ''};${m.criticalSeconds ?? ''};0`);
+      continue;
+    }
+    if (m.ageSeconds !== undefined) items.push(`${label === 'backup_age' ? 'backup' : label}_age=${round(m.ageSeconds)}s;${m.warningSeconds ?? ''};${m.criticalSeconds ?? ''};0`);
+  }
+  return items.join(' ');
+}
+
+function round(n: number): number {
+  return Math.round(n);
+}
+
+/** The --json document: the report with dates as ISO text and each check's measurements beside its state. */
+export function healthJson(report: HealthReport): unknown {
+  return {
+    status: report.status,
+    exitCode: report.exitCode,
+    cluster: report.cluster,
+    repository: report.repository,
+    evaluatedAt: report.evaluatedAt.toISOString(),
+    checks: report.checks.map((c) => ({
+      check: c.check,
+      status: c.status,
+      message: c.message,
+      ...(c.hint === undefined ? {} : { hint: c.hint }),
+      ...c.measurements,
+    })),
+  };
+}
