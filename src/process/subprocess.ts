@@ -110,6 +110,8 @@ export async function runCommand(
     env: options.env,
     extendEnv: options.env === undefined,
     encoding: 'buffer',
+    // Output is data (zstd frames, WAL), not text: a trailing 0x0A byte is content and must stay.
+    stripFinalNewline: false,
     input: options.input,
     timeout: options.timeoutMs,
     forceKillAfterDelay: 5000,

@@ -62,6 +62,8 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
       await unpackObject(options, backup, object);
     }
     await removeIfPresent(join(pgdata, 'postmaster.pid'));
+    // A backup taken from a standby carries standby.signal; this restore recovers to a target and promotes.
+    await removeIfPresent(join(pgdata, 'standby.signal'));
     const autoConfPath = join(pgdata, 'postgresql.auto.conf');
     const existing = existsSync(autoConfPath) ? await readFile(autoConfPath, 'utf8') : '';
     await writeFile(
