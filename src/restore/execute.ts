@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RepositoryError, UsageError, VerificationError } from '../errors.js';
-import { startSubprocess } from '../process/subprocess.js';
+import { startZstdTarUnpack } from '../process/unpack.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
 import { isServerRunning, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
@@ -14,7 +14,6 @@ import type { BackupManifest, BackupObject } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { createProgress } from '../stream/progress.js';
-import { zstdDecompressStage } from '../stream/zstd.js';
 import { planRestore } from './plan.js';
 
 export interface RestoreOptions {
@@ -138,7 +137,7 @@ async function sha256OfObject(store: ObjectStore, key: string): Promise<string> 
   return checksum.sha256;
 }
 
-/** Repository → sha256 → zstd -d → tar -x, three processes' worth of work overlapping in one pipeline. */
+/** Repository → sha256 (Node) → zstd -d → tar -x (joined by a kernel pipe), overlapping in one pipeline. */
 async function unpackObject(options: RestoreOptions, backup: BackupManifest, object: BackupObject): Promise<void> {
   const key = options.layout.backupObject(backup.backupId, object.name);
   const head = await options.store.head(key);
@@ -157,23 +156,22 @@ async function unpackObject(options: RestoreOptions, backup: BackupManifest, obj
   const progress = createProgress(`restore ${backup.backupId}`, object.storedBytes, options.progress);
   const checksum = new ChecksumStage();
   checksum.on('data', () => progress.update(checksum.bytes));
-  const tar = startSubprocess('tar', ['-x', '-f', '-', '-C', options.pgdata], {
-    stdin: 'pipe',
-    label: 'tar -x',
-    hint: `check free space and permissions in ${options.pgdata}`,
-  });
+  const unpack = startZstdTarUnpack(options.pgdata);
   const source = await options.store.get(key);
   let streamError: unknown;
   try {
-    await pipeline(source, checksum, zstdDecompressStage(), tar.stdin);
+    await pipeline(source, checksum, unpack.stdin);
   } catch (err) {
     streamError = err;
-    tar.kill();
+    unpack.kill();
   }
-  const exit = await tar.wait().then(
+  const exit = await unpack.wait().then(
     () => undefined,
     (err: unknown) => err,
   );
+  // zstd failing (a damaged frame) makes tar fail too, or closes the pipe under us: either way it is the stream
+  // error that counts, so a failed exit is treated as one.
+  streamError ??= exit;
   progress.stop();
   const digestReady = streamError === undefined;
   if (digestReady && checksum.sha256 !== object.sha256) {
@@ -195,5 +193,4 @@ async function unpackObject(options: RestoreOptions, backup: BackupManifest, obj
     }
     throw streamError;
   }
-  if (exit !== undefined) throw exit;
 }

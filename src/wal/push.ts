@@ -25,6 +25,7 @@ export interface WalPushOptions {
 
 export type WalPushOutcome = 'stored' | 'already-stored';
 
+
 /**
  * archive_command. Exit 0 (return) only once the file is durably in the repository: stored with a conditional
  * write, or already stored with identical content (PostgreSQL retries after a crash). Different content under the
@@ -38,18 +39,23 @@ export async function pushWal(path: string, options: WalPushOptions): Promise<Wa
   const cluster = new ClusterIdentity(options.store, options.layout);
 
   const ahead = options.lookahead > 0 ? await readyFilesAfter(dirname(absolute), name, options.lookahead) : [];
-  const pushAhead = ahead.map(async (file) => {
-    try {
-      const data = await readFile(join(dirname(absolute), file));
-      const sha = await storeWalFile(file, data, cluster, options);
-      writeMarker(options.spoolDir, options.layout.cluster, file, { sha256: sha.sha256, repo: options.repoUrl });
-    } catch {
-      // A look-ahead failure costs nothing: PostgreSQL asks for that file again and it is pushed then, with its error.
-    }
-  });
   const data = await readWalFile(absolute);
-  const result = await storeWalFile(name, data, cluster, options);
-  await Promise.all(pushAhead);
+  // Two at a time (each holds a segment and its compressed copy and runs one zstd, on a 2-core budget): one worker
+  // starts with the requested file, the other with the look-ahead, and both then drain the look-ahead queue.
+  const queue = [...ahead];
+  const pushAhead = async (): Promise<void> => {
+    for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
+      try {
+        const ready = await readFile(join(dirname(absolute), file));
+        const stored = await storeWalFile(file, ready, cluster, options);
+        writeMarker(options.spoolDir, options.layout.cluster, file, { sha256: stored.sha256, repo: options.repoUrl });
+      } catch {
+        // A look-ahead failure costs nothing: PostgreSQL asks for that file again and it is pushed then, with its error.
+      }
+    }
+  };
+  const requested = storeWalFile(name, data, cluster, options);
+  const [result] = await Promise.all([requested, pushAhead(), requested.then(pushAhead, () => undefined)]);
   return result.outcome;
 }
 
