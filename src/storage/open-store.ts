@@ -3,7 +3,7 @@ import { UsageError } from '../errors.js';
 import { createFsStore } from './fs-store.js';
 import type { ObjectStore } from './object-store.js';
 import { redactUrl } from './redact.js';
-import { isValidBucketName } from './s3-names.js';
+import { checkS3Endpoint, isValidBucketName } from './s3-names.js';
 import type { S3RequestChecksums, S3StoreOptions } from './s3-store.js';
 import { createLazyStore } from './lazy-store.js';
 
@@ -89,6 +89,7 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
   const parsed = parseRepositoryUrl(url);
   if (parsed.kind === 'file') return createFsStore({ root: parsed.root });
+  checkS3Endpoint(options.s3Endpoint);
   // The AWS SDK takes a noticeable part of a second to load: only repositories on S3 pay for it, when first used.
   const s3Options: S3StoreOptions = {
     bucket: parsed.bucket,

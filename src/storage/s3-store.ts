@@ -1,4 +1,4 @@
-import { isValidBucketName } from './s3-names.js';
+import { checkS3Endpoint, isValidBucketName } from './s3-names.js';
 export { isValidBucketName };
 import {
   DeleteObjectCommand,
@@ -374,29 +374,7 @@ class S3ObjectStore implements ObjectStore {
     this.root = normalizePrefix(options.prefix);
     this.location = `s3://${this.bucket}${this.root === '' ? '' : `/${this.root.slice(0, -1)}`}`;
 
-    let endpoint: string | undefined;
-    if (options.endpoint !== undefined && options.endpoint !== '') {
-      let url: URL;
-      try {
-        url = new URL(options.endpoint);
-      } catch (err) {
-        throw new UsageError(
-          `S3 endpoint ${JSON.stringify(redactUrl(options.endpoint))} is not a URL`,
-          'use e.g. --s3-endpoint http://127.0.0.1:9000',
-          err,
-        );
-      }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-        throw new UsageError(`S3 endpoint ${redactUrl(options.endpoint)} is not http(s)`, 'use e.g. --s3-endpoint https://s3.example.com');
-      }
-      if (url.username !== '' || url.password !== '') {
-        throw new UsageError(
-          'the S3 endpoint URL contains credentials',
-          'remove user:password@ from the endpoint; pass credentials as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY',
-        );
-      }
-      endpoint = options.endpoint;
-    }
+    const endpoint = checkS3Endpoint(options.endpoint);
     const region = options.region ?? (endpoint !== undefined ? 'us-east-1' : undefined);
     this.endpointLabel = endpoint !== undefined ? redactUrl(endpoint) : `AWS S3${region ? ` (${region})` : ''}`;
 

@@ -1,3 +1,4 @@
+import { parseScheduleSection } from '../../../src/schedule/config.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,7 +67,11 @@ describe('policy file', () => {
   });
 
   it('policies/default.yaml says exactly what the built-in defaults are', () => {
-    expect(loadPolicy(defaultYaml)).toEqual(defaultPolicy());
+    const { schedule, ...rest } = loadPolicy(defaultYaml);
+    expect(rest).toEqual(defaultPolicy());
+    // The schedule section belongs to `pgdr schedule`, which validates it; the file must match its defaults too.
+    const context = { etcdConfigured: true };
+    expect(parseScheduleSection(schedule, defaultYaml, context)).toEqual(parseScheduleSection(undefined, 'defaults', context));
   });
 
   it('keeps defaults for every key a file does not name', () => {
