@@ -45,12 +45,11 @@ export function addClusterSourceOptions(command: Command, defaults: { leaderWait
 }
 
 export function clusterSourceSettings(ctx: CommandContext, flags: ClusterFlags, env: NodeJS.ProcessEnv = process.env): ClusterSourceSettings {
-  const scope = flags.scope ?? (env.PGDR_SCOPE || undefined);
   return {
     patroni: ctx.settings.patroni,
     etcd: ctx.settings.etcd,
-    scope,
-    namespace: flags.namespace ?? (env.PGDR_NAMESPACE || '/service'),
+    scope: flags.scope ?? ctx.settings.scope,
+    namespace: flags.namespace ?? ctx.settings.namespace,
     requestTimeoutMs: REQUEST_TIMEOUT_MS,
     pgUser: ctx.settings.pgUser,
     env,

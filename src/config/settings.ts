@@ -20,6 +20,9 @@ export interface Settings {
   pgUser: string | undefined;
   patroni: string[];
   etcd: string[];
+  /** Patroni scope and DCS namespace, for reading the cluster from etcd directly. */
+  scope: string | undefined;
+  namespace: string;
   pgdata: string | undefined;
   policy: string | undefined;
   /** Where `wal push` keeps its look-ahead markers; see src/wal/spool.ts. */
@@ -47,6 +50,8 @@ const ConfigFileSchema = z
     pgUser: z.string(),
     patroni: z.union([z.string(), z.array(z.string())]),
     etcd: z.union([z.string(), z.array(z.string())]),
+    scope: z.string(),
+    namespace: z.string(),
     pgdata: z.string(),
     policy: z.string(),
     spoolDir: z.string(),
@@ -69,6 +74,8 @@ export interface SettingFlags {
   pgUser?: string;
   patroni?: string;
   etcd?: string;
+  scope?: string;
+  namespace?: string;
   pgdata?: string;
   policy?: string;
   spoolDir?: string;
@@ -143,6 +150,8 @@ export function resolveSettings(
     pgUser: flags.pgUser ?? env.PGUSER ?? file.pgUser,
     patroni: list(flags.patroni ?? env.PGDR_PATRONI ?? file.patroni),
     etcd: list(flags.etcd ?? env.PGDR_ETCD ?? file.etcd),
+    scope: flags.scope ?? (env.PGDR_SCOPE || undefined) ?? file.scope,
+    namespace: flags.namespace ?? (env.PGDR_NAMESPACE || undefined) ?? file.namespace ?? '/service',
     pgdata: flags.pgdata ?? env.PGDATA ?? file.pgdata,
     policy: flags.policy ?? env.PGDR_POLICY ?? file.policy,
     spoolDir: flags.spoolDir ?? env.PGDR_SPOOL_DIR ?? file.spoolDir ?? join(stateHome, 'pgdr', 'spool'),
