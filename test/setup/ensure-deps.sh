@@ -66,6 +66,8 @@ if [ "$demo" -eq 0 ]; then
   need_command patroni patroni
   # Patroni's etcd support is an alternative dependency; name it so apt cannot pick another DCS client.
   need_deb python3-etcd
+  # npm run bench times each tool with GNU time (user/system CPU, max RSS).
+  need_file time /usr/bin/time
 fi
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
