@@ -1,0 +1,267 @@
+/**
+ * `npm run bench`: pgdr against pgBackRest, side by side, on the same server and dataset in the same run.
+ *
+ *   1. A throwaway PostgreSQL 15 (initdb --data-checksums) gets the ~2.4 GB orders/customers/events dataset.
+ *   2. zstd candidates compress a 256 MiB sample of its relation files (test/bench/zstd-bindings.ts).
+ *   3. Rounds of full backups and restores, alternating which tool goes first; archive_command is switched to the
+ *      tool being measured (ALTER SYSTEM + pg_reload_conf()) because each backup needs its WAL archived; the page
+ *      cache is dropped before every measured step, so both read from disk.
+ *   4. WAL archiving under pgbench load: pgdr, pgBackRest sync, pgBackRest async; backlog sampled every second.
+ *   5. Per-segment archive latency: one push of a real 16 MiB segment, median of N.
+ *   6. docs/benchmarks.md written from the results (and the raw JSON kept under .bench/).
+ *
+ * Flags: --quick (200 MB dataset, 20 s load: a smoke run, written to .bench/ not docs/), --scale S, --rounds N,
+ * --load-seconds S, --pgbench-scale N, --latency-n N, --zstd-mib N, --settle S (wait up to S seconds before each step
+ * for the load average to drop below nproc; default 30, 0 with --quick), --skip-zstd, --skip-wal, --doc PATH.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ARCHIVE_SETTINGS, databaseDir, LOAD_SETTINGS, loadDataset, measureRatio } from './dataset.js';
+import { runWithCleanup } from './lib/cleanup.js';
+import { load1, machineInfo } from './lib/machine.js';
+import { BenchServer } from './lib/pg.js';
+import { asPg, duBytes, pgTempDir } from './lib/proc.js';
+import { fmtBytes, fmtSeconds } from './lib/report.js';
+import { PgBackRestSide } from './pgbackrest.js';
+import { PgdrSide, pgdrAvailable } from './pgdr.js';
+import { renderDoc, type BenchResults, type StepResult } from './report-doc.js';
+import { initPgbench, pushLatency, runWalLoad, segmentCopies, WAL_LOAD_SETTINGS, waitForArchiveIdle } from './wal-load.js';
+import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
+
+const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+
+interface Options {
+  quick: boolean;
+  scale: number;
+  rounds: number;
+  loadSeconds: number;
+  pgbenchScale: number;
+  latencyN: number;
+  zstdMiB: number;
+  skipZstd: boolean;
+  skipWal: boolean;
+  /** Before each measured step, wait up to this many seconds for the 1-minute load average to fall below nproc. */
+  settleSeconds: number;
+  doc: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const value = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const quick = argv.includes('--quick');
+  return {
+    quick,
+    scale: Number(value('--scale') ?? (quick ? 0.08 : 1)),
+    rounds: Number(value('--rounds') ?? (quick ? 1 : 3)),
+    loadSeconds: Number(value('--load-seconds') ?? (quick ? 20 : 60)),
+    pgbenchScale: Number(value('--pgbench-scale') ?? (quick ? 10 : 50)),
+    latencyN: Number(value('--latency-n') ?? (quick ? 5 : 15)),
+    zstdMiB: Number(value('--zstd-mib') ?? (quick ? 64 : 256)),
+    skipZstd: argv.includes('--skip-zstd'),
+    skipWal: argv.includes('--skip-wal'),
+    settleSeconds: Number(value('--settle') ?? (quick ? 0 : 30)),
+    // A smoke run must not overwrite the real figures.
+    doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-quick.md' : 'docs/benchmarks.md')),
+  };
+}
+
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const startedAt = new Date().toISOString();
+  const results: BenchResults = {
+    startedAt,
+    finishedAt: '',
+    quick: opts.quick,
+    options: { ...opts },
+    machine: await machineInfo(process.env.BENCH_TMPDIR ?? process.env.TMPDIR ?? '/var/tmp', REPO_ROOT),
+    pgdrAvailable: pgdrAvailable(),
+    errors: [],
+    steps: [],
+    wal: [],
+    latency: [],
+  };
+  if (!results.pgdrAvailable) {
+    results.errors.push('pgdr is not built (no dist/cli/entry.js): run `npm run build`; only the pgBackRest side was measured');
+  }
+  const save = () => {
+    results.finishedAt = new Date().toISOString();
+    mkdirSync(join(REPO_ROOT, '.bench'), { recursive: true });
+    writeFileSync(join(REPO_ROOT, '.bench', `results-${opts.quick ? 'quick' : 'full'}.json`), JSON.stringify(results, null, 2));
+  };
+
+  // 1. Dataset.
+  log(`== dataset (scale ${opts.scale})`);
+  const server = await BenchServer.create({ label: 'main', settings: LOAD_SETTINGS });
+  await server.start();
+  const dataset = await loadDataset(server, opts.scale, 'bench', log);
+  const ratio = await measureRatio(server, dataset.database);
+  results.dataset = { ...dataset, zstd3: ratio };
+  log(`dataset: ${fmtBytes(dataset.bytes)} (pg_database_size) in ${fmtSeconds(dataset.loadSeconds)}; zstd -3 ratio ${ratio.ratio.toFixed(2)}`);
+
+  // 2. zstd bindings, on the dataset's own relation files.
+  if (!opts.skipZstd) {
+    log('== zstd bindings');
+    results.zstd = await runZstdBindingsBench({
+      input: join(server.pgdata, await databaseDir(server, dataset.database)),
+      sizeMiB: opts.zstdMiB,
+      repeat: opts.quick ? 1 : 2,
+      log,
+    });
+    log(zstdTable(results.zstd.rows));
+  }
+  save();
+
+  // 3. Backups and restores.
+  log('== backups and restores');
+  server.appendConf(ARCHIVE_SETTINGS);
+  await server.restart();
+  results.sourceBytes = (await duBytes(server.pgdata)) - (await duBytes(join(server.pgdata, 'pg_wal')));
+  const pgbr = await PgBackRestSide.create(server);
+  const pgdr = results.pgdrAvailable ? PgdrSide.create(server) : undefined;
+
+  const useArchiver = async (command: string) => {
+    await server.setConf({ archive_command: command });
+    const left = await waitForArchiveIdle(server, 120);
+    if (left > 0) throw new Error(`archiver still has ${left} WAL files waiting after switching to ${command}`);
+  };
+  // A shared machine: give a busy neighbour (or our own previous step) a moment to calm down before measuring.
+  const settle = async () => {
+    const deadline = Date.now() + opts.settleSeconds * 1000;
+    while (load1() >= cpus().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2000));
+  };
+  const record = (step: StepResult) => {
+    results.steps.push(step);
+    save();
+    const m = step.memory;
+    log(
+      `  ${step.tool} ${step.kind} round ${step.round}: ${fmtSeconds(step.wallSeconds)}, CPU ${fmtSeconds(step.cpuSeconds ?? 0)}` +
+        (step.serverCpuSeconds !== undefined ? ` + server ${fmtSeconds(step.serverCpuSeconds)}` : '') +
+        (step.storedBytes ? `, stored ${fmtBytes(step.storedBytes)}` : '') +
+        (m ? `, RSS main ${(m.mainKiB / 1024).toFixed(0)} MiB, largest child ${(m.largestChildKiB / 1024).toFixed(0)} MiB (${m.largestChildName}), tree ${(m.treeSumKiB / 1024).toFixed(0)} MiB` : '') +
+        `, load ${step.load1.toFixed(2)}`,
+    );
+  };
+  const attempt = async (tool: string, what: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      const message = `${tool} ${what} failed: ${(err as Error).message.split('\n').slice(0, 6).join(' | ')}`;
+      results.errors.push(message);
+      log(`  ${message}`);
+    }
+  };
+
+  const backupWith = async (tool: 'pgdr' | 'pgbackrest', round: number) => {
+    if (tool === 'pgbackrest') {
+      await useArchiver(pgbr.archiveCommand(false));
+      await settle();
+      const before = load1();
+      const cpu0 = server.cpuSeconds();
+      const b = await pgbr.backupFull();
+      const serverCpuSeconds = server.cpuSeconds() - cpu0;
+      record({ tool, kind: 'backup', round, wallSeconds: b.wallSeconds, cpuSeconds: b.cpuSeconds, serverCpuSeconds, storedBytes: b.storedBytes, memory: b.memory, load1: before, id: b.label });
+    } else if (pgdr) {
+      await attempt('pgdr', 'backup', async () => {
+        await useArchiver(pgdr.archiveCommand());
+        await settle();
+        const before = load1();
+        const cpu0 = server.cpuSeconds();
+        const b = await pgdr.backupFull();
+        const serverCpuSeconds = server.cpuSeconds() - cpu0;
+        record({ tool, kind: 'backup', round, wallSeconds: b.wallSeconds, cpuSeconds: b.cpuSeconds, serverCpuSeconds, storedBytes: b.storedBytes, memory: b.memory, load1: before, id: b.label });
+      });
+    }
+  };
+  const restoreWith = async (tool: 'pgdr' | 'pgbackrest', round: number) => {
+    const target = join(pgTempDir(`${tool}-restore`), 'pgdata');
+    await asPg('mkdir', ['-m', '700', target]);
+    try {
+      await settle();
+      if (tool === 'pgbackrest') {
+        const before = load1();
+        const r = await pgbr.restore(target);
+        record({ tool, kind: 'restore', round, wallSeconds: r.wallSeconds, cpuSeconds: r.cpuSeconds, restoredBytes: r.restoredBytes, memory: r.memory, load1: before });
+      } else if (pgdr) {
+        await attempt('pgdr', 'restore', async () => {
+          const before = load1();
+          const r = await pgdr.restore(target);
+          record({ tool, kind: 'restore', round, wallSeconds: r.wallSeconds, cpuSeconds: r.cpuSeconds, restoredBytes: r.restoredBytes, memory: r.memory, load1: before });
+        });
+      }
+    } finally {
+      // Restored copies are 2+ GB each: remove them at once, not at the end.
+      await asPg('rm', ['-rf', target]);
+    }
+  };
+
+  for (let round = 1; round <= opts.rounds; round++) {
+    // Alternate who goes first, so neither always gets the quieter moment or the warmer disk.
+    const order: ('pgdr' | 'pgbackrest')[] = round % 2 === 1 ? ['pgbackrest', 'pgdr'] : ['pgdr', 'pgbackrest'];
+    for (const tool of order) await backupWith(tool, round);
+    for (const tool of order) await restoreWith(tool, round);
+  }
+
+  // 4. WAL archiving under load.
+  if (!opts.skipWal) {
+    log(`== WAL archiving under pgbench load (${opts.loadSeconds} s each)`);
+    await useArchiver('/bin/true');
+    await initPgbench(server, opts.pgbenchScale);
+    await server.setConf(WAL_LOAD_SETTINGS);
+    const archivers: { name: string; command: string; processes: RegExp }[] = [];
+    if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: /bin\/pgdr wal push/ });
+    // Sync pushes are children of the archiver; async ones also leave a background archive-push:async process.
+    archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: /pgbackrest .*archive-push/ });
+    archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: /pgbackrest .*archive-push/ });
+    for (const a of archivers) {
+      await attempt(a.name, 'WAL load', async () => {
+        await useArchiver(a.command);
+        // Start each archiver from the same state: a checkpoint just done, nothing waiting.
+        await server.query('CHECKPOINT');
+        await settle();
+        const r = await runWalLoad(server, a.name, opts.loadSeconds, Math.max(120, opts.loadSeconds * 3), a.processes, log);
+        results.wal.push({ ...r, load1: load1() });
+        save();
+        log(
+          `  ${a.name}: produced ${r.producedPerSecond.toFixed(2)}/s, archived ${r.archivedPerSecond.toFixed(2)}/s, backlog max ${r.backlogMax}, end ${r.backlogEnd}, slope ${r.backlogSlope.toFixed(3)}/s, drained in ${r.drainSeconds === null ? 'NOT drained' : fmtSeconds(r.drainSeconds)}, tps ${r.tps.toFixed(0)}, archiver RSS max ${(r.memory.maxProcessKiB / 1024).toFixed(0)} MiB per process, ${(r.memory.maxTreeSumKiB / 1024).toFixed(0)} MiB at once`,
+        );
+      });
+    }
+
+    // 5. Per-segment latency, with the server idle.
+    log(`== per-segment archive latency (median of ${opts.latencyN})`);
+    await useArchiver('/bin/true');
+    const dir = pgTempDir('segments');
+    if (pgdr) {
+      await attempt('pgdr', 'wal push latency', async () => {
+        const paths = segmentCopies(server, join(dir, 'pgdr'), opts.latencyN, '000000FE');
+        results.latency.push(await pushLatency('pgdr wal push', paths, (p) => pgdr.pushOne(p)));
+      });
+    }
+    const paths = segmentCopies(server, join(dir, 'pgbackrest'), opts.latencyN, '000000FE');
+    results.latency.push(await pushLatency('pgBackRest archive-push (sync)', paths, (p) => pgbr.pushOne(p)));
+    for (const l of results.latency) log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)})`);
+  }
+
+  await server.stop();
+  save();
+
+  // 6. The report.
+  const doc = renderDoc(results);
+  mkdirSync(resolve(opts.doc, '..'), { recursive: true });
+  writeFileSync(opts.doc, doc);
+  log(`\nwrote ${opts.doc}`);
+  const summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+  process.stdout.write(summary);
+  if (results.errors.length > 0) {
+    process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
+    throw new Error(`${results.errors.length} step(s) failed; see above`);
+  }
+}
+
+process.exitCode = await runWithCleanup(main);
