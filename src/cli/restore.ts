@@ -4,6 +4,7 @@ import { parseRecoveryTarget } from '../postgres/recovery-target.js';
 import { executeRestore } from '../restore/execute.js';
 import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+import { registerRestoreClusterCommand } from './restore-cluster.js';
 
 interface RestoreFlags {
   targetTime?: string;
@@ -87,4 +88,10 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       }
     }),
   );
+
+  // `restore cluster` (src/cli/restore-cluster.ts). Positional options: `restore` stops reading its own options at
+  // the subcommand's name, so `restore cluster --target-time ...` reaches the subcommand, not `restore`.
+  const restore = program.commands.find((c) => c.name() === 'restore') as Command;
+  restore.enablePositionalOptions();
+  registerRestoreClusterCommand(restore, action);
 }
