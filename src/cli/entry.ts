@@ -5,7 +5,7 @@ import { tryWalFastPath } from './wal-fast-path.js';
  * check whether an earlier run already did the work ahead of time (see src/cli/wal-fast-path.ts).
  */
 const argv = process.argv.slice(2);
-if (!tryWalFastPath(argv, process.env)) {
+if (!(await tryWalFastPath(argv, process.env))) {
   let settled = false;
   // If the event loop empties while a command is still pending, something never resolved: that must not look
   // like success to a CronJob or to PostgreSQL's archive_command.

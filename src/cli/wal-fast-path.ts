@@ -8,8 +8,8 @@ import { prefetchDir, takePrefetched } from '../wal/prefetch-spool.js';
  * Fast paths for the two commands PostgreSQL runs once per WAL file. `wal push PATH` answers success when an earlier
  * run already archived PATH ahead of time and left a marker whose sha256 matches the file now; `wal fetch NAME DEST`
  * answers from the prefetch spool when an earlier run downloaded NAME ahead of time. Neither loads the CLI, a config
- * schema or a storage driver. Anything unusual (a config file, an unknown flag, no marker, a mismatch) returns false
- * and the full command runs.
+ * storage driver. Anything unusual (an unknown flag, no marker, a mismatch, a config file that does not parse)
+ * returns false and the full command runs.
  */
 interface WalInvocation {
   command: 'push' | 'fetch';
@@ -19,9 +19,8 @@ interface WalInvocation {
   spoolDir: string;
 }
 
-function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): WalInvocation | null {
+async function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<WalInvocation | null> {
   if (argv[0] !== 'wal' || (argv[1] !== 'push' && argv[1] !== 'fetch')) return null;
-  if (env.PGDR_CONFIG) return null;
   const flags = new Map<string, string>();
   const positional: string[] = [];
   for (let i = 2; i < argv.length; i++) {
@@ -32,7 +31,7 @@ function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Wa
     }
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg : arg.slice(0, eq);
-    if (name === '--repo' || name === '--cluster' || name === '--spool-dir') {
+    if (name === '--repo' || name === '--cluster' || name === '--spool-dir' || name === '--config') {
       const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
       if (value === undefined) return null;
       flags.set(name, value);
@@ -42,6 +41,18 @@ function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Wa
       return null; // --config, --json, --help and anything new: the full CLI handles it
     }
   }
+  const command = argv[1];
+  const configFile = flags.get('--config') ?? env.PGDR_CONFIG;
+  if (configFile) {
+    // A config file may set the repository, cluster or spool: read it the way the full CLI does (YAML and the
+    // schema cost a little start-up time, still far less than the full command).
+    const { resolveSettings } = await import('../config/settings.js');
+    const settings = resolveSettings(
+      { config: configFile, repo: flags.get('--repo'), cluster: flags.get('--cluster'), spoolDir: flags.get('--spool-dir') },
+      env,
+    );
+    return { command, positional, repo: settings.repo, cluster: settings.cluster, spoolDir: settings.spoolDir };
+  }
   const home = env.HOME;
   const repo = flags.get('--repo') ?? env.PGDR_REPO ?? (home ? `file://${home}/.local/share/pgdr/repo` : undefined);
   const spoolDir =
@@ -49,13 +60,13 @@ function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Wa
     env.PGDR_SPOOL_DIR ??
     (env.XDG_STATE_HOME ? `${env.XDG_STATE_HOME}/pgdr/spool` : home ? `${home}/.local/state/pgdr/spool` : undefined);
   if (!repo || !spoolDir) return null;
-  return { command: argv[1], positional, repo, cluster: flags.get('--cluster') ?? env.PGDR_CLUSTER ?? 'default', spoolDir };
+  return { command, positional, repo, cluster: flags.get('--cluster') ?? env.PGDR_CLUSTER ?? 'default', spoolDir };
 }
 
-export function tryWalFastPath(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
-  const call = parseWalInvocation(argv, env);
-  if (call === null) return false;
+export async function tryWalFastPath(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<boolean> {
   try {
+    const call = await parseWalInvocation(argv, env);
+    if (call === null) return false;
     return call.command === 'push' ? pushFromMarker(call) : fetchFromPrefetch(call);
   } catch {
     return false;

@@ -54,11 +54,12 @@ export function isServerRunning(pgdata: string): boolean {
   }
 }
 
+/** The last FATAL or PANIC line of a server log, else its last line: what to show when a start or recovery fails. */
 export function lastFatal(logFile: string): string | undefined {
   try {
-    const lines = readFileSync(logFile, 'utf8').split('\n');
+    const lines = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.trim() !== '');
     const fatal = lines.filter((l) => /\b(FATAL|PANIC):/.test(l));
-    return fatal[fatal.length - 1]?.replace(/^.*?(FATAL|PANIC):\s*/, '$1: ');
+    return fatal[fatal.length - 1]?.replace(/^.*?(FATAL|PANIC):\s*/, '$1: ') ?? lines[lines.length - 1];
   } catch {
     return undefined;
   }

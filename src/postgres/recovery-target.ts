@@ -50,7 +50,7 @@ export function parseRecoveryTarget(options: RecoveryTargetOptions): RecoveryTar
   if (targetLsn !== undefined) return { kind: 'lsn', lsn: parseLsn(targetLsn, 'target LSN'), inclusive };
   if (!inclusive) {
     throw new UsageError(
-      '--target-inclusive applies only to --target-time and --target-lsn',
+      '--target-exclusive applies only to --target-time and --target-lsn',
       'a restore point and the end of the archive have no "just before"; drop the inclusive setting',
     );
   }

@@ -3,7 +3,7 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RepositoryError, UsageError, VerificationError } from '../errors.js';
+import { RepositoryError, ServiceError, UsageError, VerificationError } from '../errors.js';
 import { startZstdTarUnpack } from '../process/unpack.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
@@ -91,6 +91,13 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     started: false,
   };
   if (options.start) {
+    const missing = ['postgresql.conf', 'pg_hba.conf'].filter((f) => !existsSync(join(pgdata, f)));
+    if (missing.length > 0) {
+      throw new ServiceError(
+        `the backup holds no ${missing.join(' or ')} (the server kept its configuration outside the data directory, as Debian does), so pgdr cannot start it`,
+        `the data directory is restored with its recovery settings: copy ${missing.join(' and ')} from /etc/postgresql/<version>/<cluster>/ into ${pgdata}, then run pg_ctl -D ${pgdata} start`,
+      );
+    }
     const logFile = join(pgdata, 'pgdr-restore.log');
     log(`restore: starting PostgreSQL (log: ${logFile}) and waiting for recovery to reach the target`);
     const timeoutSeconds = Math.max(Math.ceil(options.startTimeoutMs / 1000), 10);

@@ -20,53 +20,64 @@ afterEach(() => {
 const segment = '000000010000000000000003';
 
 describe('wal push fast path', () => {
-  it('answers from a marker whose sha256 matches, once', () => {
+  it('answers from a marker whose sha256 matches, once', async () => {
     const spool = temp();
     const file = join(temp(), segment);
     writeFileSync(file, 'segment bytes');
     const sha256 = createHash('sha256').update('segment bytes').digest('hex');
     writeMarker(spool, 'c1', segment, { sha256, repo: 'file:///repo' });
     const argv = ['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool];
-    expect(tryWalFastPath(argv, {})).toBe(true);
+    expect(await tryWalFastPath(argv, {})).toBe(true);
     expect(existsSync(markerPath(spool, 'c1', segment))).toBe(false);
-    expect(tryWalFastPath(argv, {})).toBe(false);
+    expect(await tryWalFastPath(argv, {})).toBe(false);
   });
 
-  it('never trusts a marker for other content, another repository or an unknown flag', () => {
+  it('never trusts a marker for other content, another repository or an unknown flag', async () => {
     const spool = temp();
     const file = join(temp(), segment);
     writeFileSync(file, 'new content');
     const sha256 = createHash('sha256').update('old content').digest('hex');
     writeMarker(spool, 'c1', segment, { sha256, repo: 'file:///repo' });
-    expect(tryWalFastPath(['wal', 'push', file, '--repo', 'file:///other', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
-    expect(tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool, '--json'], {})).toBe(false);
-    expect(tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], { PGDR_CONFIG: '/x' })).toBe(false);
-    expect(tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+    expect(await tryWalFastPath(['wal', 'push', file, '--repo', 'file:///other', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+    expect(await tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool, '--json'], {})).toBe(false);
+    expect(await tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], { PGDR_CONFIG: '/nonexistent.yaml' })).toBe(false);
+    expect(await tryWalFastPath(['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+  });
+
+  it('reads the repository, cluster and spool from a config file', async () => {
+    const spool = temp();
+    const work = temp();
+    const file = join(work, segment);
+    writeFileSync(file, 'segment bytes');
+    const config = join(work, 'pgdr.yaml');
+    writeFileSync(config, `repo: file:///repo\ncluster: c2\nspoolDir: ${spool}\n`);
+    writeMarker(spool, 'c2', segment, { sha256: createHash('sha256').update('segment bytes').digest('hex'), repo: 'file:///repo' });
+    expect(await tryWalFastPath(['wal', 'push', file, '--config', config], {})).toBe(true);
   });
 });
 
 describe('wal fetch fast path', () => {
-  it('serves a prefetched segment for the same repository and data directory, then never again', () => {
+  it('serves a prefetched segment for the same repository and data directory, then never again', async () => {
     const spool = temp();
     const dest = join(temp(), 'RECOVERYXLOG');
     const dir = prefetchDir(spool, 'c1', process.cwd());
     resetPrefetchDir(dir, { repo: 'file:///repo', cluster: 'c1' });
     writeFileSync(join(dir, segment), 'prefetched');
     const argv = ['wal', 'fetch', segment, dest, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool];
-    expect(tryWalFastPath(['wal', 'fetch', segment, dest, '--repo', 'file:///elsewhere', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
-    expect(tryWalFastPath(argv, {})).toBe(true);
+    expect(await tryWalFastPath(['wal', 'fetch', segment, dest, '--repo', 'file:///elsewhere', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+    expect(await tryWalFastPath(argv, {})).toBe(true);
     expect(readFileSync(dest, 'utf8')).toBe('prefetched');
-    expect(tryWalFastPath(argv, {})).toBe(false);
+    expect(await tryWalFastPath(argv, {})).toBe(false);
   });
 
-  it('does not serve history files or files it never prefetched', () => {
+  it('does not serve history files or files it never prefetched', async () => {
     const spool = temp();
     const dir = prefetchDir(spool, 'c1', process.cwd());
     mkdirSync(dir, { recursive: true });
     resetPrefetchDir(dir, { repo: 'file:///repo', cluster: 'c1' });
     writeFileSync(join(dir, '00000002.history'), 'x');
     const dest = join(temp(), 'RECOVERYHISTORY');
-    expect(tryWalFastPath(['wal', 'fetch', '00000002.history', dest, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
-    expect(tryWalFastPath(['wal', 'fetch', segment, dest, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+    expect(await tryWalFastPath(['wal', 'fetch', '00000002.history', dest, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
+    expect(await tryWalFastPath(['wal', 'fetch', segment, dest, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool], {})).toBe(false);
   });
 });
