@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { readMarker, removeMarker } from '../wal/spool.js';
+import { readMarker, removeMarker, runningPusher } from '../wal/spool.js';
 import { prefetchDir, takePrefetched } from '../wal/prefetch-spool.js';
 
 /**
@@ -67,17 +67,26 @@ export async function tryWalFastPath(argv: readonly string[], env: NodeJS.Proces
   try {
     const call = await parseWalInvocation(argv, env);
     if (call === null) return false;
-    return call.command === 'push' ? pushFromMarker(call) : fetchFromPrefetch(call);
+    return call.command === 'push' ? await pushFromMarker(call) : fetchFromPrefetch(call);
   } catch {
     return false;
   }
 }
 
-function pushFromMarker(call: WalInvocation): boolean {
+/** How long a `wal push` waits for the background pusher to reach its file before pushing it itself. */
+const PUSHER_WAIT_MS = 5_000;
+
+async function pushFromMarker(call: WalInvocation): Promise<boolean> {
   const [path] = call.positional;
   if (path === undefined || call.positional.length !== 1) return false;
   const name = basename(path);
-  const marker = readMarker(call.spoolDir, call.cluster, name);
+  let marker = readMarker(call.spoolDir, call.cluster, name);
+  // The pusher is working through the ready files in order; this one is usually next or nearly so.
+  const deadline = Date.now() + PUSHER_WAIT_MS;
+  while (marker === null && Date.now() < deadline && runningPusher(call.spoolDir, call.cluster) !== undefined) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    marker = readMarker(call.spoolDir, call.cluster, name);
+  }
   if (!marker || marker.repo !== call.repo) return false;
   const sha256 = createHash('sha256').update(readFileSync(resolve(path))).digest('hex');
   removeMarker(call.spoolDir, call.cluster, name);

@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
 import { fetchWal } from '../wal/fetch.js';
-import { pushWal } from '../wal/push.js';
-import { addCommonOptions, type CommandContext } from './context.js';
+import { pushWal, type WalPushOptions } from '../wal/push.js';
+import { dirname, resolve } from 'node:path';
+import type { RepositoryLayout } from '../repo/layout.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { ensurePusher, runPusher } from '../wal/background-pusher.js';
+import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
 import type { Action } from './main.js';
 
 export function registerWalCommands(program: Command, action: Action): void {
@@ -13,19 +17,32 @@ export function registerWalCommands(program: Command, action: Action): void {
       .argument('<path>', 'the WAL file to archive (archive_command %p)')
       .description("store one WAL segment or history file; use as archive_command = 'pgdr wal push %p'"),
   ).action(
-    action(async (ctx: CommandContext, path: unknown) => {
+    action(async (ctx: CommandContext, path: unknown, options: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
-        const outcome = await pushWal(String(path), {
-          store,
-          layout,
-          compressLevel: ctx.settings.compressLevel,
-          lookahead: ctx.settings.archiveLookahead,
-          spoolDir: ctx.settings.spoolDir,
-          repoUrl: ctx.settings.repo,
-          log: (m) => ctx.log(m),
-        });
+        const pushOptions = walPushOptions(ctx, store, layout);
+        const outcome = await pushWal(String(path), pushOptions);
+        if (ctx.settings.archiveLookahead > 0) {
+          const pgWalDir = dirname(resolve(String(path)));
+          ensurePusher(ctx.settings.spoolDir, layout.cluster, [pgdrExecutable(), 'wal', 'push-ahead', pgWalDir, ...repositoryArgs(ctx, options)], process.env);
+        }
         ctx.emit({ file: String(path), outcome }, '');
+      } finally {
+        await store.close();
+      }
+    }),
+  );
+
+  addCommonOptions(
+    wal
+      .command('push-ahead', { hidden: true })
+      .argument('<pg_wal>', "the server's pg_wal directory")
+      .description('background pusher started by wal push: archives files marked ready until idle'),
+  ).action(
+    action(async (ctx: CommandContext, pgWalDir: unknown) => {
+      const { store, layout } = ctx.openRepository();
+      try {
+        await runPusher(String(pgWalDir), walPushOptions(ctx, store, layout));
       } finally {
         await store.close();
       }
@@ -56,4 +73,26 @@ export function registerWalCommands(program: Command, action: Action): void {
       }
     }),
   );
+}
+
+function walPushOptions(ctx: CommandContext, store: ObjectStore, layout: RepositoryLayout): WalPushOptions {
+  return {
+    store,
+    layout,
+    compressLevel: ctx.settings.compressLevel,
+    spoolDir: ctx.settings.spoolDir,
+    repoUrl: ctx.settings.repo,
+    log: (m) => ctx.log(m),
+  };
+}
+
+/** The settings the background pusher needs to reach the same repository (credentials stay in the environment). */
+function repositoryArgs(ctx: CommandContext, options: unknown): string[] {
+  const { settings } = ctx;
+  const args = ['--repo', settings.repo, '--cluster', settings.cluster, '--spool-dir', settings.spoolDir, '--compress-level', String(settings.compressLevel)];
+  if (settings.s3Endpoint) args.push('--s3-endpoint', settings.s3Endpoint);
+  if (settings.s3ForcePathStyle) args.push('--s3-force-path-style');
+  const config = (options as { config?: string }).config;
+  if (config) args.push('--config', resolve(config));
+  return args;
 }

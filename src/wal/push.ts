@@ -9,14 +9,12 @@ import type { ClusterInfo } from '../repo/manifest.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 import { sha256Hex } from '../stream/checksum.js';
 import { zstdCompressBuffer, zstdDecompressBuffer } from '../stream/zstd.js';
-import { writeMarker } from './spool.js';
+import { readMarker, writeMarker } from './spool.js';
 
 export interface WalPushOptions {
   store: ObjectStore;
   layout: RepositoryLayout;
   compressLevel: number;
-  /** Extra .ready files to archive in the same run, ahead of PostgreSQL asking for them. */
-  lookahead: number;
   spoolDir: string;
   /** The repository URL as configured; markers name it so a marker for another repository is never trusted. */
   repoUrl: string;
@@ -29,34 +27,46 @@ export type WalPushOutcome = 'stored' | 'already-stored';
 /**
  * archive_command. Exit 0 (return) only once the file is durably in the repository: stored with a conditional
  * write, or already stored with identical content (PostgreSQL retries after a crash). Different content under the
- * same name is an error and nothing is overwritten. Files PostgreSQL has marked ready after this one are pushed
- * in the same run, in parallel, so a busy server is not limited by one Node start-up per segment.
+ * same name is an error and nothing is overwritten. The foreground always stores (or verifies) its own file; the
+ * files PostgreSQL has marked ready after it are pushed by a background pusher (src/wal/background-pusher.ts), so
+ * PostgreSQL's later calls find them done and answer through the fast path.
  */
 export async function pushWal(path: string, options: WalPushOptions): Promise<WalPushOutcome> {
   const absolute = resolve(path);
   const name = basename(absolute);
   parseWalFileName(name);
   const cluster = new ClusterIdentity(options.store, options.layout);
-
-  const ahead = options.lookahead > 0 ? await readyFilesAfter(dirname(absolute), name, options.lookahead) : [];
   const data = await readWalFile(absolute);
-  // Two at a time (each holds a segment and its compressed copy and runs one zstd, on a 2-core budget): one worker
-  // starts with the requested file, the other with the look-ahead, and both then drain the look-ahead queue.
-  const queue = [...ahead];
-  const pushAhead = async (): Promise<void> => {
+  const result = await storeWalFile(name, data, cluster, options);
+  return result.outcome;
+}
+
+/**
+ * Pushes every file marked ready in `pgWalDir` that has no marker yet, oldest first (history files first, as
+ * PostgreSQL orders them), two at a time, and leaves a marker for each; returns how many it stored. A file that
+ * fails is left for PostgreSQL's own call, which reports the error.
+ */
+export async function pushReadyFiles(pgWalDir: string, options: WalPushOptions, limit: number, failed: Set<string> = new Set()): Promise<number> {
+  const cluster = new ClusterIdentity(options.store, options.layout);
+  const queue = (await readyFilesAfter(pgWalDir, '', Number.MAX_SAFE_INTEGER))
+    .filter((file) => !failed.has(file) && readMarker(options.spoolDir, options.layout.cluster, file) === null)
+    .slice(0, limit);
+  let stored = 0;
+  const worker = async (): Promise<void> => {
     for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
       try {
-        const ready = await readFile(join(dirname(absolute), file));
-        const stored = await storeWalFile(file, ready, cluster, options);
-        writeMarker(options.spoolDir, options.layout.cluster, file, { sha256: stored.sha256, repo: options.repoUrl });
+        const data = await readFile(join(pgWalDir, file));
+        const { sha256 } = await storeWalFile(file, data, cluster, options);
+        writeMarker(options.spoolDir, options.layout.cluster, file, { sha256, repo: options.repoUrl });
+        stored++;
       } catch {
-        // A look-ahead failure costs nothing: PostgreSQL asks for that file again and it is pushed then, with its error.
+        // Left for PostgreSQL's own call to this file, which pushes it in the foreground and reports any error.
+        failed.add(file);
       }
     }
   };
-  const requested = storeWalFile(name, data, cluster, options);
-  const [result] = await Promise.all([requested, pushAhead(), requested.then(pushAhead, () => undefined)]);
-  return result.outcome;
+  await Promise.all([worker(), worker()]);
+  return stored;
 }
 
 async function readWalFile(path: string): Promise<Buffer> {

@@ -43,3 +43,20 @@ export function removeMarker(spoolDir: string, cluster: string, walFileName: str
     // already gone
   }
 }
+
+/** Where the background pusher (src/wal/background-pusher.ts) records its pid. */
+export function pusherPidFile(spoolDir: string, cluster: string): string {
+  return join(spoolDir, cluster, 'pusher.pid');
+}
+
+/** The pid of a live background pusher for this spool and cluster, if any. */
+export function runningPusher(spoolDir: string, cluster: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(pusherPidFile(spoolDir, cluster), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? Number.NaN : undefined;
+  }
+}
