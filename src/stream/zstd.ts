@@ -43,6 +43,15 @@ export async function zstdCompressBuffer(data: Buffer, options: ZstdOptions): Pr
   return stdout;
 }
 
+/** Compresses a file without reading it into Node: zstd reads it itself, Node gets the (smaller) frames. */
+export async function zstdCompressFile(path: string, options: ZstdOptions): Promise<Buffer> {
+  const { stdout } = await runCommand(ZSTD, [...compressArgs(options), '--', path], {
+    label: 'zstd',
+    hint: 'install the zstd package (apt-get install zstd), and check that the file is readable',
+  });
+  return stdout;
+}
+
 export async function zstdDecompressBuffer(data: Buffer): Promise<Buffer> {
   const { stdout } = await runCommand(ZSTD, ['-d', '-c', '-q'], {
     input: data,

@@ -1,4 +1,7 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { access, open, readdir } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { RepositoryError, UsageError } from '../errors.js';
 import { parseWalFileName } from '../postgres/wal-file-name.js';
@@ -7,8 +10,8 @@ import { checkSameCluster, ensureClusterInfo, readClusterInfo } from '../repo/cl
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ClusterInfo } from '../repo/manifest.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
-import { sha256Hex } from '../stream/checksum.js';
-import { zstdCompressBuffer, zstdDecompressBuffer } from '../stream/zstd.js';
+import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
+import { zstdCompressFile, zstdDecompressBuffer } from '../stream/zstd.js';
 import { readMarker, writeMarker } from './spool.js';
 
 export interface WalPushOptions {
@@ -36,8 +39,8 @@ export async function pushWal(path: string, options: WalPushOptions): Promise<Wa
   const name = basename(absolute);
   parseWalFileName(name);
   const cluster = new ClusterIdentity(options.store, options.layout);
-  const data = await readWalFile(absolute);
-  const result = await storeWalFile(name, data, cluster, options);
+  await checkReadable(absolute);
+  const result = await storeWalFile(name, absolute, cluster, options);
   return result.outcome;
 }
 
@@ -55,8 +58,7 @@ export async function pushReadyFiles(pgWalDir: string, options: WalPushOptions, 
   const worker = async (): Promise<void> => {
     for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
       try {
-        const data = await readFile(join(pgWalDir, file));
-        const { sha256 } = await storeWalFile(file, data, cluster, options);
+        const { sha256 } = await storeWalFile(file, join(pgWalDir, file), cluster, options);
         writeMarker(options.spoolDir, options.layout.cluster, file, { sha256, repo: options.repoUrl });
         stored++;
       } catch {
@@ -69,25 +71,29 @@ export async function pushReadyFiles(pgWalDir: string, options: WalPushOptions, 
   return stored;
 }
 
-async function readWalFile(path: string): Promise<Buffer> {
+async function checkReadable(path: string): Promise<void> {
   try {
-    return await readFile(path);
+    await access(path, constants.R_OK);
   } catch (err) {
     throw new UsageError(`cannot read WAL file ${path}: ${(err as Error).message}`, "archive_command must pass %p (the file's path) as run from the data directory");
   }
 }
 
+/**
+ * Stores one WAL file, reading it from disk twice (hash, then zstd reads it itself) rather than holding it: the
+ * background pusher works on two at a time and a segment may be up to 1 GiB.
+ */
 async function storeWalFile(
   name: string,
-  data: Buffer,
+  path: string,
   cluster: ClusterIdentity,
   options: WalPushOptions,
 ): Promise<{ outcome: WalPushOutcome; sha256: string }> {
   const kind = parseWalFileName(name).kind;
-  if (kind === 'segment' || kind === 'partial') await cluster.check(data, name);
-  const sha256 = sha256Hex(data);
+  if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
+  const sha256 = await sha256OfFile(path);
   const key = options.layout.walObject(name);
-  const compressed = await zstdCompressBuffer(data, { level: options.compressLevel, threads: 1 });
+  const compressed = await zstdCompressFile(path, { level: options.compressLevel, threads: 1 });
   try {
     await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
     return { outcome: 'stored', sha256 };
@@ -103,6 +109,23 @@ async function storeWalFile(
     `${name} is already in ${options.store.location} with different content; nothing was overwritten`,
     'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
   );
+}
+
+async function readHead(path: string, bytes: number): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(bytes);
+    const { bytesRead } = await handle.read(buffer, 0, bytes, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function sha256OfFile(path: string): Promise<string> {
+  const checksum = new ChecksumStage();
+  await pipeline(createReadStream(path), checksum, new Writable({ write: (_chunk, _encoding, done) => done() }));
+  return checksum.sha256;
 }
 
 /** Checks each segment's system identifier against cluster.json, creating cluster.json from the first segment. */

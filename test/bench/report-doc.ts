@@ -222,7 +222,7 @@ export function renderDoc(r: BenchResults): string {
 
   out.push('## Full backup and restore', '');
   out.push(
-    '- **pgdr**: `pgdr backup now --json` against the bench server (PGHOST/PGPORT/PGUSER), repository `file://` in a temp dir, ' +
+    '- **pgdr**: `pgdr backup now --json` against the bench server over its Unix socket (PGHOST/PGPORT/PGUSER; pgBackRest uses the same socket), repository `file://` in a temp dir, ' +
       'archive_command `pgdr wal push %p` into the same repository; `pgdr restore --pgdata <empty dir> --target latest`. ' +
       'Run as postgres: `runuser -u postgres -- node bin/pgdr …`, compiled CLI from dist/.',
     '- **pgBackRest**: posix repository in a temp dir, `compress-type=zst`, `compress-level=3`, `process-max=2`, `start-fast=y`, ' +

@@ -45,9 +45,12 @@ export class BenchServer {
     return server;
   }
 
-  /** libpq environment for tools that connect to this server (pgdr, pgbench, psql). */
+  /**
+   * libpq environment for tools that connect to this server (pgdr, pgbench, psql): the Unix socket, the transport
+   * pgBackRest's pg1-socket-path uses too, so both tools talk to the server the same way.
+   */
   get env(): Record<string, string> {
-    return { PGHOST: '127.0.0.1', PGPORT: String(this.port), PGUSER: 'postgres' };
+    return { PGHOST: this.sockDir, PGPORT: String(this.port), PGUSER: 'postgres' };
   }
 
   get logFile(): string {
