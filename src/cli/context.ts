@@ -96,7 +96,7 @@ export function pgdrExecutable(): string {
  * not in it: the server inherits them from the environment (or AWS profile files) of whoever starts it.
  */
 export function buildRestoreCommand(settings: Settings, configFile: string | undefined): string {
-  const words = [process.execPath, pgdrExecutable(), 'wal', 'fetch', '%f', '%p', '--repo', settings.repo, '--cluster', settings.cluster];
+  const words = [process.execPath, pgdrExecutable(), 'wal', 'fetch', '%f', '%p', '--abort-recovery-on-error', '--repo', settings.repo, '--cluster', settings.cluster];
   if (settings.s3Endpoint) words.push('--s3-endpoint', settings.s3Endpoint);
   if (settings.s3ForcePathStyle) words.push('--s3-force-path-style');
   if (configFile) words.push('--config', resolve(configFile));

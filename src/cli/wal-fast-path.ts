@@ -37,7 +37,7 @@ async function parseWalInvocation(argv: readonly string[], env: NodeJS.ProcessEn
       flags.set(name, value);
     } else if (name === '--s3-endpoint' || name === '--compress-level') {
       if (eq === -1) i++;
-    } else if (name !== '--s3-force-path-style' && name !== '--no-progress') {
+    } else if (name !== '--s3-force-path-style' && name !== '--no-progress' && name !== '--abort-recovery-on-error') {
       return null; // --config, --json, --help and anything new: the full CLI handles it
     }
   }

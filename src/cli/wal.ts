@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { NotFoundError, PgdrError } from '../errors.js';
 import { fetchWal } from '../wal/fetch.js';
 import { pushWal, type WalPushOptions } from '../wal/push.js';
 import { dirname, resolve } from 'node:path';
@@ -7,6 +8,9 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { ensurePusher, runPusher } from '../wal/background-pusher.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+
+/** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
+const ABORT_RECOVERY_EXIT_CODE = 126;
 
 export function registerWalCommands(program: Command, action: Action): void {
   const wal = program.command('wal').description('archive_command and restore_command for PostgreSQL');
@@ -54,9 +58,13 @@ export function registerWalCommands(program: Command, action: Action): void {
       .command('fetch')
       .argument('<name>', 'WAL file name (restore_command %f)')
       .argument('<dest>', 'where to write it (restore_command %p)')
+      .option(
+        '--abort-recovery-on-error',
+        'exit 126 instead of 3/4/5 on a real error, so PostgreSQL stops recovery rather than taking it for the end of the archive (pgdr restore writes this)',
+      )
       .description("fetch one WAL file; use as restore_command = 'pgdr wal fetch %f %p'; exit 1 when the repository does not have it"),
   ).action(
-    action(async (ctx: CommandContext, name: unknown, dest: unknown) => {
+    action(async (ctx: CommandContext, name: unknown, dest: unknown, options: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
         await fetchWal(String(name), String(dest), {
@@ -68,6 +76,14 @@ export function registerWalCommands(program: Command, action: Action): void {
           dataDirectory: process.cwd(),
         });
         ctx.emit({ file: String(name), destination: String(dest) }, '');
+      } catch (err) {
+        // PostgreSQL reads any exit status from 1 to 125 as "not in the archive" and, with no recovery target, ends
+        // recovery there and promotes; 126 and above make it stop with FATAL instead, which is what a storage error
+        // or a damaged file must do.
+        if ((options as { abortRecoveryOnError?: boolean }).abortRecoveryOnError && err instanceof PgdrError && !(err instanceof NotFoundError)) {
+          throw new PgdrError(err.message, { hint: err.hint, exitCode: ABORT_RECOVERY_EXIT_CODE, cause: err });
+        }
+        throw err;
       } finally {
         await store.close();
       }

@@ -130,7 +130,7 @@ export function planRebuild(request: RebuildRequest): RebuildPlanResult {
   const bootstrapCommand = quote([...request.pgdr, 'patroni', 'bootstrap', ...request.repositoryArgs, ...targetArgs(request.target), '--backup-id', request.backup.backupId]);
   const replicaCommand = quote([...request.pgdr, 'patroni', 'create-replica', ...request.repositoryArgs]);
   // PostgreSQL reads a lone % in restore_command as a placeholder: every other % is doubled.
-  const restoreCommand = [...request.pgdr, 'wal', 'fetch', '%f', '%p', ...request.repositoryArgs]
+  const restoreCommand = [...request.pgdr, 'wal', 'fetch', '%f', '%p', '--abort-recovery-on-error', ...request.repositoryArgs]
     .map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w.replace(/%/g, '%%'))))
     .join(' ');
 

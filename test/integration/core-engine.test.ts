@@ -231,6 +231,18 @@ function coreEngineSuite(kind: RepoKind): void {
     });
 
     if (kind === 's3') {
+      it('wal fetch turns a storage error into exit 126 for PostgreSQL, so recovery stops instead of promoting early', async () => {
+        const dest = join(makeTempDir('fetch-error', { owner: 'service' }), 'RECOVERYXLOG');
+        const unreachable = ['--repo', `s3://${minio!.bucket}/pgdr-tests`, '--cluster', 'core', '--s3-endpoint', 'http://127.0.0.1:9'];
+        const plain = await runPgdr(['wal', 'fetch', '000000010000000000000002', dest, ...unreachable], { env: storeEnv });
+        expect(plain.exitCode).toBe(3);
+        const forRecovery = await runPgdr(['wal', 'fetch', '000000010000000000000002', dest, '--abort-recovery-on-error', ...unreachable], { env: storeEnv });
+        expect(forRecovery.exitCode).toBe(126);
+        expect(forRecovery.stderr).toMatch(/cannot reach the S3 endpoint/);
+        const missing = await pgdr(['wal', 'fetch', '0000000100000000000000FD', dest, '--abort-recovery-on-error']);
+        expect(missing.exitCode).toBe(1);
+      });
+
       it('fails with a clear storage error, not a hang, when MinIO stops during a backup', async () => {
         const env = pgdrEnvironment({ ...storeEnv, ...server.libpqEnv() });
         const started = Date.now();
