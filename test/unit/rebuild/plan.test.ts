@@ -66,7 +66,7 @@ describe('planRebuild', () => {
     expect(bootstrap).toBe('/usr/bin/node /opt/pgdr/bin/pgdr patroni bootstrap --repo s3://b/p --cluster main --target-time \'2026-11-23 12:00:00+00:00\' --backup-id 20261123T100000Z');
     const replica = (configs.pg2?.postgresql as { pgdr: { command: string }; recovery_conf: { restore_command: string } });
     expect(replica.pgdr.command).toBe('/usr/bin/node /opt/pgdr/bin/pgdr patroni create-replica --repo s3://b/p --cluster main');
-    expect(replica.recovery_conf.restore_command).toBe('/usr/bin/node /opt/pgdr/bin/pgdr wal fetch %f %p --repo s3://b/p --cluster main');
+    expect(replica.recovery_conf.restore_command).toBe('/usr/bin/node /opt/pgdr/bin/pgdr wal fetch %f %p --abort-recovery-on-error --repo s3://b/p --cluster main');
     expect(JSON.stringify(plan)).not.toContain('secret');
     expect(Object.keys(configs)).toEqual(['pg1', 'pg2', 'pg3']);
   });
