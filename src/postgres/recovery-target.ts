@@ -108,9 +108,18 @@ export interface Timestamp {
 const TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$/;
 
+/**
+ * PostgreSQL prints and accepts "2026-11-23 12:53:04 UTC"; the names that can only mean UTC are read as Z. Other
+ * zone names are refused rather than guessed.
+ */
+function withUtcNameAsZ(text: string): string {
+  const match = /^(.*\d)\s*(?:UTC|GMT|UCT|Zulu|Etc\/UTC|Etc\/GMT)$/i.exec(text);
+  return match ? `${match[1]}Z` : text;
+}
+
 const FORMS_HINT =
   'write it as ISO 8601 (2026-11-23T12:53:04Z, 2026-11-23T12:53:04.123456+02:00) or as PostgreSQL prints ' +
-  'timestamptz (2026-11-23 12:53:04+00)';
+  'timestamptz (2026-11-23 12:53:04+00, 2026-11-23 12:53:04 UTC); zone names other than UTC are not guessed: use an offset';
 
 /**
  * Reads a target time given as ISO 8601 or as PostgreSQL's timestamptz text. The zone is required: a
@@ -122,7 +131,7 @@ export function parseTargetTime(text: string): Timestamp {
 
 /** The same grammar, for timestamps pgdr reads back from its own manifests. */
 export function parseTimestamp(text: string, what: string): Timestamp {
-  const m = TIMESTAMP.exec(text);
+  const m = TIMESTAMP.exec(withUtcNameAsZ(text));
   if (!m) throw new UsageError(`${what} ${quote(text)} is not a timestamp pgdr understands`, FORMS_HINT);
   const [, y = '', mo = '', d = '', h = '', mi = '', s = '00', fraction = '', zulu, sign, oh = '00', om = '00'] = m;
   if (zulu === undefined && sign === undefined) {

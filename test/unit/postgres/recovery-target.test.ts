@@ -147,7 +147,6 @@ describe('parseTargetTime', () => {
     '2026-11-23T12Z',
     '2026-11-23  12:53:04Z',
     '2026-11-23T12:53:04 Z',
-    '2026-11-23T12:53:04 UTC',
     '2026-11-23 12:53:04 Europe/Berlin',
     '2026-11-23T12:53:04+2',
     '2026-11-23T12:53:04+02:0',
@@ -191,5 +190,20 @@ describe('describeRecoveryTarget', () => {
     );
     expect(describeRecoveryTarget(parseRecoveryTarget({ targetName: 'nightly' }))).toBe('restore point "nightly"');
     expect(describeRecoveryTarget(parseRecoveryTarget({}))).toBe('latest (end of the archived WAL)');
+  });
+});
+
+describe('zone names', () => {
+  it('reads the names that can only mean UTC, as PostgreSQL prints them', () => {
+    for (const text of ['2026-11-23 12:53:04 UTC', '2026-11-23 12:53:04.5 utc', '2026-11-23T12:53:04GMT', '2026-11-23 12:53:04 Etc/UTC']) {
+      const parsed = parseTargetTime(text);
+      expect(parsed.at.toISOString().slice(0, 19)).toBe('2026-11-23T12:53:04');
+      expect(parsed.text.endsWith('+00:00')).toBe(true);
+    }
+  });
+
+  it('refuses other zone names instead of guessing an offset', () => {
+    expect(() => parseTargetTime('2026-11-23 12:53:04 Europe/Berlin')).toThrow(/not a timestamp pgdr understands/);
+    expect(() => parseTargetTime('2026-11-23 12:53:04 EST')).toThrow(/not a timestamp pgdr understands/);
   });
 });
