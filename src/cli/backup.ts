@@ -78,29 +78,8 @@ export function registerBackupCommands(program: Command, action: Action): void {
           storedBytes: m.storedBytes,
           status: 'complete' as const,
         })),
-        ...catalog.incomplete.map((b) => ({
-          backupId: b.backupId,
-          startTime: null,
-          stopTime: null,
-          startLsn: null,
-          stopLsn: null,
-          timeline: null,
-          bytes: null,
-          storedBytes: b.storedBytes,
-          status: 'incomplete' as const,
-        })),
-        ...catalog.invalid.map((b) => ({
-          backupId: b.backupId,
-          startTime: null,
-          stopTime: null,
-          startLsn: null,
-          stopLsn: null,
-          timeline: null,
-          bytes: null,
-          storedBytes: null,
-          status: 'invalid' as const,
-          problem: b.problem,
-        })),
+        ...catalog.incomplete.map((b) => unfinishedRow(b.backupId, 'incomplete', b.storedBytes)),
+        ...catalog.invalid.map((b) => ({ ...unfinishedRow(b.backupId, 'invalid', null), problem: b.problem })),
       ].sort((a, b) => a.backupId.localeCompare(b.backupId));
       const human =
         rows.length === 0
@@ -121,4 +100,9 @@ function seconds(flag: string, value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a number of seconds, got ${JSON.stringify(value)}`, `e.g. ${flag} 60`);
   return n;
+}
+
+/** A `backup list` row for a backup without a usable manifest: only what its objects tell. */
+function unfinishedRow(backupId: string, status: 'incomplete' | 'invalid', storedBytes: number | null) {
+  return { backupId, startTime: null, stopTime: null, startLsn: null, stopLsn: null, timeline: null, bytes: null, storedBytes, status };
 }

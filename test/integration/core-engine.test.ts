@@ -12,6 +12,7 @@ import pg from 'pg';
 import { openStore } from '../../src/storage/open-store.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
+import { switchWalAndWaitForArchive } from '../harness/archive.js';
 
 /**
  * Issue 2's acceptance, run once against the embedded default (a local directory) and once against MinIO:
@@ -71,18 +72,6 @@ function coreEngineSuite(kind: RepoKind): void {
       return row!.now;
     }
 
-    /** Closes the current segment and waits until the archiver has pushed it. */
-    async function archiveEverything(): Promise<void> {
-      const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')) as [{ walfile: string }];
-      // pg_switch_wal() returns the end of the segment it closed; that segment is the one to wait for.
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        const [row] = await server.query<{ last: string | null; failed: string }>('SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver');
-        if (row?.last && row.last.slice(8) >= walfile.slice(8)) return;
-        if (Date.now() > deadline) throw new Error(`archiver did not reach ${walfile} (failed ${row?.failed}); log:\n${server.logTail(30)}`);
-        await sleep(200);
-      }
-    }
 
     /** Rewrites an object in place, as bit rot would: same owner and mode on disk, same key in the bucket. */
     async function overwriteObject(key: string, data: Buffer): Promise<void> {
@@ -131,7 +120,7 @@ function coreEngineSuite(kind: RepoKind): void {
       const middle = await insert(2);
       await sleep(1100);
       await insert(3);
-      await archiveEverything();
+      await switchWalAndWaitForArchive(server);
 
       const restored = await restoreAndRead(['--target-time', middle]);
       expect(restored.ids).toEqual([1, 2]);
@@ -145,7 +134,7 @@ function coreEngineSuite(kind: RepoKind): void {
       await insert(11);
       await server.query(`SELECT pg_create_restore_point('before-13')`);
       await insert(13);
-      await archiveEverything();
+      await switchWalAndWaitForArchive(server);
 
       expect((await restoreAndRead(['--target-lsn', lsn])).ids).toEqual([1, 2, 3, 10]);
       expect((await restoreAndRead(['--target-name', 'before-13'])).ids).toEqual([1, 2, 3, 10, 11]);
@@ -157,7 +146,7 @@ function coreEngineSuite(kind: RepoKind): void {
         await server.query('SELECT pg_switch_wal()');
       }
       await insert(23);
-      await archiveEverything();
+      await switchWalAndWaitForArchive(server);
       expect((await restoreAndRead(['--target', 'latest'])).ids).toEqual([1, 2, 3, 10, 11, 13, 20, 21, 22, 23]);
     });
 
@@ -175,7 +164,7 @@ function coreEngineSuite(kind: RepoKind): void {
     it('accepts an identical WAL re-push and refuses a changed segment under an existing name, leaving it unchanged', async () => {
       await insert(30);
       const [{ last }] = (await server.query<{ last: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS last')) as [{ last: string }];
-      await archiveEverything();
+      await switchWalAndWaitForArchive(server);
       const work = makeTempDir(`walpush-${kind}`, { owner: 'service' });
       const copy = join(work, last);
       await pgdrOk(['wal', 'fetch', last, copy]);

@@ -9,6 +9,7 @@ import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
 import type { DrillReport } from '../../src/verify/drill-report.js';
+import { switchWalAndWaitForArchive } from '../harness/archive.js';
 
 /**
  * Issue 4's drill acceptance on a local-directory repository built with the real CLI: `pgdr drill` restores into a
@@ -67,7 +68,7 @@ describe('pgdr drill on a local-directory repository', () => {
     await runPgdrOk(['backup', 'now', ...repoArgs], { env: server.libpqEnv(), timeoutMs: 180_000 });
     for (let i = 0; i < 3; i++) {
       await server.query(`INSERT INTO orders (id, note) SELECT g, 'after the backup' FROM generate_series($1::int, $1::int + 99) g`, [1000 + i * 100]);
-      await switchAndArchive();
+      await switchWalAndWaitForArchive(server);
     }
     await server.stop();
   });
@@ -77,16 +78,6 @@ describe('pgdr drill on a local-directory repository', () => {
     await stopAll();
   });
 
-  async function switchAndArchive(): Promise<void> {
-    const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')) as [{ walfile: string }];
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await server.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
-      if (row?.last && row.last.slice(8) >= walfile.slice(8)) return;
-      if (Date.now() > deadline) throw new Error(`archiver did not reach ${walfile}; log:\n${server.logTail(30)}`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 
   /** No scratch directory left behind, and no process (a postmaster) running in one. */
   function expectNoScratchLeft(): void {

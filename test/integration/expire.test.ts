@@ -19,6 +19,7 @@ import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/po
 import { pgBin } from '../harness/preflight.js';
 import { makeTempDir } from '../harness/temp.js';
 import { backup as fixtureBackup, segmentName } from '../unit/retention/fixtures.js';
+import { switchWalAndWaitForArchive } from '../harness/archive.js';
 
 /**
  * Issue 4's retention acceptance, against real PostgreSQL and MinIO: twelve real base backups made over a simulated
@@ -129,17 +130,6 @@ describe('pgdr expire on a month of real backups', () => {
     return row!.now;
   }
 
-  /** Closes the current segment and waits until the archiver has pushed it. */
-  async function archiveEverything(): Promise<void> {
-    const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')) as [{ walfile: string }];
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await server.query<{ last: string | null; failed: string }>('SELECT last_archived_wal AS last, failed_count::text AS failed FROM pg_stat_archiver');
-      if (row?.last && row.last.slice(8) >= walfile.slice(8)) return;
-      if (Date.now() > deadline) throw new Error(`archiver did not reach ${walfile} (failed ${row?.failed}); log:\n${server.logTail(30)}`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 
   it('takes twelve real backups over a simulated five weeks', async () => {
     for (const [i, start] of HISTORY.entries()) {
@@ -270,7 +260,7 @@ describe('pgdr expire on a month of real backups', () => {
     const target = await insert(101);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     await insert(102);
-    await archiveEverything();
+    await switchWalAndWaitForArchive(server);
 
     const dir = makeTempDir('expire-restore', { owner: 'service' });
     const pgdata = join(dir, 'pgdata');

@@ -13,6 +13,7 @@ import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { storeDrillReport, type DrillReport } from '../../src/verify/drill-report.js';
+import { switchWalAndWaitForArchive } from '../harness/archive.js';
 
 /**
  * `pgdr health` and `pgdr report` against a real MinIO repository and a real PostgreSQL 15 that archives into it
@@ -42,16 +43,6 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
     runPgdr(['health', ...args], { env: { ...env, ...extraEnv }, timeoutMs: 120_000 });
   const check = (json: HealthJson, name: string) => json.checks.find((c) => c.check === name)!;
 
-  async function archiveEverything(): Promise<void> {
-    const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')) as [{ walfile: string }];
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await server.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
-      if (row?.last && row.last.slice(8) >= walfile.slice(8)) return;
-      if (Date.now() > deadline) throw new Error(`the archiver did not reach ${walfile}; log:\n${server.logTail(30)}`);
-      await sleep(200);
-    }
-  }
 
   function drillReport(drillId: string, finishedAt: Date, result: 'passed' | 'failed'): DrillReport {
     return {
@@ -87,7 +78,7 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
     const backup = await runPgdrOk(['backup', 'now', '--json', '--no-progress'], { env: { ...env, ...server.libpqEnv() }, timeoutMs: 180_000 });
     ({ backupId } = backup.json<{ backupId: string }>());
     stopTime = new Date(backup.json<{ stopTime: string }>().stopTime);
-    await archiveEverything();
+    await switchWalAndWaitForArchive(server);
     // A restore drill that passed half an hour after the backup, stored by the drill's own writer.
     await storeDrillReport(store, layout, drillReport('20200101T000000Z', new Date(stopTime.getTime() + H / 2), 'passed'));
   });
@@ -182,7 +173,7 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
     await server.query('ALTER SYSTEM RESET archive_command');
     await server.query('SELECT pg_reload_conf()');
     await sleep(300);
-    await archiveEverything();
+    await switchWalAndWaitForArchive(server);
     const healed = await health(['--json', '--check', 'wal-archive']);
     expect(healed.exitCode).toBe(0);
     expect(check(healed.json<HealthJson>(), 'wal-archive')).toMatchObject({ status: 'OK', lagSegments: 0 });

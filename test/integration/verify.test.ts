@@ -6,6 +6,7 @@ import { startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
+import { switchWalAndWaitForArchive } from '../harness/archive.js';
 
 /**
  * Issue 4's verify acceptance on MinIO: a repository built with the real CLI (archive_command = pgdr wal push, two
@@ -49,12 +50,12 @@ describe('pgdr verify on a MinIO repository', () => {
       await server.query('INSERT INTO events (id) SELECT g FROM generate_series($1::int, $1::int + 999) g', [round * 1000]);
       const backup = await runPgdrOk(['backup', 'now', '--json', ...repoArgs], { env, timeoutMs: 180_000 });
       backups.push(backup.json<{ backupId: string }>().backupId);
-      await switchAndArchive();
+      await switchWalAndWaitForArchive(server);
     }
     // WAL after both backups: what a missing segment keeps them from reaching.
     for (let i = 0; i < 3; i++) {
       await server.query('INSERT INTO events (id) SELECT g FROM generate_series($1::int, $1::int + 99) g', [10_000 + i * 100]);
-      await switchAndArchive();
+      await switchWalAndWaitForArchive(server);
     }
     // Nothing is written after this: the repository stays as built.
     await server.stop();
@@ -65,16 +66,6 @@ describe('pgdr verify on a MinIO repository', () => {
     await stopAll();
   });
 
-  async function switchAndArchive(): Promise<void> {
-    const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS walfile')) as [{ walfile: string }];
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await server.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
-      if (row?.last && row.last.slice(8) >= walfile.slice(8)) return;
-      if (Date.now() > deadline) throw new Error(`archiver did not reach ${walfile}; log:\n${server.logTail(30)}`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 
   async function walSegments(): Promise<string[]> {
     const names: string[] = [];
