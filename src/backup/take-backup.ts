@@ -1,11 +1,12 @@
 import { composeStreams } from '../stream/compose.js';
 import { RepositoryError, ServiceError } from '../errors.js';
 import { withConnection, describeEndpoint, type PgEndpoint } from '../postgres/connection.js';
-import { readServerInfo, type ServerInfo } from '../postgres/server-info.js';
-import { startBaseBackup } from '../postgres/basebackup.js';
-import { parseBackupLabel, parseBackupManifestWalRanges } from '../postgres/backup-label.js';
+import { readCurrentWalFile, readServerInfo, type ServerInfo } from '../postgres/server-info.js';
+import { startBaseBackup, startCompressedBaseBackup, type ZstdCounts } from '../postgres/basebackup.js';
+import { parseBackupLabel, parseBackupManifestWalRanges, stopRange, type BackupHistory } from '../postgres/backup-label.js';
 import { parseLsn } from '../postgres/lsn.js';
-import { formatWalSegmentName, parseWalSegmentName, walSegmentForLsn, walSegmentRange } from '../postgres/wal-file-name.js';
+import { parseTimelineHistory, walSegmentsOnPath } from '../postgres/timeline-history.js';
+import { formatWalSegmentName, historyFileName, parseWalSegmentName, walSegmentForLsn, walSegmentRange } from '../postgres/wal-file-name.js';
 import { ensureClusterInfo } from '../repo/cluster-info.js';
 import { acquireLock } from '../repo/lock.js';
 import { newBackupId, type RepositoryLayout } from '../repo/layout.js';
@@ -13,9 +14,10 @@ import { serializeManifest, type BackupManifest } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ByteCounterStage, ChecksumStage } from '../stream/checksum.js';
 import { TarEntrySniffer } from '../stream/tar-sniffer.js';
-import { zstdCompressStage } from '../stream/zstd.js';
+import { zstdCompressStage, zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress } from '../stream/progress.js';
 import { PGDR_VERSION } from '../version.js';
+import { findBackupHistory } from './backup-history.js';
 
 export interface BackupOptions {
   store: ObjectStore;
@@ -68,16 +70,46 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     const backupId = await freshBackupId(store, layout, now);
     log(`backup ${backupId}: streaming pg_basebackup from ${source} into ${store.location}`);
     const startTime = now();
-    const streamed = await streamBaseBackup(options, backupId, server, lock.lost);
+    const label = `pgdr ${backupId}`;
+    // A primary archives a backup history file naming the backup's start and stop, so its tar can go from
+    // pg_basebackup to zstd without passing through Node. A standby archives none, and its backup can end on a
+    // later timeline than it began (it may follow a new leader meanwhile): only the tar's backup_manifest says so.
+    const walBefore = server.inRecovery ? undefined : await withConnection(options.endpoint, readCurrentWalFile);
+    const streamed = server.inRecovery
+      ? await streamBackupThroughNode(options, backupId, label, server, lock.lost)
+      : await streamBackupCompressed(options, backupId, label, server, lock.lost);
     const stopTime = now();
 
-    const label = parseBackupLabel(streamed.backupLabel);
-    const ranges = parseBackupManifestWalRanges(streamed.backupManifest);
-    const lastRange = ranges[ranges.length - 1]!;
-    const stopWal = formatWalSegmentName(walSegmentForLsn(parseLsn(lastRange.endLsn), lastRange.timeline, server.walSegmentSize));
-    log(`backup ${backupId}: ${streamed.bytes} bytes read, ${streamed.storedBytes} stored; waiting for WAL ${label.startWal}..${stopWal} in the repository`);
     if (options.finishWal) await options.finishWal();
-    await Promise.race([waitForArchivedWal(store, layout, label.startWal, stopWal, server.walSegmentSize, options.archiveWaitMs), lock.lost]);
+    let position: BackupPosition;
+    if (streamed.tarEntries) {
+      position = positionFromTar(streamed.tarEntries, server.walSegmentSize);
+      log(`backup ${backupId}: ${streamed.bytes} bytes read, ${streamed.storedBytes} stored; waiting for WAL ${position.startWal}..${position.stopWal} in the repository`);
+    } else {
+      const walAfter = await withConnection(options.endpoint, readCurrentWalFile);
+      log(`backup ${backupId}: ${streamed.bytes} bytes read, ${streamed.storedBytes} stored; reading its backup history file from the repository`);
+      const history = await Promise.race([
+        findBackupHistory({
+          store,
+          layout,
+          label,
+          from: parseWalSegmentName(walBefore!, server.walSegmentSize),
+          to: parseWalSegmentName(walAfter, server.walSegmentSize),
+          segmentSize: server.walSegmentSize,
+          waitMs: options.archiveWaitMs,
+        }),
+        lock.lost,
+      ]);
+      position = positionFromHistory(history, label);
+      log(`backup ${backupId}: waiting for WAL ${position.startWal}..${position.stopWal} in the repository`);
+    }
+    await Promise.race([
+      (async () => {
+        const needed = await walNeededByBackup(store, layout, position, server.walSegmentSize, options.archiveWaitMs);
+        await waitForArchivedWal(store, layout, needed, options.archiveWaitMs);
+      })(),
+      lock.lost,
+    ]);
 
     const manifest: BackupManifest = {
       format: 1,
@@ -86,11 +118,11 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       type: 'full',
       startTime: startTime.toISOString(),
       stopTime: stopTime.toISOString(),
-      startLsn: label.startLsn,
-      stopLsn: lastRange.endLsn,
-      timeline: lastRange.timeline,
-      startWal: label.startWal,
-      stopWal,
+      startLsn: position.startLsn,
+      stopLsn: position.stopLsn,
+      timeline: position.timeline,
+      startWal: position.startWal,
+      stopWal: position.stopWal,
       systemIdentifier: server.systemIdentifier,
       pgVersion: server.version,
       pgVersionNum: server.versionNum,
@@ -111,6 +143,32 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   } finally {
     await lock.release().catch(() => undefined);
   }
+}
+
+/** Where the backup starts and stops in WAL; the manifest's timeline is the stop's. */
+interface BackupPosition {
+  startLsn: string;
+  startWal: string;
+  stopLsn: string;
+  stopWal: string;
+  timeline: number;
+}
+
+function positionFromHistory(history: BackupHistory, label: string): BackupPosition {
+  if (history.label !== label || history.stopTimeline !== history.startTimeline) {
+    throw new ServiceError(
+      `the backup history file of "${label}" names label "${history.label}", timelines ${history.startTimeline}..${history.stopTimeline}`,
+      'a primary cannot change timeline during a backup: check that nothing else archives into this repository under the same cluster name',
+    );
+  }
+  return { startLsn: history.startLsn, startWal: history.startWal, stopLsn: history.stopLsn, stopWal: history.stopWal, timeline: history.stopTimeline };
+}
+
+function positionFromTar(entries: { backupLabel: string; backupManifest: string }, segmentSize: number): BackupPosition {
+  const label = parseBackupLabel(entries.backupLabel);
+  const stop = stopRange(parseBackupManifestWalRanges(entries.backupManifest));
+  const stopWal = formatWalSegmentName(walSegmentForLsn(parseLsn(stop.endLsn), stop.timeline, segmentSize));
+  return { startLsn: label.startLsn, startWal: label.startWal, stopLsn: stop.endLsn, stopWal, timeline: stop.timeline };
 }
 
 function checkServerCanBeBackedUp(server: ServerInfo, source: string, allowStandby: boolean): void {
@@ -146,78 +204,143 @@ interface StreamedBackup {
   bytes: number;
   storedBytes: number;
   sha256: string;
-  backupLabel: string;
-  backupManifest: string;
+  /** backup_label and backup_manifest, when the tar passed through Node. */
+  tarEntries?: { backupLabel: string; backupManifest: string };
 }
 
-async function streamBaseBackup(
+/** The primary's path: `pg_basebackup | zstd` by a kernel pipe; Node hashes and stores the frames. */
+async function streamBackupCompressed(
   options: BackupOptions,
   backupId: string,
+  label: string,
   server: ServerInfo,
   lockLost: Promise<never>,
 ): Promise<StreamedBackup> {
-  const { store, layout } = options;
   const progress = createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress);
-  const basebackup = startBaseBackup({ endpoint: options.endpoint, label: `pgdr ${backupId}`,
+  const basebackup = startCompressedBaseBackup({
+    endpoint: options.endpoint,
+    label,
     archiveWaitTimeoutMs: options.archiveWaitMs,
     maxRate: options.maxRate,
+    ...(progress.active ? { onProgress: (done: number) => progress.update(done) } : {}),
+    compress: { level: options.compressLevel, threads: options.compressThreads },
   });
+  let counts: ZstdCounts | undefined;
+  const stored = await storeBackupStream(options, backupId, basebackup.output, {
+    wait: async () => {
+      counts = await basebackup.wait();
+    },
+    kill: () => basebackup.kill(),
+  }, lockLost).finally(() => progress.stop());
+  if (counts && counts.outputBytes !== stored.storedBytes) {
+    await deleteDataObject(options, backupId);
+    throw new ServiceError(
+      `zstd wrote ${counts.outputBytes} bytes but ${stored.storedBytes} reached pgdr`,
+      'retry the backup; if it happens again, report it with the zstd version (zstd --version)',
+    );
+  }
+  if (!counts) options.log(`backup ${backupId}: zstd did not report the tar's size; recording the server's estimate`);
+  return { ...stored, bytes: counts?.inputBytes ?? server.estimatedBytes };
+}
+
+/** The standby's path: the tar passes through Node, which reads backup_label and backup_manifest on the way. */
+async function streamBackupThroughNode(
+  options: BackupOptions,
+  backupId: string,
+  label: string,
+  server: ServerInfo,
+  lockLost: Promise<never>,
+): Promise<StreamedBackup> {
+  const progress = createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress);
+  const basebackup = startBaseBackup({ endpoint: options.endpoint, label, archiveWaitTimeoutMs: options.archiveWaitMs, maxRate: options.maxRate });
   const sniffer = new TarEntrySniffer(new Set(['backup_label', 'backup_manifest']));
   const counter = new ByteCounterStage((bytes) => progress.update(bytes));
   const compress = zstdCompressStage({ level: options.compressLevel, threads: options.compressThreads });
-  const checksum = new ChecksumStage();
+  const stored = await storeBackupStream(options, backupId, composeStreams(basebackup.tar, sniffer, counter, compress), basebackup, lockLost).finally(() =>
+    progress.stop(),
+  );
+  const backupLabel = sniffer.captured.get('backup_label');
+  const backupManifest = sniffer.captured.get('backup_manifest');
+  if (!backupLabel || !backupManifest) {
+    await deleteDataObject(options, backupId);
+    throw new ServiceError('pg_basebackup output had no backup_label or backup_manifest', 'use pg_basebackup 15 or newer; do not pass --no-manifest');
+  }
+  return {
+    ...stored,
+    bytes: counter.bytes,
+    tarEntries: { backupLabel: backupLabel.toString('utf8'), backupManifest: backupManifest.toString('utf8') },
+  };
+}
 
-  // Whichever part fails first is the cause; the others then fail only because we tore the pipeline down.
+/**
+ * Stores the compressed stream as the backup's data object, hashing it on the way, while `producer` (the
+ * processes writing it) runs. Whichever part fails first is the cause; the others then fail only because the
+ * pipeline was torn down. On any failure the partial object is deleted (a leftover would only be "incomplete").
+ */
+async function storeBackupStream(
+  options: BackupOptions,
+  backupId: string,
+  compressed: NodeJS.ReadableStream,
+  producer: { wait(): Promise<void>; kill(): void },
+  lockLost: Promise<never>,
+): Promise<{ storedBytes: number; sha256: string }> {
+  const { store, layout } = options;
+  const checksum = new ChecksumStage();
   let firstError: unknown;
   const fail = (err: unknown): void => {
     firstError ??= err;
-    basebackup.kill();
+    producer.kill();
     source.destroy();
   };
   // compose (not pipeline) because the store's put is the consumer: pipeline would end the chain at `checksum`
   // and tear it down before the upload has read its last bytes.
-  const source = composeStreams(basebackup.tar, sniffer, counter, compress, checksum);
+  const source = composeStreams(compressed, checksum);
   source.on('error', (err: Error) => fail(err));
   const uploaded = store
     .put(layout.backupObject(backupId, DATA_OBJECT), { kind: 'stream', open: () => source, oneShot: true })
     .catch((err) => fail(err));
-  const exited = basebackup.wait().catch((err) => fail(err));
+  const exited = producer.wait().catch((err) => fail(err));
   // Losing the lock means the repository stopped answering (or another pgdr took over): stop streaming.
   const heartbeat = lockLost.catch((err) => fail(err));
   await Promise.race([Promise.all([uploaded, exited]), heartbeat]);
   if (firstError !== undefined) await Promise.all([uploaded, exited]);
-  progress.stop();
   if (firstError !== undefined) {
-    await store.delete([layout.backupObject(backupId, DATA_OBJECT)]).catch(() => undefined);
+    await deleteDataObject(options, backupId);
     throw firstError;
   }
-  const backupLabel = sniffer.captured.get('backup_label');
-  const backupManifest = sniffer.captured.get('backup_manifest');
-  if (!backupLabel || !backupManifest) {
-    throw new ServiceError('pg_basebackup output had no backup_label or backup_manifest', 'use pg_basebackup 15 or newer; do not pass --no-manifest');
-  }
-  return {
-    bytes: counter.bytes,
-    storedBytes: checksum.bytes,
-    sha256: checksum.sha256,
-    backupLabel: backupLabel.toString('utf8'),
-    backupManifest: backupManifest.toString('utf8'),
-  };
+  return { storedBytes: checksum.bytes, sha256: checksum.sha256 };
 }
 
-/** Every segment from the backup's start to its stop must be in the repository before the backup is committed. */
-async function waitForArchivedWal(
+async function deleteDataObject(options: BackupOptions, backupId: string): Promise<void> {
+  await options.store.delete([options.layout.backupObject(backupId, DATA_OBJECT)]).catch(() => undefined);
+}
+
+/**
+ * The segments from the backup's start to its stop. A backup from a standby that followed a new leader meanwhile
+ * starts on one timeline and stops on the next: then the new timeline's history file (archived by the new leader
+ * before anything else) says where the switch is, and which segments recovery reads from which timeline.
+ */
+async function walNeededByBackup(
   store: ObjectStore,
   layout: RepositoryLayout,
-  startWal: string,
-  stopWal: string,
+  position: BackupPosition,
   segmentSize: number,
   waitMs: number,
-): Promise<void> {
+): Promise<string[]> {
+  const start = parseWalSegmentName(position.startWal, segmentSize);
+  if (start.timeline === position.timeline) {
+    return [...walSegmentRange(start, parseWalSegmentName(position.stopWal, segmentSize), segmentSize)].map(formatWalSegmentName);
+  }
+  const historyName = historyFileName(position.timeline);
+  await waitForArchivedWal(store, layout, [historyName], waitMs);
+  const text = (await zstdDecompressBuffer(await store.getBuffer(layout.walObject(historyName)))).toString('utf8');
+  const history = parseTimelineHistory(position.timeline, text);
+  return walSegmentsOnPath(history, parseLsn(position.startLsn), parseLsn(position.stopLsn), segmentSize).map(formatWalSegmentName);
+}
+
+/** Every named WAL file must be in the repository before the backup is committed. */
+async function waitForArchivedWal(store: ObjectStore, layout: RepositoryLayout, needed: readonly string[], waitMs: number): Promise<void> {
   const deadline = Date.now() + waitMs;
-  const needed = [...walSegmentRange(parseWalSegmentName(startWal, segmentSize), parseWalSegmentName(stopWal, segmentSize), segmentSize)].map(
-    formatWalSegmentName,
-  );
   for (;;) {
     const missing: string[] = [];
     for (const name of needed) {

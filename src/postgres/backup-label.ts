@@ -1,9 +1,9 @@
 import { ServiceError } from '../errors.js';
 
 /**
- * The two small files pg_basebackup puts in its tar: backup_label (where recovery starts) and backup_manifest
- * (PostgreSQL's own JSON manifest, whose WAL-Ranges give the stop LSN). Both come from the server, so both are
- * validated before pgdr records anything from them.
+ * Where a base backup starts and stops, as PostgreSQL writes it: backup_label and backup_manifest (the first and
+ * last entries of pg_basebackup's tar), and the backup history file (`<segment>.<offset>.backup`) a primary archives
+ * when a backup stops. All come from the server, so all are validated before pgdr records anything from them.
  */
 export interface BackupLabel {
   startLsn: string;
@@ -13,12 +13,16 @@ export interface BackupLabel {
   label: string;
 }
 
+function labelField(text: string, name: string): string | undefined {
+  const match = new RegExp(`^${name}: (.*)$`, 'm').exec(text);
+  return match?.[1]?.trim();
+}
+
+const WAL_LOCATION = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/;
+
 export function parseBackupLabel(text: string): BackupLabel {
-  const field = (name: string): string | undefined => {
-    const match = new RegExp(`^${name}: (.*)$`, 'm').exec(text);
-    return match?.[1]?.trim();
-  };
-  const start = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/.exec(field('START WAL LOCATION') ?? '');
+  const field = (name: string): string | undefined => labelField(text, name);
+  const start = WAL_LOCATION.exec(field('START WAL LOCATION') ?? '');
   const checkpoint = field('CHECKPOINT LOCATION');
   const timeline = Number(field('START TIMELINE'));
   if (!start || !checkpoint || !Number.isInteger(timeline) || timeline < 1) {
@@ -50,4 +54,35 @@ export function parseBackupManifestWalRanges(text: string): BackupWalRange[] {
     }
     return { timeline: r.Timeline, startLsn: r['Start-LSN'], endLsn: r['End-LSN'] };
   });
+}
+
+/**
+ * The range the backup stops in: the one on the newest timeline. PostgreSQL lists the stop's timeline first, but
+ * pgdr does not lean on the order.
+ */
+export function stopRange(ranges: readonly BackupWalRange[]): BackupWalRange {
+  const stop = ranges.reduce((best, range) => (range.timeline > best.timeline ? range : best), ranges[0]!);
+  return stop;
+}
+
+export interface BackupHistory extends BackupLabel {
+  stopLsn: string;
+  stopWal: string;
+  stopTimeline: number;
+}
+
+/** The backup history file: backup_label's fields plus STOP WAL LOCATION and STOP TIMELINE. */
+export function parseBackupHistoryFile(text: string): BackupHistory {
+  let label: BackupLabel;
+  try {
+    label = parseBackupLabel(text);
+  } catch {
+    throw new ServiceError('a backup history file has no valid START WAL LOCATION, CHECKPOINT LOCATION or START TIMELINE', 'check that the server is PostgreSQL 15 or newer');
+  }
+  const stop = WAL_LOCATION.exec(labelField(text, 'STOP WAL LOCATION') ?? '');
+  const stopTimeline = Number(labelField(text, 'STOP TIMELINE'));
+  if (!stop || !Number.isInteger(stopTimeline) || stopTimeline < label.startTimeline) {
+    throw new ServiceError('a backup history file has no valid STOP WAL LOCATION or STOP TIMELINE', 'check that the server is PostgreSQL 15 or newer');
+  }
+  return { ...label, stopLsn: stop[1]!, stopWal: stop[2]!, stopTimeline };
 }

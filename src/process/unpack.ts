@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
-import { ServiceError } from '../errors.js';
+import { killOnExit, watchChild } from './child.js';
 
 /**
  * `zstd -d | tar -x` with the two processes joined by a kernel pipe: the decompressed bytes (4-5 times the stored
@@ -14,38 +14,18 @@ export interface UnpackProcess {
   kill(): void;
 }
 
-const STDERR_TAIL_BYTES = 4096;
-
 export function startZstdTarUnpack(directory: string, zstdBinary = process.env.PGDR_ZSTD_BIN ?? 'zstd'): UnpackProcess {
   const tar = spawn('tar', ['-x', '-f', '-', '-C', directory], { stdio: ['pipe', 'ignore', 'pipe'] });
   const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'] });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
-  const exited = (child: ReturnType<typeof spawn>, label: string, hint: string): Promise<void> => {
-    let tail = '';
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
-    });
-    return new Promise((resolve, reject) => {
-      child.once('error', (err) => reject(new ServiceError(`${label} could not start: ${err.message}`, hint, err)));
-      child.once('close', (code, signal) => {
-        if (code === 0) return resolve();
-        const last = tail.trim().split('\n').pop() ?? '';
-        reject(new ServiceError(`${label} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${last ? `: ${last}` : ''}`, hint));
-      });
-    });
-  };
-  const zstdDone = exited(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify');
-  const tarDone = exited(tar, 'tar -x', `check free space and permissions in ${directory}`);
-  zstdDone.catch(() => undefined);
-  tarDone.catch(() => undefined);
+  const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
+  const tarDone = watchChild(tar, 'tar -x', `check free space and permissions in ${directory}`).done;
   const kill = (): void => {
     zstd.kill('SIGTERM');
     tar.kill('SIGTERM');
   };
-  const onExit = (): void => kill();
-  process.once('exit', onExit);
+  const forget = killOnExit(zstd, tar);
   return {
     stdin: zstd.stdin!,
     wait: async () => {
@@ -53,7 +33,7 @@ export function startZstdTarUnpack(directory: string, zstdBinary = process.env.P
         await zstdDone;
         await tarDone;
       } finally {
-        process.removeListener('exit', onExit);
+        forget();
       }
     },
     kill,

@@ -5,12 +5,14 @@ import { SingleBar, Presets } from 'cli-progress';
  * their logs stay clean). Returns an update function and a stop function.
  */
 export interface ProgressReporter {
+  /** False when nothing is drawn (not a TTY, or not asked for): callers can skip work that only feeds the bar. */
+  readonly active: boolean;
   update(bytes: number): void;
   stop(): void;
 }
 
 export function createProgress(label: string, totalBytes: number | undefined, enabled: boolean): ProgressReporter {
-  if (!enabled || !process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  if (!enabled || !process.stderr.isTTY) return { active: false, update: () => undefined, stop: () => undefined };
   const total = totalBytes && totalBytes > 0 ? totalBytes : 0;
   const bar = new SingleBar(
     {
@@ -26,6 +28,7 @@ export function createProgress(label: string, totalBytes: number | undefined, en
   bar.start(total || 1, 0, { done: formatBytes(0), all: total ? formatBytes(total) : '?', rate: formatBytes(0) });
   let last = 0;
   return {
+    active: true,
     update(bytes) {
       const now = Date.now();
       if (now - last < 200) return;

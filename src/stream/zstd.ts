@@ -14,9 +14,9 @@ export interface ZstdOptions {
   threads?: number;
 }
 
-const ZSTD = process.env.PGDR_ZSTD_BIN ?? 'zstd';
+export const ZSTD = process.env.PGDR_ZSTD_BIN ?? 'zstd';
 
-function compressArgs(options: ZstdOptions): string[] {
+export function compressArgs(options: ZstdOptions): string[] {
   const level = options.level;
   const args = [level < 0 ? `--fast=${-level}` : `-${level}`, '-c', '-q', '--check'];
   if (level > 19) args.push('--ultra');

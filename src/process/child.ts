@@ -1,0 +1,52 @@
+import type { ChildProcess } from 'node:child_process';
+import { ServiceError } from '../errors.js';
+
+/**
+ * Exit and stderr bookkeeping for children pgdr spawns itself (with node:child_process, not execa) because their
+ * stdio are joined to each other by kernel pipes: `zstd -d | tar -x` at restore, `pg_basebackup | zstd` at backup.
+ */
+export interface WatchedChild {
+  /** Resolves when the child exits 0; rejects with a ServiceError naming it and its last stderr line. */
+  readonly done: Promise<void>;
+  /** The last few KiB the child wrote to stderr. */
+  stderrTail(): string;
+}
+
+const STDERR_TAIL_BYTES = 8192;
+
+export function watchChild(child: ChildProcess, label: string, hint: string, onStderrLine?: (line: string) => void): WatchedChild {
+  let tail = '';
+  let partial = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
+    if (onStderrLine) {
+      partial += chunk;
+      const lines = partial.split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) onStderrLine(line);
+    }
+  });
+  const done = new Promise<void>((resolve, reject) => {
+    child.once('error', (err) => reject(new ServiceError(`${label} could not start: ${err.message}`, hint, err)));
+    // 'close' (not 'exit'): stderr has been read to its end, so the tail holds the last message.
+    child.once('close', (code, signal) => {
+      if (partial && onStderrLine) onStderrLine(partial);
+      if (code === 0) return resolve();
+      const last = tail.trim().split('\n').pop()?.trim() ?? '';
+      reject(new ServiceError(`${label} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${last ? `: ${last}` : ''}`, hint));
+    });
+  });
+  // Callers may abandon a child after a failure elsewhere; its own rejection is read through `done` when wanted.
+  done.catch(() => undefined);
+  return { done, stderrTail: () => tail };
+}
+
+/** Kills the children when Node exits (a crash, process.exit), so no orphan keeps streaming; returns the undo. */
+export function killOnExit(...children: ChildProcess[]): () => void {
+  const onExit = (): void => {
+    for (const child of children) child.kill('SIGTERM');
+  };
+  process.once('exit', onExit);
+  return () => process.removeListener('exit', onExit);
+}
