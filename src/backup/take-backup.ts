@@ -231,7 +231,7 @@ async function streamBackupCompressed(
       counts = await basebackup.wait();
     },
     kill: () => basebackup.kill(),
-  }, lockLost).finally(() => progress.stop());
+  }, lockLost, server.estimatedBytes).finally(() => progress.stop());
   if (counts && counts.outputBytes !== stored.storedBytes) {
     await deleteDataObject(options, backupId);
     throw new ServiceError(
@@ -256,7 +256,7 @@ async function streamBackupThroughNode(
   const sniffer = new TarEntrySniffer(new Set(['backup_label', 'backup_manifest']));
   const counter = new ByteCounterStage((bytes) => progress.update(bytes));
   const compress = zstdCompressStage({ level: options.compressLevel, threads: options.compressThreads });
-  const stored = await storeBackupStream(options, backupId, composeStreams(basebackup.tar, sniffer, counter, compress), basebackup, lockLost).finally(() =>
+  const stored = await storeBackupStream(options, backupId, composeStreams(basebackup.tar, sniffer, counter, compress), basebackup, lockLost, server.estimatedBytes).finally(() =>
     progress.stop(),
   );
   const backupLabel = sniffer.captured.get('backup_label');
@@ -283,6 +283,7 @@ async function storeBackupStream(
   compressed: NodeJS.ReadableStream,
   producer: { wait(): Promise<void>; kill(): void },
   lockLost: Promise<never>,
+  expectedBytes: number,
 ): Promise<{ storedBytes: number; sha256: string }> {
   const { store, layout } = options;
   const checksum = new ChecksumStage();
@@ -297,7 +298,8 @@ async function storeBackupStream(
   const source = composeStreams(compressed, checksum);
   source.on('error', (err: Error) => fail(err));
   const uploaded = store
-    .put(layout.backupObject(backupId, DATA_OBJECT), { kind: 'stream', open: () => source, oneShot: true })
+    // The uncompressed estimate bounds the compressed size: it sizes the S3 parts for large databases.
+    .put(layout.backupObject(backupId, DATA_OBJECT), { kind: 'stream', open: () => source, oneShot: true }, { expectedBytes })
     .catch((err) => fail(err));
   const exited = producer.wait().catch((err) => fail(err));
   // Losing the lock means the repository stopped answering (or another pgdr took over): stop streaming.

@@ -74,6 +74,7 @@ export function registerRestoreCommands(program: Command, action: Action): void 
           port,
           start: flags.start === true,
           startTimeoutMs: startTimeout * 1000,
+          ...(ctx.settings.pgUser === undefined ? {} : { pgUser: ctx.settings.pgUser }),
           progress: ctx.settings.progress && !ctx.json,
           log: (m) => ctx.log(m),
         });

@@ -71,10 +71,10 @@ export interface PromotionResult {
 }
 
 /**
- * Waits until recovery has reached its target and the server promoted (pg_is_in_recovery() is false). Recovery that
- * stops short (a target beyond the archive) makes PostgreSQL exit with FATAL: that is reported, not waited out.
+ * Waits until recovery has reached its target and the server promoted (pg_is_in_recovery() is false), connecting as
+ * `user` (--pg-user) or libpq's default. Recovery that stops short (a target beyond the archive) makes PostgreSQL exit with FATAL: that is reported, not waited out.
  */
-export async function waitForPromotion(pgdata: string, logFile: string, timeoutMs: number): Promise<PromotionResult> {
+export async function waitForPromotion(pgdata: string, logFile: string, timeoutMs: number, user?: string): Promise<PromotionResult> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!isServerRunning(pgdata)) {
@@ -85,7 +85,7 @@ export async function waitForPromotion(pgdata: string, logFile: string, timeoutM
     }
     const address = runningServerAddress(pgdata);
     if (address) {
-      const state = await withConnection({ host: address.host, port: address.port, user: process.env.PGUSER }, async (client) => {
+      const state = await withConnection({ host: address.host, port: address.port, user: user ?? process.env.PGUSER }, async (client) => {
         const { rows } = await client.query<{ in_recovery: boolean; walfile: string | null; lsn: string | null }>(
           `SELECT pg_is_in_recovery() AS in_recovery,
                   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS walfile,

@@ -29,6 +29,8 @@ export interface RestoreOptions {
   port?: number;
   start: boolean;
   startTimeoutMs: number;
+  /** Role `--start` connects as to watch recovery; libpq's default (PGUSER, the OS user) when unset. */
+  pgUser?: string;
   progress: boolean;
   log: (message: string) => void;
 }
@@ -103,7 +105,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     const timeoutSeconds = Math.max(Math.ceil(options.startTimeoutMs / 1000), 10);
     await startLocalServer(pgdata, logFile, timeoutSeconds);
     result.started = true;
-    result.promoted = await waitForPromotion(pgdata, logFile, options.startTimeoutMs);
+    result.promoted = await waitForPromotion(pgdata, logFile, options.startTimeoutMs, options.pgUser);
     log(`restore: recovery finished; the server promoted to timeline ${result.promoted.timeline} at ${result.promoted.lsn}`);
   }
   return result;

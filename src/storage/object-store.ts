@@ -26,6 +26,11 @@ export interface PutOptions {
   contentType?: string;
   /** Called with the number of bytes handed to the backend so far. */
   onProgress?: (bytesSent: number) => void;
+  /**
+   * An upper estimate of a stream body's size. S3 allows 10,000 parts per object, so a large enough estimate makes
+   * the driver use larger (and fewer in-flight) parts; without it a stream is cut into the configured part size.
+   */
+  expectedBytes?: number;
 }
 
 export interface PutResult {

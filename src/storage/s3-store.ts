@@ -84,6 +84,10 @@ export const S3_STORE_DEFAULTS = {
 } as const;
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Multipart buffers in flight, at most, once parts grow past the configured size. */
+const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+const MIB = 1024 * 1024;
 const DELETE_BATCH = 1000;
 const RETRY_BASE_DELAY_MS = 100;
 const RETRY_MAX_DELAY_MS = 20_000;
@@ -563,8 +567,7 @@ class S3ObjectStore implements ObjectStore {
     const upload = new Upload({
       client: watchedClient,
       params: { ...this.putParams(key, options), Body: counter },
-      partSize: this.partSize,
-      queueSize: this.queueSize,
+      ...multipartShape(this.partSize, this.queueSize, options.expectedBytes),
       leavePartsOnError: false,
     });
     if (options.onProgress) {
@@ -756,4 +759,17 @@ class S3ObjectStore implements ObjectStore {
 
 export function createS3Store(options: S3StoreOptions): ObjectStore {
   return new S3ObjectStore(options);
+}
+
+/**
+ * Part size and parallel parts for a stream of about `expectedBytes`. S3 refuses part 10,001, so a 16 MiB part caps
+ * an object near 156 GiB: a larger estimate (with 10% to spare for growth during the backup) gets larger parts,
+ * rounded up to whole MiB. Larger parts mean fewer in flight, so the buffers stay near MAX_BUFFERED_BYTES until one
+ * part alone is bigger than that (an estimate above ~600 GiB); then memory grows with the part.
+ */
+export function multipartShape(partSize: number, queueSize: number, expectedBytes: number | undefined): { partSize: number; queueSize: number } {
+  if (expectedBytes === undefined || !Number.isFinite(expectedBytes) || expectedBytes <= 0) return { partSize, queueSize };
+  const needed = Math.ceil((expectedBytes * 1.1) / MAX_PARTS / MIB) * MIB;
+  if (needed <= partSize) return { partSize, queueSize };
+  return { partSize: needed, queueSize: Math.max(1, Math.min(queueSize, Math.floor(MAX_BUFFERED_BYTES / needed))) };
 }

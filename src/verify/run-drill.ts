@@ -185,7 +185,7 @@ async function restoreAndCheck(options: DrillOptions, plan: DrillPlan, scratch: 
     await scratch.configure(report.drillId);
     log(`starting the restored copy on port ${scratch.port} (log: ${scratch.logFile})`);
     await startLocalServer(scratch.pgdata, scratch.logFile, Math.max(Math.ceil(options.timeoutMs / 1000), 10));
-    const promoted = await waitForPromotion(scratch.pgdata, scratch.logFile, options.timeoutMs);
+    const promoted = await waitForPromotion(scratch.pgdata, scratch.logFile, options.timeoutMs, options.user);
     const endpoint = { host: scratch.socketDir, port: scratch.port, ...(options.user ? { user: options.user } : {}) } satisfies PgEndpoint;
     const lastTransactionAt = await withConnection(endpoint, async (client) => {
       const { rows } = await client.query<{ at: Date | null }>('SELECT pg_last_xact_replay_timestamp() AS at');

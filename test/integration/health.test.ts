@@ -61,6 +61,7 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
       amcheck: { ok: result === 'passed', detail: result === 'passed' ? 'no corruption' : 'index "events_pkey" is corrupt' },
       recovered: null,
       ...(result === 'failed' ? { error: 'pg_amcheck: index "events_pkey" is corrupt' } : {}),
+      failures: result === 'failed' ? ['pg_amcheck: index "events_pkey" is corrupt'] : [],
       host: 'test',
       pgdrVersion: '0.1.0',
     };
