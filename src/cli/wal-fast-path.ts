@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { readMarker, removeMarker, runningPusher } from '../wal/spool.js';
 import { prefetchDir, takePrefetched } from '../wal/prefetch-spool.js';
 
@@ -81,9 +81,11 @@ async function pushFromMarker(call: WalInvocation): Promise<boolean> {
   if (path === undefined || call.positional.length !== 1) return false;
   const name = basename(path);
   let marker = readMarker(call.spoolDir, call.cluster, name);
-  // The pusher is working through the ready files in order; this one is usually next or nearly so.
+  // The pusher is working through the ready files in order; this one is usually next or nearly so. It takes only
+  // files PostgreSQL has marked ready, so for any other file (a manual push) waiting would only cost time.
+  const markedReady = existsSync(join(dirname(resolve(path)), 'archive_status', `${name}.ready`));
   const deadline = Date.now() + PUSHER_WAIT_MS;
-  while (marker === null && Date.now() < deadline && runningPusher(call.spoolDir, call.cluster) !== undefined) {
+  while (marker === null && markedReady && Date.now() < deadline && runningPusher(call.spoolDir, call.cluster) !== undefined) {
     await new Promise((resolve) => setTimeout(resolve, 20));
     marker = readMarker(call.spoolDir, call.cluster, name);
   }

@@ -135,11 +135,40 @@ function isAtOrBelow(path: string, ancestor: string): boolean {
 /**
  * A Writable over a FileHandle we still own. FileHandle.createWriteStream({ autoClose: false }) leaves a reference
  * on the handle that makes a later handle.close() wait forever (Node 20), so writes go through handle.write().
+ *
+ * Every SYNC_EVERY_BYTES an fdatasync starts beside the writes. With the kernel's default thresholds (10% of RAM)
+ * nothing of a backup is written back while it streams, so the one fsync at the end would flush the whole object
+ * while the backup waits; syncing as it goes spreads that over the transfer, as pgBackRest does file by file.
  */
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
+
 function fileHandleSink(handle: FileHandle): Writable {
+  let unsynced = 0;
+  let syncing: Promise<void> | undefined;
+  let syncError: unknown;
+  const startSync = (): void => {
+    unsynced = 0;
+    syncing = handle.datasync().then(
+      () => {
+        syncing = undefined;
+      },
+      (err: unknown) => {
+        syncing = undefined;
+        syncError ??= err;
+      },
+    );
+  };
   return new Writable({
     write(chunk: Buffer, _encoding, callback) {
-      writeAll(handle, chunk).then(() => callback(), callback);
+      if (syncError !== undefined) return callback(syncError as Error);
+      writeAll(handle, chunk).then(() => {
+        unsynced += chunk.length;
+        if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) startSync();
+        callback();
+      }, callback);
+    },
+    final(callback) {
+      Promise.resolve(syncing).then(() => callback(syncError as Error | undefined), callback);
     },
   });
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tryWalFastPath } from '../../../src/cli/wal-fast-path.js';
-import { markerPath, writeMarker } from '../../../src/wal/spool.js';
+import { markerPath, pusherPidFile, writeMarker } from '../../../src/wal/spool.js';
 import { prefetchDir, resetPrefetchDir } from '../../../src/wal/prefetch-spool.js';
 
 const dirs: string[] = [];
@@ -30,6 +30,29 @@ describe('wal push fast path', () => {
     expect(await tryWalFastPath(argv, {})).toBe(true);
     expect(existsSync(markerPath(spool, 'c1', segment))).toBe(false);
     expect(await tryWalFastPath(argv, {})).toBe(false);
+  });
+
+  it('waits for a running pusher only for a file PostgreSQL marked ready, the only kind the pusher takes', async () => {
+    const spool = temp();
+    const pgWal = temp();
+    mkdirSync(join(pgWal, 'archive_status'));
+    mkdirSync(join(spool, 'c1'), { recursive: true });
+    // A live process in the pid file: this test's own.
+    writeFileSync(pusherPidFile(spool, 'c1'), `${process.pid}\n`);
+    const file = join(pgWal, segment);
+    writeFileSync(file, 'segment bytes');
+    const argv = ['wal', 'push', file, '--repo', 'file:///repo', '--cluster', 'c1', '--spool-dir', spool];
+
+    let started = Date.now();
+    expect(await tryWalFastPath(argv, {})).toBe(false);
+    expect(Date.now() - started).toBeLessThan(1000);
+
+    writeFileSync(join(pgWal, 'archive_status', `${segment}.ready`), '');
+    const sha256 = createHash('sha256').update('segment bytes').digest('hex');
+    setTimeout(() => writeMarker(spool, 'c1', segment, { sha256, repo: 'file:///repo' }), 300);
+    started = Date.now();
+    expect(await tryWalFastPath(argv, {})).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
   });
 
   it('never trusts a marker for other content, another repository or an unknown flag', async () => {
