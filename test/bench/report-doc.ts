@@ -224,6 +224,8 @@ export function renderDoc(r: BenchResults): string {
   out.push(
     '- **pgdr**: `pgdr backup now --json` against the bench server over its Unix socket (PGHOST/PGPORT/PGUSER; pgBackRest uses the same socket), repository `file://` in a temp dir, ' +
       'archive_command `pgdr wal push %p` into the same repository; `pgdr restore --pgdata <empty dir> --target latest`. ' +
+      'The backup joins pg_basebackup to zstd with a kernel pipe (Node reads only the compressed stream); the restore joins ' +
+      'zstd -d to tar -x the same way. ' +
       'Run as postgres: `runuser -u postgres -- node bin/pgdr …`, compiled CLI from dist/.',
     '- **pgBackRest**: posix repository in a temp dir, `compress-type=zst`, `compress-level=3`, `process-max=2`, `start-fast=y`, ' +
       'archive_command `pgbackrest archive-push %p` (sync); `pgbackrest backup --type=full`; `pgbackrest restore` into an empty dir.',
