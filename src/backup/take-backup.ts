@@ -15,7 +15,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { ByteCounterStage, ChecksumStage } from '../stream/checksum.js';
 import { TarEntrySniffer } from '../stream/tar-sniffer.js';
 import { zstdCompressStage, zstdDecompressBuffer } from '../stream/zstd.js';
-import { createProgress } from '../stream/progress.js';
+import { createProgress, type ProgressReporter } from '../stream/progress.js';
 import { PGDR_VERSION } from '../version.js';
 import { findBackupHistory } from './backup-history.js';
 
@@ -75,9 +75,8 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     // pg_basebackup to zstd without passing through Node. A standby archives none, and its backup can end on a
     // later timeline than it began (it may follow a new leader meanwhile): only the tar's backup_manifest says so.
     const walBefore = server.inRecovery ? undefined : await withConnection(options.endpoint, readCurrentWalFile);
-    const streamed = server.inRecovery
-      ? await streamBackupThroughNode(options, backupId, label, server, lock.lost)
-      : await streamBackupCompressed(options, backupId, label, server, lock.lost);
+    const job = { options, backupId, label, server, lockLost: lock.lost, progress: createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress) };
+    const streamed = server.inRecovery ? await streamBackupThroughNode(job) : await streamBackupCompressed(job);
     const stopTime = now();
 
     if (options.finishWal) await options.finishWal();
@@ -208,15 +207,20 @@ interface StreamedBackup {
   tarEntries?: { backupLabel: string; backupManifest: string };
 }
 
+/** One backup being streamed: what both paths below need. */
+interface BackupJob {
+  options: BackupOptions;
+  backupId: string;
+  /** pg_basebackup --label, and the LABEL of the backup history file. */
+  label: string;
+  server: ServerInfo;
+  lockLost: Promise<never>;
+  progress: ProgressReporter;
+}
+
 /** The primary's path: `pg_basebackup | zstd` by a kernel pipe; Node hashes and stores the frames. */
-async function streamBackupCompressed(
-  options: BackupOptions,
-  backupId: string,
-  label: string,
-  server: ServerInfo,
-  lockLost: Promise<never>,
-): Promise<StreamedBackup> {
-  const progress = createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress);
+async function streamBackupCompressed(job: BackupJob): Promise<StreamedBackup> {
+  const { options, backupId, label, server, lockLost, progress } = job;
   const basebackup = startCompressedBaseBackup({
     endpoint: options.endpoint,
     label,
@@ -244,14 +248,8 @@ async function streamBackupCompressed(
 }
 
 /** The standby's path: the tar passes through Node, which reads backup_label and backup_manifest on the way. */
-async function streamBackupThroughNode(
-  options: BackupOptions,
-  backupId: string,
-  label: string,
-  server: ServerInfo,
-  lockLost: Promise<never>,
-): Promise<StreamedBackup> {
-  const progress = createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress);
+async function streamBackupThroughNode(job: BackupJob): Promise<StreamedBackup> {
+  const { options, backupId, label, server, lockLost, progress } = job;
   const basebackup = startBaseBackup({ endpoint: options.endpoint, label, archiveWaitTimeoutMs: options.archiveWaitMs, maxRate: options.maxRate });
   const sniffer = new TarEntrySniffer(new Set(['backup_label', 'backup_manifest']));
   const counter = new ByteCounterStage((bytes) => progress.update(bytes));
