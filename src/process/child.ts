@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { onExit } from 'signal-exit';
 import { ServiceError } from '../errors.js';
 
 /**
@@ -42,11 +43,14 @@ export function watchChild(child: ChildProcess, label: string, hint: string, onS
   return { done, stderrTail: () => tail };
 }
 
-/** Kills the children when Node exits (a crash, process.exit), so no orphan keeps streaming; returns the undo. */
+/**
+ * Kills the children when pgdr exits or is stopped by a signal (SIGTERM from a CronJob's deadline, Ctrl-C): a
+ * plain 'exit' listener does not run when Node dies of a signal. signal-exit (execa's own choice) re-raises the
+ * signal afterwards, so pgdr still ends the way the signal asked. Only SIGKILL leaves the children running; they
+ * stop at their next write to the pipe nobody reads. Returns the undo.
+ */
 export function killOnExit(...children: ChildProcess[]): () => void {
-  const onExit = (): void => {
+  return onExit(() => {
     for (const child of children) child.kill('SIGTERM');
-  };
-  process.once('exit', onExit);
-  return () => process.removeListener('exit', onExit);
+  });
 }

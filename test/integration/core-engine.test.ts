@@ -219,6 +219,52 @@ function coreEngineSuite(kind: RepoKind): void {
       expect(final.find((b) => b.backupId === nextId)?.status).toBe('complete');
     });
 
+    it('stops pg_basebackup and zstd with it when pgdr gets SIGTERM (a CronJob deadline)', async () => {
+      const env = pgdrEnvironment({ ...storeEnv, ...server.libpqEnv() });
+      const child = runAsPostgres(process.execPath, [pgdrBin, 'backup', 'now', '--max-rate', '512k', '--lock-wait', '60', ...repoArgs, '--cluster', 'core', '--no-progress'], {
+        env,
+        extendEnv: false,
+        reject: false,
+        cwd: env.HOME,
+      });
+      const cmdline = (pid: number) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          return '';
+        }
+      };
+      await waitFor(async () => descendantPids(child.pid!).filter((pid) => /pg_basebackup|zstd/.test(cmdline(pid))).length === 2, 30_000, 'pg_basebackup and zstd');
+      await sleep(1000);
+      const tree = descendantPids(child.pid!);
+      const nodePid = tree.find((pid) => cmdline(pid).includes('backup'))!;
+      const pipeline = tree.filter((pid) => /pg_basebackup|zstd/.test(cmdline(pid)));
+      process.kill(nodePid, 'SIGTERM');
+      await child;
+      await waitFor(async () => pipeline.every((pid) => cmdline(pid) === ''), 5_000, 'pg_basebackup and zstd to exit with pgdr');
+    });
+
+    it('names zstd as the cause when the compressor fails mid-stream, not the broken pipe it leaves pg_basebackup', async () => {
+      // A zstd that compresses normally except for a base backup (-vv), which it abandons after 1 MB.
+      const bin = makeTempDir('fake-zstd', { owner: 'service' });
+      const fake = join(bin, 'zstd');
+      writeFileSync(
+        fake,
+        '#!/bin/bash\ncase " $* " in *" -vv "*) head -c 1000000 >/dev/null; echo "zstd: simulated failure" >&2; exit 1;; esac\nexec zstd "$@"\n',
+        { mode: 0o755 },
+      );
+      const before = (await pgdrOk(['backup', 'list', '--json'])).json<{ backupId: string; status: string }[]>();
+      const failed = await runPgdr(['backup', 'now', ...repoArgs, '--cluster', 'core', '--no-progress'], {
+        env: { ...storeEnv, ...server.libpqEnv(), PGDR_ZSTD_BIN: fake },
+        timeoutMs: 120_000,
+      });
+      expect(failed.exitCode).toBe(4);
+      expect(failed.stderr).toMatch(/zstd exited with code 1: zstd: simulated failure/);
+      expect(failed.stderr).not.toMatch(/Broken pipe/);
+      const after = (await pgdrOk(['backup', 'list', '--json'])).json<{ backupId: string; status: string }[]>();
+      expect(after.filter((b) => b.status === 'complete')).toEqual(before.filter((b) => b.status === 'complete'));
+    });
+
     if (kind === 's3') {
       it('wal fetch turns a storage error into exit 126 for PostgreSQL, so recovery stops instead of promoting early', async () => {
         const dest = join(makeTempDir('fetch-error', { owner: 'service' }), 'RECOVERYXLOG');
