@@ -100,7 +100,7 @@ export function startBaseBackup(options: BaseBackupOptions): BaseBackupProcess {
 
 /**
  * `pg_basebackup | zstd`, joined by a kernel pipe: the uncompressed tar (4-5 times the stored size) never passes
- * through Node, which reads only zstd's frames. This is most of a backup's CPU saved on the machine that runs it.
+ * through Node, which reads only zstd's frames (on the bench's 2.45 GB, about 3 s less CPU and 2-3 s less wall time).
  */
 export interface CompressedBaseBackupProcess {
   /** zstd frames of the tar. */
