@@ -14,10 +14,10 @@ import type { ClusterMember, ClusterView } from '../cluster/members.js';
 import { chooseLeader, chooseReplica, type BackupFrom, type SourceChoice } from '../cluster/select.js';
 import type { PgEndpoint } from '../postgres/connection.js';
 import { parseRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
-import { executeRestore } from '../restore/execute.js';
 import { formatBytes } from '../stream/progress.js';
-import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
+import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+import { restoreInto } from './restore-into.js';
 
 /**
  * `pgdr cluster status` (who leads, who follows, which member a backup would read from) and the adapters Patroni
@@ -333,27 +333,9 @@ export function registerClusterCommands(program: Command, action: Action): void 
 async function restoreForPatroni(ctx: CommandContext, flags: AdapterFlags, target: RecoveryTarget, purpose: 'replica' | 'bootstrap'): Promise<void> {
   const pgdata = flags.datadir ?? ctx.settings.pgdata;
   if (!pgdata) throw new UsageError(`patroni ${purpose === 'replica' ? 'create-replica' : 'bootstrap'} needs the data directory`, 'Patroni passes --datadir; by hand, pass --datadir DIR');
-  const { store, layout } = ctx.openRepository();
-  try {
-    const result = await executeRestore({
-      store,
-      layout,
-      pgdata,
-      target,
-      backupId: flags.backupId,
-      force: flags.force === true,
-      restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
-      archiveMode: 'preserve',
-      start: false,
-      startTimeoutMs: 0,
-      progress: false,
-      log: (m) => ctx.log(m),
-    });
-    ctx.emit(
-      { ...result, purpose, scope: flags.scope ?? null },
-      `restored backup ${result.backupId} into ${result.pgdata} for Patroni (${purpose === 'replica' ? 'a new replica' : `bootstrap to ${result.target}`})`,
-    );
-  } finally {
-    await store.close();
-  }
+  const result = await restoreInto(ctx, pgdata, target, flags, { archiveMode: 'preserve', start: false, startTimeoutMs: 0, progress: false });
+  ctx.emit(
+    { ...result, purpose, scope: flags.scope ?? null },
+    `restored backup ${result.backupId} into ${result.pgdata} for Patroni (${purpose === 'replica' ? 'a new replica' : `bootstrap to ${result.target}`})`,
+  );
 }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseRecoveryTarget } from '../postgres/recovery-target.js';
-import { executeRestore } from '../restore/execute.js';
-import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
+import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
 import { registerRestoreClusterCommand } from './restore-cluster.js';
+import { restoreInto } from './restore-into.js';
 
 interface RestoreFlags {
   targetTime?: string;
@@ -60,33 +60,20 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       if (!Number.isFinite(startTimeout) || startTimeout <= 0) {
         throw new UsageError(`--start-timeout must be a positive number of seconds`, 'e.g. --start-timeout 600');
       }
-      const { store, layout } = ctx.openRepository();
-      try {
-        const result = await executeRestore({
-          store,
-          layout,
-          pgdata,
-          target,
-          backupId: flags.backupId,
-          force: flags.force === true,
-          restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
-          archiveMode: flags.archiveMode,
-          port,
-          start: flags.start === true,
-          startTimeoutMs: startTimeout * 1000,
-          ...(ctx.settings.pgUser === undefined ? {} : { pgUser: ctx.settings.pgUser }),
-          progress: ctx.settings.progress && !ctx.json,
-          log: (m) => ctx.log(m),
-        });
-        ctx.emit(
-          result,
-          result.started
-            ? `restored backup ${result.backupId} into ${result.pgdata}; recovery reached ${result.target} and the server promoted to timeline ${result.promoted?.timeline}`
-            : `restored backup ${result.backupId} into ${result.pgdata} with recovery settings for ${result.target}; start PostgreSQL to recover (pg_ctl -D ${result.pgdata} start)`,
-        );
-      } finally {
-        await store.close();
-      }
+      const result = await restoreInto(ctx, pgdata, target, flags, {
+        archiveMode: flags.archiveMode,
+        port,
+        start: flags.start === true,
+        startTimeoutMs: startTimeout * 1000,
+        ...(ctx.settings.pgUser === undefined ? {} : { pgUser: ctx.settings.pgUser }),
+        progress: ctx.settings.progress && !ctx.json,
+      });
+      ctx.emit(
+        result,
+        result.started
+          ? `restored backup ${result.backupId} into ${result.pgdata}; recovery reached ${result.target} and the server promoted to timeline ${result.promoted?.timeline}`
+          : `restored backup ${result.backupId} into ${result.pgdata} with recovery settings for ${result.target}; start PostgreSQL to recover (pg_ctl -D ${result.pgdata} start)`,
+      );
     }),
   );
 
