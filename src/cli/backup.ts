@@ -4,6 +4,7 @@ import { readBackupCatalog } from '../repo/catalog.js';
 import { UsageError } from '../errors.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { addClusterSourceOptions, resolveBackupTarget, type ClusterFlags } from './cluster.js';
 
@@ -35,8 +36,8 @@ export function registerBackupCommands(program: Command, action: Action): void {
         finishWal: target.finishWal,
         compressLevel: ctx.settings.compressLevel,
         compressThreads: ctx.settings.compressThreads,
-        lockWaitMs: seconds('--lock-wait', opts.lockWait) * 1000,
-        archiveWaitMs: seconds('--archive-wait', opts.archiveWait) * 1000,
+        lockWaitMs: secondsFlag('--lock-wait', opts.lockWait, { positive: false, example: 60 }) * 1000,
+        archiveWaitMs: secondsFlag('--archive-wait', opts.archiveWait, { positive: false, example: 60 }) * 1000,
         maxRate: opts.maxRate,
         progress: ctx.settings.progress && !ctx.json,
         log: (m) => ctx.log(m),
@@ -94,12 +95,6 @@ export function registerBackupCommands(program: Command, action: Action): void {
       ctx.emit(rows, human);
     }),
   );
-}
-
-function seconds(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a number of seconds, got ${JSON.stringify(value)}`, `e.g. ${flag} 60`);
-  return n;
 }
 
 /** A `backup list` row for a backup without a usable manifest: only what its objects tell. */

@@ -16,6 +16,7 @@ import type { PgEndpoint } from '../postgres/connection.js';
 import { parseRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { restoreInto } from './restore-into.js';
 
@@ -62,11 +63,9 @@ function parseFrom(value: string | undefined): BackupFrom {
   throw new UsageError(`--from must be leader or replica, got ${JSON.stringify(value)}`, 'e.g. --from replica to spare the leader');
 }
 
-function parseSeconds(flag: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a number of seconds, got ${JSON.stringify(value)}`, `e.g. ${flag} 30`);
-  return n;
+/** --leader-wait in milliseconds; commands differ only in how long they wait when it is not given. */
+function leaderWaitMs(value: string | undefined, defaultSeconds: number): number {
+  return (value === undefined ? defaultSeconds : secondsFlag('--leader-wait', value, { positive: false, example: 30 })) * 1000;
 }
 
 function parseMaxLag(value: string | undefined): number | undefined {
@@ -103,7 +102,7 @@ export async function resolveBackupTarget(ctx: CommandContext, flags: ClusterFla
   }
   const resolved = await resolveBackupSource(sources, {
     from,
-    waitMs: parseSeconds('--leader-wait', flags.leaderWait, 30) * 1000,
+    waitMs: leaderWaitMs(flags.leaderWait, 30),
     maxLagBytes: parseMaxLag(flags.maxLag),
     log: (m) => ctx.log(m),
   });
@@ -257,7 +256,7 @@ export function registerClusterCommands(program: Command, action: Action): void 
         throw new UsageError('cluster status needs Patroni or etcd endpoints', 'pass --patroni URL[,URL] or --etcd URL[,URL] (PGDR_PATRONI, PGDR_ETCD)');
       }
       const readers = clusterReaders(sources);
-      const waitMs = parseSeconds('--leader-wait', flags.leaderWait, 0) * 1000;
+      const waitMs = leaderWaitMs(flags.leaderWait, 0);
       if (waitMs > 0) {
         // Wait only for a leader to appear; the status below is then read fresh from every endpoint.
         await waitForDecision(readers, async (view) => (view.leader !== null ? { ok: true, value: view } : { ok: false, problem: 'no leader', retryable: true }), {

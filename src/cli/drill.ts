@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { loadPolicy } from '../config/policy.js';
-import { UsageError, VerificationError } from '../errors.js';
+import { VerificationError } from '../errors.js';
 import type { DrillReport } from '../verify/drill-report.js';
 import { readDrillReports } from '../verify/drill-report.js';
 import { runDrill } from '../verify/run-drill.js';
 import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 
 interface DrillFlags {
@@ -32,10 +33,7 @@ export function registerDrillCommands(program: Command, action: Action): void {
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as DrillFlags;
-      const timeout = Number(flags.timeout);
-      if (!Number.isFinite(timeout) || timeout <= 0) {
-        throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(flags.timeout)}`, 'e.g. --timeout 1800');
-      }
+      const timeout = secondsFlag('--timeout', flags.timeout, { positive: true, example: 1800 });
       const policy = loadPolicy(ctx.settings.policy);
       const { store, layout } = ctx.openRepository();
       let outcome;

@@ -1,6 +1,5 @@
 import { tmpdir } from 'node:os';
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import { resolveEtcdConnection } from '../etcd/connection.js';
 import { restoreEtcdSnapshot } from '../etcd/restore.js';
@@ -8,6 +7,7 @@ import { planEtcdRestore } from '../etcd/restore-plan.js';
 import { takeEtcdSnapshot } from '../etcd/snapshot.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 
 interface SnapshotFlags {
@@ -48,7 +48,7 @@ export function registerEtcdCommands(program: Command, action: Action): void {
           connection,
           compressLevel: ctx.settings.compressLevel,
           workDir: flags.workDir ?? tmpdir(),
-          timeoutMs: seconds('--timeout', flags.timeout) * 1000,
+          timeoutMs: secondsFlag('--timeout', flags.timeout, { positive: true, example: 600 }) * 1000,
           log: (m) => ctx.log(m),
         });
         ctx.emit(
@@ -95,32 +95,8 @@ export function registerEtcdCommands(program: Command, action: Action): void {
           storedBytes: m.storedBytes as number | null,
           problem: null as string | null,
         })),
-        ...catalog.incomplete.map((s) => ({
-          snapshotId: s.snapshotId,
-          status: 'incomplete' as const,
-          startTime: null,
-          revision: null,
-          totalKeys: null,
-          member: null,
-          etcdClusterId: null,
-          etcdVersion: null,
-          bytes: null,
-          storedBytes: s.storedBytes,
-          problem: null,
-        })),
-        ...catalog.invalid.map((s) => ({
-          snapshotId: s.snapshotId,
-          status: 'invalid' as const,
-          startTime: null,
-          revision: null,
-          totalKeys: null,
-          member: null,
-          etcdClusterId: null,
-          etcdVersion: null,
-          bytes: null,
-          storedBytes: null,
-          problem: s.problem,
-        })),
+        ...catalog.incomplete.map((s) => ({ ...withoutManifest(s.snapshotId, 'incomplete'), storedBytes: s.storedBytes })),
+        ...catalog.invalid.map((s) => ({ ...withoutManifest(s.snapshotId, 'invalid'), problem: s.problem })),
       ].sort((a, b) => a.snapshotId.localeCompare(b.snapshotId));
       const human =
         rows.length === 0
@@ -209,8 +185,19 @@ export function registerEtcdCommands(program: Command, action: Action): void {
   );
 }
 
-function seconds(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} must be a positive number of seconds, got ${JSON.stringify(value)}`, `e.g. ${flag} 600`);
-  return n;
+/** A snapshot row with nothing a manifest would tell: the objects of an unfinished snapshot, or an unreadable one. */
+function withoutManifest(snapshotId: string, status: 'incomplete' | 'invalid') {
+  return {
+    snapshotId,
+    status,
+    startTime: null,
+    revision: null,
+    totalKeys: null,
+    member: null,
+    etcdClusterId: null,
+    etcdVersion: null,
+    bytes: null,
+    storedBytes: null as number | null,
+    problem: null as string | null,
+  };
 }

@@ -14,6 +14,7 @@ import { readBackupCatalog } from '../repo/catalog.js';
 import { planRestore } from '../restore/plan.js';
 import { buildClusterStatus, formatClusterStatus } from './cluster.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 
 /**
@@ -70,8 +71,7 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as RestoreClusterFlags;
-      const waitTimeout = Number(flags.waitTimeout);
-      if (!Number.isFinite(waitTimeout) || waitTimeout <= 0) throw new UsageError('--wait-timeout must be a positive number of seconds', 'e.g. --wait-timeout 900');
+      const waitTimeout = secondsFlag('--wait-timeout', flags.waitTimeout, { positive: true, example: 900 });
       const members = readPatroniConfigs(flags.patroniConfig);
       const target = parseRecoveryTarget({ targetTime: flags.targetTime, targetLsn: flags.targetLsn, targetName: flags.targetName, target: flags.target });
       const start = flags.start === false ? 'manual' : 'run';

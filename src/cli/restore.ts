@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { parseRecoveryTarget } from '../postgres/recovery-target.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { registerRestoreClusterCommand } from './restore-cluster.js';
 import { restoreInto } from './restore-into.js';
@@ -56,10 +57,7 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
         throw new UsageError(`--port must be a TCP port, got ${JSON.stringify(flags.port)}`, 'e.g. --port 5433');
       }
-      const startTimeout = Number(flags.startTimeout);
-      if (!Number.isFinite(startTimeout) || startTimeout <= 0) {
-        throw new UsageError(`--start-timeout must be a positive number of seconds`, 'e.g. --start-timeout 600');
-      }
+      const startTimeout = secondsFlag('--start-timeout', flags.startTimeout, { positive: true, example: 600 });
       const result = await restoreInto(ctx, pgdata, target, flags, {
         archiveMode: flags.archiveMode,
         port,

@@ -54,6 +54,24 @@ export interface GarbageEntry {
   reason: string;
 }
 
+/** The leftovers of unfinished backups or snapshots, each with the garbage planner's verdict. */
+function garbageEntries(
+  kind: GarbageEntry['kind'],
+  leftovers: readonly { id: string; objects: number; storedBytes: number; lastModified: Date }[],
+  graceMs: number,
+  now: Date,
+): GarbageEntry[] {
+  const byId = new Map(leftovers.map((l) => [l.id, l]));
+  return planGarbage(
+    leftovers.map((l): GarbageCandidate => ({ id: l.id, lastModified: l.lastModified })),
+    graceMs,
+    now,
+  ).map((verdict) => {
+    const l = byId.get(verdict.id)!;
+    return { kind, id: l.id, objects: l.objects, storedBytes: l.storedBytes, lastModified: l.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason };
+  });
+}
+
 export interface ExpireReport {
   now: string;
   dryRun: boolean;
@@ -125,16 +143,12 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
     walPlan = planWalRetention([], [...walKeys.keys()]);
   }
 
-  const garbage: GarbageEntry[] = [];
-  const incomplete = new Map(catalog.incomplete.map((b) => [b.backupId, b]));
-  for (const verdict of planGarbage(
-    catalog.incomplete.map((b): GarbageCandidate => ({ id: b.backupId, lastModified: b.lastModified })),
+  const garbage: GarbageEntry[] = garbageEntries(
+    'backup',
+    catalog.incomplete.map((b) => ({ id: b.backupId, objects: b.objectCount, storedBytes: b.storedBytes, lastModified: b.lastModified })),
     policy.retention.garbageGrace,
     now,
-  )) {
-    const b = incomplete.get(verdict.id)!;
-    garbage.push({ kind: 'backup', id: b.backupId, objects: b.objectCount, storedBytes: b.storedBytes, lastModified: b.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason });
-  }
+  );
 
   // The planner reads only an id and a time of each snapshot: its start, which its id is made from too.
   const etcd = await readEtcdSnapshots(store, layout);
@@ -142,15 +156,14 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
     etcd.complete.map((m): SnapshotRecord => ({ snapshotId: m.snapshotId, time: m.startTime })),
     policy.retention.etcdSnapshots,
   );
-  const etcdIncomplete = new Map(etcd.incomplete.map((s) => [s.snapshotId, s]));
-  for (const verdict of planGarbage(
-    etcd.incomplete.map((s): GarbageCandidate => ({ id: s.snapshotId, lastModified: s.lastModified })),
-    policy.retention.garbageGrace,
-    now,
-  )) {
-    const s = etcdIncomplete.get(verdict.id)!;
-    garbage.push({ kind: 'etcd-snapshot', id: s.snapshotId, objects: s.objectCount, storedBytes: s.storedBytes, lastModified: s.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason });
-  }
+  garbage.push(
+    ...garbageEntries(
+      'etcd-snapshot',
+      etcd.incomplete.map((s) => ({ id: s.snapshotId, objects: s.objectCount, storedBytes: s.storedBytes, lastModified: s.lastModified })),
+      policy.retention.garbageGrace,
+      now,
+    ),
+  );
 
   const report: ExpireReport = {
     now: now.toISOString(),

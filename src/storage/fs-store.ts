@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
 import { RepositoryError } from '../errors.js';
@@ -16,6 +16,7 @@ import {
   type PutOptions,
   type PutResult,
 } from './object-store.js';
+import { ByteCounterStage } from '../stream/checksum.js';
 
 /**
  * The embedded default driver: objects are plain files under a root directory, so the repository can be read
@@ -181,16 +182,26 @@ async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {
   }
 }
 
-class ByteCounter extends Transform {
-  bytes = 0;
-  constructor(private readonly onProgress: ((bytes: number) => void) | undefined) {
-    super();
+/** Copies `source` into the temp file; `sourceFailure` names a failure of the source, anything else is the write's. */
+async function copyInto(
+  handle: FileHandle,
+  tempPath: string,
+  source: Readable,
+  options: PutOptions,
+  sourceFailure: (err: unknown) => unknown,
+): Promise<number> {
+  const counter = new ByteCounterStage(options.onProgress);
+  let sourceFailed = false;
+  source.once('error', () => {
+    sourceFailed = true;
+  });
+  try {
+    await pipeline(source, counter, fileHandleSink(handle));
+  } catch (err) {
+    if (sourceFailed) throw sourceFailure(err);
+    throw fsFailure('write', tempPath, err);
   }
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    this.onProgress?.(this.bytes);
-    callback(null, chunk);
-  }
+  return counter.bytes;
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight; rejects with the first failure after all settle. */
@@ -296,37 +307,12 @@ class FsObjectStore implements ObjectStore {
         options.onProgress?.(body.data.length);
         return body.data.length;
       }
-      case 'file': {
-        const counter = new ByteCounter(options.onProgress);
-        const source = createReadStream(body.path);
-        let sourceFailed = false;
-        source.once('error', () => {
-          sourceFailed = true;
-        });
-        try {
-          await pipeline(source, counter, fileHandleSink(handle));
-        } catch (err) {
-          if (sourceFailed) throw fsFailure('read', body.path, err);
-          throw fsFailure('write', tempPath, err);
-        }
-        return counter.bytes;
-      }
-      case 'stream': {
-        const source = body.open();
-        const counter = new ByteCounter(options.onProgress);
-        let sourceFailed = false;
-        source.once('error', () => {
-          sourceFailed = true;
-        });
-        try {
-          await pipeline(source, counter, fileHandleSink(handle));
-        } catch (err) {
-          // The producer's own failure (pg_basebackup died, a checksum stage refused) is not a storage error.
-          if (sourceFailed) throw err;
-          throw fsFailure('write', tempPath, err);
-        }
-        return counter.bytes;
-      }
+      case 'file':
+        // A file that cannot be read is reported as a read failure of that path, not of the repository.
+        return await copyInto(handle, tempPath, createReadStream(body.path), options, (err) => fsFailure('read', body.path, err));
+      case 'stream':
+        // The producer's own failure (pg_basebackup died, a checksum stage refused) is not a storage error.
+        return await copyInto(handle, tempPath, body.open(), options, (err) => err);
     }
   }
 

@@ -17,7 +17,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RepositoryError, UsageError } from '../errors.js';
@@ -32,6 +32,7 @@ import {
   type PutOptions,
   type PutResult,
 } from './object-store.js';
+import { ByteCounterStage } from '../stream/checksum.js';
 import { redactUrl, redactUrlsIn } from './redact.js';
 
 /**
@@ -335,18 +336,6 @@ function retryDelay(attempt: number): number {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-class ByteCounter extends Transform {
-  bytes = 0;
-  constructor(private readonly onProgress: ((bytes: number) => void) | undefined) {
-    super();
-  }
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    this.onProgress?.(this.bytes);
-    callback(null, chunk);
-  }
-}
-
 /** Marks a failure to read the local file, which no retry against S3 will cure. */
 class SourceFileError extends Error {}
 
@@ -502,7 +491,7 @@ class S3ObjectStore implements ObjectStore {
       throw new SourceFileError((err as Error).message, { cause: err });
     }
     const file = createReadStream(path);
-    const counter = new ByteCounter(options.onProgress);
+    const counter = new ByteCounterStage(options.onProgress);
     let readFailure: unknown;
     file.once('error', (err) => {
       readFailure = err;
@@ -538,7 +527,7 @@ class S3ObjectStore implements ObjectStore {
    */
   private async putStream(key: string, open: () => Readable, options: PutOptions): Promise<PutResult> {
     const source = open();
-    const counter = new ByteCounter(undefined);
+    const counter = new ByteCounterStage();
     let sourceError: unknown;
     source.once('error', (err) => {
       sourceError = err;
