@@ -26,14 +26,14 @@ export function registerRestoreCommands(program: Command, action: Action): void 
   addCommonOptions(
     program
       .command('restore')
-      .description('point-in-time restore into an empty (or --force) data directory; with --start, recover and promote')
+      .description('point-in-time restore into a new or empty directory (or, with --force, over a stopped data directory); with --start, recover and promote')
       .option('--target-time <timestamp>', 'recover to this time; ISO 8601 or PostgreSQL timestamptz, with a zone')
       .option('--target-lsn <lsn>', 'recover to this WAL location, e.g. 0/3000060')
       .option('--target-name <name>', 'recover to a restore point made with pg_create_restore_point()')
       .option('--target <latest>', 'latest: replay all archived WAL (the default)')
       .option('--target-exclusive', 'stop just before the target time or LSN instead of just after it')
       .option('--backup-id <id>', 'restore this backup instead of the newest one that ends before the target')
-      .option('--force', 'replace the contents of a non-empty data directory')
+      .option('--force', 'replace an existing PostgreSQL data directory (PG_VERSION, no server running); it stays as it is until the restored copy is complete')
       .option('--start', 'start PostgreSQL, wait until recovery reaches the target and promotes, and report')
       .option('--port <port>', 'port for the restored server (written to postgresql.auto.conf)')
       .option('--archive-mode <mode>', 'preserve: keep the backup\'s archive settings; off: the restored server archives nothing (drills, scratch copies)', 'preserve')

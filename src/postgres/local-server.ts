@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { ServiceError } from '../errors.js';
 import { runCommand } from '../process/subprocess.js';
@@ -42,16 +42,36 @@ export function runningServerAddress(pgdata: string): { port: number; socketDir:
 
 /** Whether the postmaster recorded in postmaster.pid is alive. */
 export function isServerRunning(pgdata: string): boolean {
+  return livePostmasterPid(pgdata) !== undefined;
+}
+
+/**
+ * The pid in postmaster.pid when that process is alive and, as far as /proc can tell, a postmaster of this data
+ * directory (a postmaster's working directory is its data directory): a stale file whose pid was reused by some
+ * other process does not count.
+ */
+export function livePostmasterPid(pgdata: string): number | undefined {
   const pidFile = join(pgdata, 'postmaster.pid');
-  if (!existsSync(pidFile)) return false;
-  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (!existsSync(pidFile)) return undefined;
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
   }
+  try {
+    const cwd = readlinkSync(`/proc/${pid}/cwd`);
+    if (cwd !== realpathSync(pgdata)) return undefined;
+  } catch {
+    // /proc hidden or another user's process: assume it is the postmaster, the safe answer
+  }
+  return pid;
 }
 
 /** The last FATAL or PANIC line of a server log, else its last line: what to show when a start or recovery fails. */

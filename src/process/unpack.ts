@@ -1,26 +1,36 @@
 import { spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
+import { TarMemberGuard } from '../restore/tar-member-guard.js';
 import { killOnExit, watchChild } from './child.js';
 
 /**
  * `zstd -d | tar -x` with the two processes joined by a kernel pipe: the decompressed bytes (4-5 times the stored
- * size) never pass through Node, which only feeds the compressed stream in (and hashes it on the way).
+ * size) never pass through Node, which only feeds the compressed stream in (and hashes it on the way). tar lists
+ * each member as it extracts it (-vv), and the listing goes through a TarMemberGuard, so members with names that
+ * could reach outside the directory are reported by name.
  */
 export interface UnpackProcess {
   /** Write the stored (zstd) bytes here. */
   stdin: Writable;
   /** Resolves when both processes exit 0; rejects with the first failure, zstd's first (it feeds tar). */
   wait(): Promise<void>;
+  /** Members tar refused or that could have reached outside the directory (read after wait settles). */
+  unsafeMembers(): readonly string[];
   kill(): void;
 }
 
 export function startZstdTarUnpack(directory: string, zstdBinary = process.env.PGDR_ZSTD_BIN ?? 'zstd'): UnpackProcess {
-  const tar = spawn('tar', ['-x', '-f', '-', '-C', directory], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const guard = new TarMemberGuard();
+  const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'] });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
+  const listed = readLines(tar.stdout!, (line) => guard.acceptListing(line));
   const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
-  const tarDone = watchChild(tar, 'tar -x', `check free space and permissions in ${directory}`).done;
+  const tarDone = watchChild(tar, 'tar -x', `check free space and permissions in ${directory}`, (line) => guard.acceptDiagnostic(line)).done;
   const kill = (): void => {
     zstd.kill('SIGTERM');
     tar.kill('SIGTERM');
@@ -33,9 +43,32 @@ export function startZstdTarUnpack(directory: string, zstdBinary = process.env.P
         await zstdDone;
         await tarDone;
       } finally {
+        await listed;
         forget();
       }
     },
+    unsafeMembers: () => guard.unsafe,
     kill,
   };
+}
+
+function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      partial += chunk;
+      const lines = partial.split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) onLine(line);
+    });
+    const done = (): void => {
+      if (partial !== '') onLine(partial);
+      partial = '';
+      resolve();
+    };
+    stream.on('end', done);
+    stream.on('close', done);
+    stream.on('error', done);
+  });
 }

@@ -1,13 +1,13 @@
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RepositoryError, ServiceError, UsageError, VerificationError } from '../errors.js';
+import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
 import { startZstdTarUnpack } from '../process/unpack.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
-import { isServerRunning, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
+import { livePostmasterPid, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { BackupManifest, BackupObject } from '../repo/manifest.js';
@@ -15,6 +15,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { createProgress } from '../stream/progress.js';
 import { planRestore } from './plan.js';
+import { stageRestoreDirectory, swapRestoreDirectories } from './target-directory.js';
 
 export interface RestoreOptions {
   store: ObjectStore;
@@ -57,15 +58,23 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   const backup = plan.backup;
   log(`restore: ${plan.reason}`);
 
-  await prepareDataDirectory(pgdata, options.force);
+  const staged = await stageRestoreDirectory(pgdata, {
+    force: options.force,
+    what: 'data directory',
+    expectedBytes: backup.bytes,
+    refuseReplace: refuseToReplaceDataDirectory,
+    refuseHint: 'check the path: --force replaces only a PostgreSQL data directory, and only while no server runs in it',
+    log,
+  });
+  if (staged.replacing) log(`restore: --force: ${staged.target} is replaced only once the restored copy is complete; until then it stays as it is`);
   try {
     for (const object of backup.objects) {
-      await unpackObject(options, backup, object);
+      await unpackObject(options, backup, object, staged.staging);
     }
-    await removeIfPresent(join(pgdata, 'postmaster.pid'));
+    await removeIfPresent(join(staged.staging, 'postmaster.pid'));
     // A backup taken from a standby carries standby.signal; this restore recovers to a target and promotes.
-    await removeIfPresent(join(pgdata, 'standby.signal'));
-    const autoConfPath = join(pgdata, 'postgresql.auto.conf');
+    await removeIfPresent(join(staged.staging, 'standby.signal'));
+    const autoConfPath = join(staged.staging, 'postgresql.auto.conf');
     const existing = existsSync(autoConfPath) ? await readFile(autoConfPath, 'utf8') : '';
     await writeFile(
       autoConfPath,
@@ -78,9 +87,12 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
       }),
       { mode: 0o600 },
     );
-    await writeFile(join(pgdata, 'recovery.signal'), '', { mode: 0o600 });
+    await writeFile(join(staged.staging, 'recovery.signal'), '', { mode: 0o600 });
+    // PostgreSQL refuses a data directory others can read.
+    await chmod(staged.staging, 0o700);
+    await swapRestoreDirectories([staged], log);
   } catch (err) {
-    await emptyDirectory(pgdata).catch(() => undefined);
+    await staged.discard().catch(() => undefined);
     throw err;
   }
   log(`restore: backup ${backup.backupId} unpacked into ${pgdata} with recovery settings for ${describeRecoveryTarget(options.target)}`);
@@ -111,29 +123,14 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   return result;
 }
 
-async function prepareDataDirectory(pgdata: string, force: boolean): Promise<void> {
-  if (!existsSync(pgdata)) {
-    await mkdir(pgdata, { recursive: true, mode: 0o700 });
-    return;
+/** Why `--force` must not replace this directory, or undefined when it may. */
+function refuseToReplaceDataDirectory(target: string, entries: readonly string[]): string | undefined {
+  if (!entries.includes('PG_VERSION')) {
+    return 'it holds no PG_VERSION, so it is not a PostgreSQL data directory (a mistyped path would lose whatever it holds)';
   }
-  const entries = await readdir(pgdata);
-  if (entries.length > 0) {
-    if (!force) {
-      throw new UsageError(`${pgdata} is not empty`, 'restore into an empty or new directory, or pass --force to replace what it holds');
-    }
-    if (isServerRunning(pgdata)) {
-      throw new UsageError(`a PostgreSQL server is running in ${pgdata}`, 'stop it (pg_ctl stop) before restoring over it');
-    }
-    await emptyDirectory(pgdata);
-  }
-  // PostgreSQL refuses a data directory others can read.
-  await chmod(pgdata, 0o700);
-}
-
-async function emptyDirectory(dir: string): Promise<void> {
-  for (const entry of await readdir(dir)) {
-    await rm(join(dir, entry), { recursive: true, force: true });
-  }
+  const pid = livePostmasterPid(target);
+  if (pid !== undefined) return `a PostgreSQL server (pid ${pid}) is running in it; stop it first (pg_ctl -D ${target} stop)`;
+  return undefined;
 }
 
 async function removeIfPresent(path: string): Promise<void> {
@@ -146,26 +143,30 @@ async function sha256OfObject(store: ObjectStore, key: string): Promise<string> 
   return checksum.sha256;
 }
 
-/** Repository → sha256 (Node) → zstd -d → tar -x (joined by a kernel pipe), overlapping in one pipeline. */
-async function unpackObject(options: RestoreOptions, backup: BackupManifest, object: BackupObject): Promise<void> {
+/**
+ * Repository → sha256 (Node) → zstd -d → tar -x into `directory` (joined by a kernel pipe), overlapping in one
+ * pipeline. A failure of any kind leaves only the staging directory, which the caller discards.
+ */
+async function unpackObject(options: RestoreOptions, backup: BackupManifest, object: BackupObject, directory: string): Promise<void> {
   const key = options.layout.backupObject(backup.backupId, object.name);
+  const untouched = `${options.pgdata} was left as it was`;
   const head = await options.store.head(key);
   if (head === null) {
     throw new RepositoryError(
-      `backup ${backup.backupId} is missing its object ${object.name}`,
+      `backup ${backup.backupId} is missing its object ${object.name}; ${untouched}`,
       'restore another backup with --backup-id, and run pgdr verify',
     );
   }
   if (head.size !== object.storedBytes) {
     throw new VerificationError(
-      `backup ${backup.backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}`,
+      `backup ${backup.backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}; ${untouched}`,
       'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
     );
   }
   const progress = createProgress(`restore ${backup.backupId}`, object.storedBytes, options.progress);
   const checksum = new ChecksumStage();
   checksum.on('data', () => progress.update(checksum.bytes));
-  const unpack = startZstdTarUnpack(options.pgdata);
+  const unpack = startZstdTarUnpack(directory);
   const source = await options.store.get(key);
   let streamError: unknown;
   try {
@@ -182,24 +183,32 @@ async function unpackObject(options: RestoreOptions, backup: BackupManifest, obj
   // error that counts, so a failed exit is treated as one.
   streamError ??= exit;
   progress.stop();
-  const digestReady = streamError === undefined;
-  if (digestReady && checksum.sha256 !== object.sha256) {
+  const digestReady = streamError === undefined || checksum.writableFinished;
+  if (digestReady && checksum.bytes === object.storedBytes && checksum.sha256 !== object.sha256) {
+    throw checksumFailure(backup, object, checksum.sha256, untouched);
+  }
+  const unsafe = unpack.unsafeMembers();
+  if (unsafe.length > 0) {
     throw new VerificationError(
-      `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${checksum.sha256.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); nothing was left in ${options.pgdata}`,
-      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+      `backup ${backup.backupId} object ${object.name} holds ${unsafe.length} member name${unsafe.length === 1 ? '' : 's'} that could write outside the data directory: ` +
+        `${unsafe.slice(0, 5).join(', ')}${unsafe.length > 5 ? `, and ${unsafe.length - 5} more` : ''}; nothing was written outside the staging directory and ${untouched}`,
+      'PostgreSQL never writes such names: the object or its manifest was tampered with; restore another backup with --backup-id and investigate the repository',
+      streamError,
     );
   }
   if (streamError !== undefined) {
     // A damaged object usually breaks zstd before the whole object went through the hash: hash it again on its
     // own to tell a damaged copy (checksum) from a transport or disk failure.
     const actual = await sha256OfObject(options.store, key).catch(() => undefined);
-    if (actual !== undefined && actual !== object.sha256) {
-      throw new VerificationError(
-        `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${actual.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); nothing was left in ${options.pgdata}`,
-        'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
-        streamError,
-      );
-    }
+    if (actual !== undefined && actual !== object.sha256) throw checksumFailure(backup, object, actual, untouched, streamError);
     throw streamError;
   }
+}
+
+function checksumFailure(backup: BackupManifest, object: BackupObject, actual: string, untouched: string, cause?: unknown): VerificationError {
+  return new VerificationError(
+    `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${actual.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); ${untouched}`,
+    'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+    cause,
+  );
 }
