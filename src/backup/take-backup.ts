@@ -8,7 +8,7 @@ import { parseLsn } from '../postgres/lsn.js';
 import { parseTimelineHistory, walSegmentsOnPath } from '../postgres/timeline-history.js';
 import { formatWalSegmentName, historyFileName, parseWalSegmentName, walSegmentForLsn, walSegmentRange } from '../postgres/wal-file-name.js';
 import { ensureClusterInfo } from '../repo/cluster-info.js';
-import { acquireLock } from '../repo/lock.js';
+import type { Locker } from '../repo/lock.js';
 import { newBackupId, type RepositoryLayout } from '../repo/layout.js';
 import { serializeManifest, type BackupManifest } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -22,6 +22,8 @@ import { findBackupHistory } from './backup-history.js';
 export interface BackupOptions {
   store: ObjectStore;
   layout: RepositoryLayout;
+  /** Takes the cluster's `backup` lock (in the repository, or in etcd on a store without conditional writes). */
+  lock: Locker;
   endpoint: PgEndpoint;
   compressLevel: number;
   compressThreads: number;
@@ -65,7 +67,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   checkServerCanBeBackedUp(server, source, options.allowStandby === true);
   await ensureClusterInfo(store, layout, { systemIdentifier: server.systemIdentifier, pgMajor: server.major }, now());
 
-  const lock = await acquireLock(store, layout, 'backup', 'a base backup', { waitMs: options.lockWaitMs });
+  const lock = await options.lock('backup', 'a base backup', { waitMs: options.lockWaitMs });
   try {
     const backupId = await freshBackupId(store, layout, now);
     log(`backup ${backupId}: streaming pg_basebackup from ${source} into ${store.location}`);

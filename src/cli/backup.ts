@@ -30,6 +30,7 @@ export function registerBackupCommands(program: Command, action: Action): void {
       const { manifest } = await takeBackup({
         store,
         layout,
+        lock: ctx.locker(),
         endpoint: target.endpoint,
         allowStandby: target.allowStandby,
         sourceMember: target.sourceMember,

@@ -6,8 +6,12 @@ import { RepositoryLayout } from '../repo/layout.js';
 import { UsageError } from '../errors.js';
 import { openStore } from '../storage/open-store.js';
 import type { ObjectStore } from '../storage/object-store.js';
+import { redactUrl } from '../storage/redact.js';
 import type { PgEndpoint } from '../postgres/connection.js';
 import { shellQuote } from '../postgres/recovery-config.js';
+import { acquireLock, type Locker } from '../repo/lock.js';
+import { chooseLockKeeper } from '../repo/lock-policy.js';
+import { conditionalWriteSupport, unsafeStoreError, type StoreProbeRecord } from '../repo/store-probe.js';
 
 /** What every command handler gets: resolved settings, output helpers, and lazily opened effects. */
 export interface CommandContext {
@@ -18,6 +22,13 @@ export interface CommandContext {
   /** Prints the result: one JSON document with --json, else the human text. */
   emit(result: unknown, human: string): void;
   openRepository(): { store: ObjectStore; layout: RepositoryLayout };
+  /**
+   * Takes the cluster's named locks where they are exclusive: in the repository when its store honours conditional
+   * writes (asked once per probe interval), in etcd when it does not; refuses otherwise (src/repo/lock-policy.ts).
+   */
+  locker(): Locker;
+  /** What the store does with conditional writes (the recorded probe, probed again when stale). */
+  storeProbe(cacheFile?: string): Promise<StoreProbeRecord>;
   pgEndpoint(): PgEndpoint;
 }
 
@@ -45,6 +56,10 @@ export function addCommonOptions(command: Command): Command {
     .option('--policy <file>', 'retention policy YAML (env PGDR_POLICY)')
     .option('--spool-dir <dir>', 'where wal push keeps look-ahead markers (env PGDR_SPOOL_DIR)')
     .option('--compress-level <n>', 'zstd level for backups and WAL (default 3)')
+    .option(
+      '--accept-unconditional-writes',
+      'on a store that ignores If-None-Match and with no etcd configured, use repository locks anyway (env PGDR_ACCEPT_UNCONDITIONAL_WRITES=1)',
+    )
     .option('--no-progress', 'never draw progress bars');
 }
 
@@ -79,6 +94,37 @@ export function createContext(options: CommonOptions): CommandContext {
         repository = { store, layout };
       }
       return repository;
+    },
+    locker() {
+      return async (name, purpose, options) => {
+        const { store, layout } = this.openRepository();
+        const probe = await this.storeProbe();
+        const keeper = chooseLockKeeper(probe, { etcdConfigured: settings.etcd.length > 0, acceptRisk: settings.acceptUnconditionalWrites });
+        switch (keeper.kind) {
+          case 'repository':
+            return acquireLock(store, layout, name, purpose, options);
+          case 'repository-at-risk':
+            this.log(keeper.warning);
+            return acquireLock(store, layout, name, purpose, options);
+          case 'etcd': {
+            this.log(keeper.note);
+            // etcd's gRPC client loads only when a lock needs it.
+            const [{ acquireEtcdLock }, { resolveEtcdConnection }] = await Promise.all([import('../etcd/lock.js'), import('../etcd/connection.js')]);
+            return acquireEtcdLock(resolveEtcdConnection(settings.etcd), { location: store.location, cluster: layout.cluster }, name, purpose, options);
+          }
+          case 'refuse':
+            throw unsafeStoreError(probe, `two pgdr processes could both take the ${name} lock (${purpose}) and write the same keys`);
+        }
+      };
+    },
+    async storeProbe(cacheFile) {
+      const { store, layout } = this.openRepository();
+      return conditionalWriteSupport(store, layout, {
+        identity: settings.s3Endpoint ? `${store.location} at ${redactUrl(settings.s3Endpoint)}` : store.location,
+        intervalMs: settings.storeProbeIntervalMs,
+        log: (m) => this.log(m),
+        ...(cacheFile === undefined ? {} : { cacheFile }),
+      });
     },
     pgEndpoint() {
       return { host: settings.pgHost, port: settings.pgPort, user: settings.pgUser };

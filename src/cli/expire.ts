@@ -38,6 +38,7 @@ export function registerExpireCommands(program: Command, action: Action): void {
         report = await runExpire({
           store,
           layout,
+          lock: ctx.locker(),
           policy,
           dryRun: flags.dryRun === true,
           lockWaitMs: lockWait * 1000,

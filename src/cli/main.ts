@@ -29,6 +29,7 @@ const COMMAND_GROUPS: Record<string, () => Promise<Register>> = {
   health: async () => (await import('./health.js')).registerHealthCommands,
   report: async () => (await import('./report.js')).registerReportCommands,
   schedule: async () => (await import('./schedule.js')).registerScheduleCommands,
+  repo: async () => (await import('./repo.js')).registerRepoCommands,
 };
 
 /** The groups a command line needs: its own, or all of them for help, a typo or no command. */

@@ -75,7 +75,7 @@ export function registerScheduleCommands(program: Command, action: Action): void
           globalArgs: settingsArgs(ctx.settings, opts.config ?? process.env.PGDR_CONFIG),
           onOutput: (job, line) => log({ event: 'job-output', job: job.name, line }),
         }),
-        locks: new RepositoryJobLocks(store, layout, config.lockTtlMs),
+        locks: new RepositoryJobLocks(ctx.locker(), config.lockTtlMs),
         trigger: new NodeCronTrigger(config.timeZone, log),
         now: () => new Date(),
         log: (record) => {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { NotFoundError, PgdrError } from '../errors.js';
 import { fetchWal } from '../wal/fetch.js';
 import { pushWal, type WalPushOptions } from '../wal/push.js';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ensurePusher, runPusher } from '../wal/background-pusher.js';
@@ -24,7 +24,7 @@ export function registerWalCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext, path: unknown, options: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
-        const pushOptions = walPushOptions(ctx, store, layout);
+        const pushOptions = await walPushOptions(ctx, store, layout);
         const outcome = await pushWal(String(path), pushOptions);
         if (ctx.settings.archiveLookahead > 0) {
           const pgWalDir = dirname(resolve(String(path)));
@@ -46,7 +46,7 @@ export function registerWalCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext, pgWalDir: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
-        await runPusher(String(pgWalDir), walPushOptions(ctx, store, layout));
+        await runPusher(String(pgWalDir), await walPushOptions(ctx, store, layout));
       } finally {
         await store.close();
       }
@@ -91,8 +91,11 @@ export function registerWalCommands(program: Command, action: Action): void {
   );
 }
 
-function walPushOptions(ctx: CommandContext, store: ObjectStore, layout: RepositoryLayout): WalPushOptions {
+async function walPushOptions(ctx: CommandContext, store: ObjectStore, layout: RepositoryLayout): Promise<WalPushOptions> {
+  // Asked once per probe interval; the spool keeps a copy so most pushes do not read the repository for it.
+  const probe = await ctx.storeProbe(join(ctx.settings.spoolDir, layout.cluster, 'store-probe.json'));
   return {
+    storeIgnoresConditions: probe.conditionalWrites === 'ignored',
     store,
     layout,
     compressLevel: ctx.settings.compressLevel,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
+import { parseDuration } from './policy.js';
 
 /**
  * Every setting, resolved once: flags > environment > config file > defaults (../shared/CLI.md).
@@ -35,6 +36,13 @@ export interface Settings {
   archiveLookahead: number;
   /** Whether to draw progress bars on a TTY. */
   progress: boolean;
+  /**
+   * Use a repository lock on a store that ignores conditional writes, knowing it is not exclusive there (only when
+   * one pgdr ever writes to the repository). Without it such a store needs etcd for locks, or lock-taking commands refuse.
+   */
+  acceptUnconditionalWrites: boolean;
+  /** How old the store's conditional-write probe may get before pgdr asks the store again. */
+  storeProbeIntervalMs: number;
 }
 
 /** The config file: the same names as the flags, in camelCase. */
@@ -58,6 +66,8 @@ const ConfigFileSchema = z
     compressLevel: z.number().int().min(-7).max(22),
     compressThreads: z.number().int().min(0).max(64),
     archiveLookahead: z.number().int().min(0).max(64),
+    acceptUnconditionalWrites: z.boolean(),
+    storeProbeInterval: z.string(),
   })
   .partial()
   .strict();
@@ -81,6 +91,7 @@ export interface SettingFlags {
   spoolDir?: string;
   compressLevel?: string;
   progress?: boolean;
+  acceptUnconditionalWrites?: boolean;
 }
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -159,6 +170,8 @@ export function resolveSettings(
     compressThreads: intSetting('compressThreads', env.PGDR_COMPRESS_THREADS ?? file.compressThreads, 0, 64) ?? 2,
     archiveLookahead: intSetting('archiveLookahead', env.PGDR_ARCHIVE_LOOKAHEAD ?? file.archiveLookahead, 0, 64) ?? 8,
     progress: flags.progress ?? true,
+    acceptUnconditionalWrites: flags.acceptUnconditionalWrites ?? boolEnv(env.PGDR_ACCEPT_UNCONDITIONAL_WRITES) ?? file.acceptUnconditionalWrites ?? false,
+    storeProbeIntervalMs: parseDuration(env.PGDR_STORE_PROBE_INTERVAL || file.storeProbeInterval || '24h', 'storeProbeInterval'),
   };
   if (!/^(s3|file):\/\//.test(settings.repo)) {
     throw new UsageError(

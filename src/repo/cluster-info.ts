@@ -53,7 +53,10 @@ export async function ensureClusterInfo(
   };
   try {
     await store.put(layout.clusterInfo(), { kind: 'buffer', data: Buffer.from(`${JSON.stringify(info, null, 2)}\n`) }, { ifNoneMatch: true });
-    return info;
+    // Read back: on a store that ignores If-None-Match a second writer may have replaced it meanwhile.
+    const stored = await readClusterInfo(store, layout);
+    if (stored) checkSameCluster(stored, identity.systemIdentifier, store.location, layout.cluster);
+    return stored ?? info;
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
     // Someone else wrote it between our read and write: theirs wins, and must match.

@@ -9,6 +9,7 @@
  *   <cluster>/etcd/<snapshotId>/snapshot.db.zst  etcd snapshot, then its manifest.json last
  *   <cluster>/drills/<drillId>.json              restore drill reports
  *   <cluster>/locks/<name>.json                  lock objects
+ *   <cluster>/state/store-probe.json             what the store does with conditional writes, and when it was asked
  */
 export class RepositoryLayout {
   constructor(readonly cluster: string) {
@@ -84,6 +85,20 @@ export class RepositoryLayout {
 
   lock(name: string): string {
     return `${this.cluster}/locks/${name}.json`;
+  }
+
+  /** Mutable state pgdr keeps about the repository itself (never under retention). */
+  statePrefix(): string {
+    return `${this.cluster}/state/`;
+  }
+
+  storeProbe(): string {
+    return `${this.cluster}/state/store-probe.json`;
+  }
+
+  /** The scratch key of one conditional-write probe, removed when the probe ends. */
+  probeScratch(id: string): string {
+    return `${this.cluster}/state/probe-${id}`;
   }
 }
 

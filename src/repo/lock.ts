@@ -30,6 +30,18 @@ export interface RepositoryLock {
   release(): Promise<void>;
 }
 
+/**
+ * Takes named locks for one cluster. Commands receive one instead of calling acquireLock, because where a lock is
+ * kept depends on the store: the repository when it honours conditional writes, etcd when it does not (src/cli
+ * chooses, after src/repo/store-probe.ts asked the store).
+ */
+export type Locker = (name: string, purpose: string, options?: LockOptions) => Promise<RepositoryLock>;
+
+/** Locks as objects in the repository itself. */
+export function repositoryLocker(store: ObjectStore, layout: RepositoryLayout): Locker {
+  return (name, purpose, options) => acquireLock(store, layout, name, purpose, options);
+}
+
 export interface LockOptions {
   /** How long a lock stays valid without a refresh. */
   ttlMs?: number;

@@ -2,7 +2,7 @@ import type { RetentionPolicy } from '../config/policy.js';
 import { PgdrError, RepositoryError } from '../errors.js';
 import { parseWalFileName } from '../postgres/wal-file-name.js';
 import { readBackupCatalog, type BackupCatalog } from '../repo/catalog.js';
-import { acquireLock, type RepositoryLock } from '../repo/lock.js';
+import type { Locker, RepositoryLock } from '../repo/lock.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -35,6 +35,8 @@ export const EXPIRE_LOCK_NAME = 'backup';
 export interface ExpireOptions {
   store: ObjectStore;
   layout: RepositoryLayout;
+  /** Takes the `backup` lock (in the repository, or in etcd on a store without conditional writes). */
+  lock: Locker;
   policy: { retention: RetentionPolicy };
   dryRun: boolean;
   /** How long to wait for a running backup's lock; 0 fails at once. */
@@ -115,7 +117,7 @@ export async function runExpire(options: ExpireOptions): Promise<ExpireReport> {
 
 async function takeLock(options: ExpireOptions): Promise<RepositoryLock> {
   try {
-    return await acquireLock(options.store, options.layout, EXPIRE_LOCK_NAME, 'expire', { waitMs: options.lockWaitMs });
+    return await options.lock(EXPIRE_LOCK_NAME, 'expire', { waitMs: options.lockWaitMs });
   } catch (err) {
     if (err instanceof PgdrError) {
       const waited = options.lockWaitMs > 0 ? ` after waiting ${Math.round(options.lockWaitMs / 1000)} s` : '';

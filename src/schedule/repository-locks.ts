@@ -1,6 +1,4 @@
-import { acquireLock, LockHeldError } from '../repo/lock.js';
-import type { RepositoryLayout } from '../repo/layout.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import { LockHeldError, type Locker } from '../repo/lock.js';
 import type { ScheduledJob } from './config.js';
 import type { JobLocks, LockAttempt } from './scheduler.js';
 
@@ -11,14 +9,13 @@ import type { JobLocks, LockAttempt } from './scheduler.js';
  */
 export class RepositoryJobLocks implements JobLocks {
   constructor(
-    private readonly store: ObjectStore,
-    private readonly layout: RepositoryLayout,
+    private readonly lock: Locker,
     private readonly ttlMs: number,
   ) {}
 
   async acquire(job: ScheduledJob): Promise<LockAttempt> {
     try {
-      const lock = await acquireLock(this.store, this.layout, `schedule-${job.name}`, `the scheduled ${job.name} job`, { ttlMs: this.ttlMs, waitMs: 0 });
+      const lock = await this.lock(`schedule-${job.name}`, `the scheduled ${job.name} job`, { ttlMs: this.ttlMs, waitMs: 0 });
       return { acquired: true, release: () => lock.release() };
     } catch (err) {
       // A LockHeldError names the holder; any other failure is a real error.

@@ -92,5 +92,6 @@ export function settingsArgs(settings: Settings, configFile: string | undefined)
   if (settings.policy !== undefined) args.push('--policy', settings.policy);
   if (settings.pgdata !== undefined) args.push('--pgdata', settings.pgdata);
   args.push('--compress-level', String(settings.compressLevel));
+  if (settings.acceptUnconditionalWrites) args.push('--accept-unconditional-writes');
   return args;
 }

@@ -22,6 +22,10 @@ export type ObjectRole =
   | 'incomplete-etcd-object'
   | 'drill-report'
   | 'lock'
+  /** <cluster>/state/store-probe.json: what the store does with conditional writes. */
+  | 'store-probe'
+  /** The scratch key of a probe that was interrupted before it removed it. */
+  | 'probe-scratch'
   | 'foreign';
 
 export type ManifestState = { state: 'complete'; objectNames: ReadonlySet<string> } | { state: 'invalid' } | { state: 'incomplete' };
@@ -33,6 +37,7 @@ export interface RepositoryManifests {
 
 const DRILL_REPORT = /^\d{8}T\d{6}Z\.json$/;
 const LOCK = /^[A-Za-z0-9._-]+\.json$/;
+const PROBE_SCRATCH = /^probe-[0-9a-f-]{36}$/;
 
 export function classifyObject(key: string, layout: RepositoryLayout, manifests: RepositoryManifests): ObjectRole {
   if (!key.startsWith(layout.root)) return 'foreign';
@@ -68,6 +73,10 @@ export function classifyObject(key: string, layout: RepositoryLayout, manifests:
 
   const lock = tail(key, layout.locksPrefix());
   if (lock !== undefined) return LOCK.test(lock) ? 'lock' : 'foreign';
+
+  if (key === layout.storeProbe()) return 'store-probe';
+  const state = tail(key, layout.statePrefix());
+  if (state !== undefined) return PROBE_SCRATCH.test(state) ? 'probe-scratch' : 'foreign';
 
   return 'foreign';
 }

@@ -21,6 +21,11 @@ export interface WalPushOptions {
   spoolDir: string;
   /** The repository URL as configured; markers name it so a marker for another repository is never trusted. */
   repoUrl: string;
+  /**
+   * The store ignores If-None-Match (src/repo/store-probe.ts): a conditional put would silently replace, so pgdr
+   * looks before it writes and reads back after.
+   */
+  storeIgnoresConditions?: boolean;
   log: (message: string) => void;
 }
 
@@ -94,16 +99,35 @@ async function storeWalFile(
   const sha256 = await sha256OfFile(path);
   const key = options.layout.walObject(name);
   const compressed = await zstdCompressFile(path, { level: options.compressLevel, threads: 1 });
+  if (options.storeIgnoresConditions && (await options.store.head(key)) !== null) {
+    return { outcome: await compareWithStored(name, key, sha256, options), sha256 };
+  }
   try {
     await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
-    return { outcome: 'stored', sha256 };
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
+    return { outcome: await compareWithStored(name, key, sha256, options), sha256 };
   }
+  if (options.storeIgnoresConditions) {
+    // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
+    // be this file, or PostgreSQL must hear that it is not archived.
+    const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+    if (sha256Hex(stored) !== sha256) {
+      throw new RepositoryError(
+        `${name} was replaced in ${options.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
+        'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
+      );
+    }
+  }
+  return { outcome: 'stored', sha256 };
+}
+
+/** The name is taken: identical content is success (a retried push), anything else is refused. */
+async function compareWithStored(name: string, key: string, sha256: string, options: WalPushOptions): Promise<WalPushOutcome> {
   const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
   if (sha256Hex(stored) === sha256) {
     options.log(`${name} is already in the repository with identical content`);
-    return { outcome: 'already-stored', sha256 };
+    return 'already-stored';
   }
   throw new RepositoryError(
     `${name} is already in ${options.store.location} with different content; nothing was overwritten`,

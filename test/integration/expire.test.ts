@@ -6,6 +6,7 @@ import { takeBackup } from '../../src/backup/take-backup.js';
 import { parsePolicy } from '../../src/config/policy.js';
 import { serializeEtcdSnapshotManifest } from '../../src/etcd/manifest.js';
 import { acquireLock } from '../../src/repo/lock.js';
+import { repositoryLocker } from '../../src/repo/lock.js';
 import { newBackupId, RepositoryLayout } from '../../src/repo/layout.js';
 import { serializeManifest } from '../../src/repo/manifest.js';
 import { runExpire, type ExpireReport } from '../../src/retention/expire.js';
@@ -138,6 +139,7 @@ describe('pgdr expire on a month of real backups', () => {
       const { manifest } = await takeBackup({
         store,
         layout,
+        lock: repositoryLocker(store, layout),
         endpoint: { host: server.host, port: server.port, user: 'postgres' },
         compressLevel: 1,
         compressThreads: 1,
@@ -301,7 +303,7 @@ describe('pgdr expire on a month of real backups', () => {
     setMtime(layout.backupObject(youngId, 'base.tar.zst'), '2024-05-16T11:05:00Z');
 
     const lines: string[] = [];
-    const report = await runExpire({ store: fsStore, layout, policy, dryRun: false, lockWaitMs: 0, now: new Date(NOW), log: (m) => lines.push(m) });
+    const report = await runExpire({ store: fsStore, layout, lock: repositoryLocker(fsStore, layout), policy, dryRun: false, lockWaitMs: 0, now: new Date(NOW), log: (m) => lines.push(m) });
     expect(report.backups).toEqual(dryRun.backups);
     expect(report.wal).toEqual(dryRun.wal);
     expect(report.garbage.map((g) => [g.id, g.verdict])).toEqual([
@@ -389,18 +391,18 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
       },
     };
     const now = new Date('2024-05-03T12:00:00Z');
-    await expect(runExpire({ store: faulty, layout, policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined })).rejects.toThrow(/injected/);
+    await expect(runExpire({ store: faulty, layout, lock: repositoryLocker(faulty, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined })).rejects.toThrow(/injected/);
     expect(deletes.indexOf(layout.backupManifest(victim))).toBeLessThan(deletes.indexOf(layout.backupObject(victim, 'base.tar.zst')));
     expect(await listKeys(fs, layout.locksPrefix())).toEqual([]);
 
     // The half-deleted backup is now an interrupted upload, not a backup restore could choose.
-    let report = await runExpire({ store: fs, layout, policy, dryRun: true, lockWaitMs: 0, now, log: () => undefined });
+    let report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: true, lockWaitMs: 0, now, log: () => undefined });
     expect(report.backups.map((b) => b.backupId)).toEqual(backups.slice(1).map((b) => b.backupId));
     expect(report.garbage).toEqual([expect.objectContaining({ kind: 'backup', id: victim })]);
 
     // Once past the grace period it goes as garbage.
     age(layout.backupObject(victim, 'base.tar.zst'), '2024-05-01T02:10:00Z');
-    report = await runExpire({ store: fs, layout, policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
+    report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
     expect(report.backups.map((b) => `${b.backupId} ${b.reason}`)).toEqual([`${backups[1]!.backupId} delete`, `${backups[2]!.backupId} keep (daily 2024-05-03)`]);
     expect(report.garbage.map((g) => [g.id, g.verdict])).toEqual([[victim, 'delete']]);
     expect(await listKeys(fs, layout.backupsPrefix())).toEqual([layout.backupObject(backups[2]!.backupId, 'base.tar.zst'), layout.backupManifest(backups[2]!.backupId)]);
@@ -433,7 +435,7 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
       'p.yaml',
     );
     const now = new Date('2024-05-04T12:00:00Z');
-    const report = await runExpire({ store: fs, layout, policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
+    const report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
     expect(report.invalid).toEqual([expect.objectContaining({ kind: 'backup', id: damagedId })]);
     expect(report.walSkipped).toMatch(/manifest of backup 20240401T020000Z does not validate/);
     expect(report.wal).toEqual([]);
@@ -453,7 +455,7 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
 
     // With the damaged manifest gone (moved away by an operator after pgdr verify), WAL expires again.
     await fs.delete([layout.backupManifest(damagedId)]);
-    const after = await runExpire({ store: fs, layout, policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
+    const after = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
     expect(after.walSkipped).toBeNull();
     expect(after.walKeptFrom?.segment).toBe(newer.startWal);
     expect((await listKeys(fs, layout.walPrefix())).map(walName)[0]).toBe(newer.startWal);

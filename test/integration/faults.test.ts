@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { switchWalAndWaitForArchive } from '../harness/archive.js';
@@ -10,7 +11,12 @@ import { descendantPids, runAsPostgres, startPostgres, type PostgresServer } fro
 import { pgBin, pgdrBin } from '../harness/preflight.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 import { treeDigest } from '../harness/tree.js';
+import { startEtcdCluster, type EtcdCluster } from '../harness/etcd.js';
+import { startMinio, type MinioServer } from '../harness/minio.js';
+import { startS3FaultProxy, type S3FaultProxy } from '../harness/s3-fault-proxy.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
+import type { ObjectStore } from '../../src/storage/object-store.js';
+import { openStore } from '../../src/storage/open-store.js';
 
 /**
  * The fault suite: what pgdr survives, one `describe` per kind of fault, each against real PostgreSQL (and MinIO
@@ -200,6 +206,112 @@ describe('restore never makes things worse', () => {
     expect(readdirSync(work).filter((n) => n !== 'server.log')).toEqual(['pgdata']);
     const list = (await runPgdrOk(['backup', 'list', '--json', ...repoArgs])).json<BackupRow[]>();
     expect(list.filter((b) => b.status === 'complete').map((b) => b.backupId)).toEqual([backupId]);
+  });
+});
+
+describe('a store that ignores conditional writes is never trusted silently', () => {
+  let minio: MinioServer;
+  let proxy: S3FaultProxy;
+  let etcd: EtcdCluster;
+  let server: PostgresServer;
+  let direct: ObjectStore;
+  const layout = new RepositoryLayout('unsafe');
+  const url = (): string => `s3://${minio.bucket}/faults`;
+  const viaProxy = (args: string[], env: Record<string, string> = {}, timeoutMs = 180_000) =>
+    runPgdr([...args, '--repo', url(), '--cluster', 'unsafe', '--no-progress'], { env: { ...proxy.env(), ...server.libpqEnv(), ...env }, timeoutMs });
+
+  beforeAll(async () => {
+    minio = await startMinio();
+    proxy = await startS3FaultProxy(minio, 'ignore-conditional');
+    etcd = await startEtcdCluster({ members: 1, name: 'faults-lock' });
+    server = await startPostgres({
+      name: 'faults-unsafe',
+      archiveCommand: pgdrCommandLine(['wal', 'push', '%p', '--repo', `s3://${minio.bucket}/faults`, '--cluster', 'unsafe']),
+      env: proxy.env(),
+    });
+    await server.query("CREATE TABLE t AS SELECT g AS id, repeat('y', 500) AS note FROM generate_series(1, 20000) g");
+    Object.assign(process.env, minio.env());
+    direct = openStore(url(), { s3Endpoint: minio.endpoint, s3ForcePathStyle: true, s3Region: 'us-east-1' });
+    // The etcd a Patroni cluster keeps its state in: the leader key and its member entry, as Patroni writes them,
+    // so that `backup now --etcd` finds this server as the leader there (and takes its lock in the same etcd).
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    try {
+      await client.put('/service/faults/leader').value('pg1');
+      await client.put('/service/faults/members/pg1').value(JSON.stringify({ conn_url: `postgres://127.0.0.1:${server.port}/postgres`, role: 'primary', state: 'running', timeline: 1 }));
+    } finally {
+      client.close();
+    }
+  });
+
+  afterAll(async () => {
+    await direct?.close();
+    await stopAll();
+  });
+
+  it('probes the store and records the answer with its time; the same bucket without the faulty proxy honours them', async () => {
+    const probed = (await viaProxy(['repo', 'probe', '--json'])).json<{ conditionalWrites: string; probedAt: string; location: string }>();
+    expect(probed.conditionalWrites).toBe('ignored');
+    expect(probed.location).toContain(proxy.endpoint);
+    expect(Date.now() - Date.parse(probed.probedAt)).toBeLessThan(60_000);
+    const record = JSON.parse((await direct.getBuffer(layout.storeProbe())).toString('utf8')) as { conditionalWrites: string };
+    expect(record.conditionalWrites).toBe('ignored');
+    const honest = await runPgdrOk(['repo', 'probe', '--json', '--repo', url(), '--cluster', 'unsafe-direct'], { env: minio.env() });
+    expect(honest.json<{ conditionalWrites: string }>().conditionalWrites).toBe('honoured');
+  });
+
+  it('refuses backup now without etcd, naming the limitation and the setting that accepts the risk', async () => {
+    const result = await viaProxy(['backup', 'now']);
+    expect(result.exitCode).toBe(3);
+    expect(result.stderr).toMatch(/ignores conditional writes \(If-None-Match, probed /);
+    expect(result.stderr).toMatch(/hint: .*--etcd.*--accept-unconditional-writes/);
+    const keys: string[] = [];
+    for await (const info of direct.list(layout.backupsPrefix())) keys.push(info.key);
+    expect(keys).toEqual([]);
+  });
+
+  it('takes the lock in etcd instead: of two concurrent backups exactly one runs', async () => {
+    const both = await Promise.all([
+      viaProxy(['backup', 'now', '--json', '--max-rate', '8M'], etcd.env()),
+      viaProxy(['backup', 'now', '--json', '--max-rate', '8M'], etcd.env()),
+    ]);
+    const codes = both.map((r) => r.exitCode).sort();
+    expect(codes).toEqual([0, 3]);
+    const loser = both.find((r) => r.exitCode === 3)!;
+    expect(loser.stderr).toMatch(/locked in etcd .* for a base backup by/);
+    expect(both.find((r) => r.exitCode === 0)!.stderr).toMatch(/taking the lock in etcd/);
+    const list = (await viaProxy(['backup', 'list', '--json'])).json<BackupRow[]>();
+    expect(list.filter((b) => b.status === 'complete')).toHaveLength(1);
+    expect(list).toHaveLength(1);
+  });
+
+  it('a wal push of changed content under an existing name never replaces it', async () => {
+    const [{ name }] = (await server.query<{ name: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS name')) as [{ name: string }];
+    await switchWalAndWaitForArchive(server);
+    const work = makeTempDir('faults-walpush', { owner: 'service' });
+    const copy = join(work, name);
+    await runPgdrOk(['wal', 'fetch', name, copy, '--repo', url(), '--cluster', 'unsafe'], { env: minio.env() });
+    const before = await direct.getBuffer(layout.walObject(name));
+    const changed = readFileSync(copy);
+    changed[8192 + 200] = changed[8192 + 200]! ^ 0xff;
+    writeFileSync(copy, changed);
+    const result = await viaProxy(['wal', 'push', copy]);
+    expect(result.exitCode).toBe(3);
+    expect(result.stderr).toMatch(/already in .* with different content; nothing was overwritten/);
+    expect((await direct.getBuffer(layout.walObject(name))).equals(before)).toBe(true);
+  });
+
+  it('--accept-unconditional-writes lets a lone pgdr go on without etcd, saying the lock is not exclusive', async () => {
+    const result = await viaProxy(['backup', 'now', '--accept-unconditional-writes']);
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(/WARNING: .* ignores conditional writes; the repository lock is not exclusive there/);
+  });
+
+  it('probes again once the record is older than the interval, and trusts a store that now honours them', async () => {
+    proxy.mode = 'pass';
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const result = await viaProxy(['backup', 'now'], { PGDR_STORE_PROBE_INTERVAL: '1s' });
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(/honours conditional writes/);
   });
 });
 

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { RepositoryLayout } from '../../../src/repo/layout.js';
 import { parseScheduleSection, type JobName, type ScheduledJob } from '../../../src/schedule/config.js';
 import type { LeaderAnswer, LeaderGate } from '../../../src/schedule/leader-gate.js';
+import { repositoryLocker } from '../../../src/repo/lock.js';
 import { RepositoryJobLocks } from '../../../src/schedule/repository-locks.js';
 import { Scheduler, type JobLocks, type JobResult, type JobRunner, type RunRecord, type Trigger } from '../../../src/schedule/scheduler.js';
 import { createFsStore } from '../../../src/storage/fs-store.js';
@@ -150,7 +151,7 @@ describe('Scheduler', () => {
   it('skips a run whose repository lock another scheduler holds (real locks on an fs repository)', async () => {
     const store = createFsStore({ root: join(dir, 'repo-locks') });
     const layout = new RepositoryLayout('main');
-    const locks = new RepositoryJobLocks(store, layout, 60_000);
+    const locks = new RepositoryJobLocks(repositoryLocker(store, layout), 60_000);
     // Two schedulers that both believe they lead (a split brain the gate cannot see) share one repository.
     const a = setup({ locks });
     const b = setup({ locks });
