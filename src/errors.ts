@@ -65,3 +65,33 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/**
+ * A Node system error (errno) that reached the top without a pgdr class: said in words, with the exit code of its
+ * kind, rather than as "unexpected error". Undefined for anything else.
+ */
+export function fromSystemError(err: unknown, currentUser: () => string): PgdrError | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as NodeJS.ErrnoException).code;
+  const path = (err as NodeJS.ErrnoException).path;
+  const where = path === undefined ? '' : ` (${path})`;
+  switch (code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new PgdrError(`a file system is full${where}: ${err.message}`, {
+        hint: 'free space on that file system (the repository: pgdr expire; a restore target: a larger volume) and run the command again',
+        exitCode: ExitCode.repository,
+        cause: err,
+      });
+    case 'EACCES':
+    case 'EPERM':
+      return new UsageError(`permission denied${where}: ${err.message}`, `pgdr runs as ${currentUser()}: run it as the owner of that path, or give it access`, err);
+    case 'EROFS':
+      return new UsageError(`read-only file system${where}: ${err.message}`, 'write to a writable file system', err);
+    case 'EMFILE':
+    case 'ENFILE':
+      return new PgdrError(`too many open files: ${err.message}`, { hint: 'raise the open-file limit (ulimit -n) for pgdr', exitCode: ExitCode.repository, cause: err });
+    default:
+      return undefined;
+  }
+}

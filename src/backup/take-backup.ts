@@ -17,6 +17,7 @@ import { TarEntrySniffer } from '../stream/tar-sniffer.js';
 import { zstdCompressStage, zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress, type ProgressReporter } from '../stream/progress.js';
 import { PGDR_VERSION } from '../version.js';
+import { watchArchiveWait } from './archive-wait.js';
 import { findBackupHistory } from './backup-history.js';
 
 export interface BackupOptions {
@@ -77,8 +78,17 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     // pg_basebackup to zstd without passing through Node. A standby archives none, and its backup can end on a
     // later timeline than it began (it may follow a new leader meanwhile): only the tar's backup_manifest says so.
     const walBefore = server.inRecovery ? undefined : await withConnection(options.endpoint, readCurrentWalFile);
-    const job = { options, backupId, label, server, lockLost: lock.lost, progress: createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress) };
-    const streamed = server.inRecovery ? await streamBackupThroughNode(job) : await streamBackupCompressed(job);
+    const archiveWait = watchArchiveWait(options.endpoint, label, { waitMs: options.archiveWaitMs, log });
+    // Streaming stops when the repository stops answering (the lock's heartbeat) or archiving never ends the backup.
+    const interrupted = Promise.race([lock.lost, archiveWait.stuck]);
+    interrupted.catch(() => undefined);
+    const job = { options, backupId, label, server, interrupted, progress: createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress) };
+    let streamed: StreamedBackup;
+    try {
+      streamed = server.inRecovery ? await streamBackupThroughNode(job) : await streamBackupCompressed(job);
+    } finally {
+      archiveWait.stop();
+    }
     const stopTime = now();
 
     if (options.finishWal) await options.finishWal();
@@ -216,17 +226,17 @@ interface BackupJob {
   /** pg_basebackup --label, and the LABEL of the backup history file. */
   label: string;
   server: ServerInfo;
-  lockLost: Promise<never>;
+  /** Rejects when the backup must stop: the lock was lost, or WAL archiving does not end it. */
+  interrupted: Promise<never>;
   progress: ProgressReporter;
 }
 
 /** The primary's path: `pg_basebackup | zstd` by a kernel pipe; Node hashes and stores the frames. */
 async function streamBackupCompressed(job: BackupJob): Promise<StreamedBackup> {
-  const { options, backupId, label, server, lockLost, progress } = job;
+  const { options, backupId, label, server, interrupted, progress } = job;
   const basebackup = startCompressedBaseBackup({
     endpoint: options.endpoint,
     label,
-    archiveWaitTimeoutMs: options.archiveWaitMs,
     maxRate: options.maxRate,
     ...(progress.active ? { onProgress: (done: number) => progress.update(done) } : {}),
     compress: { level: options.compressLevel, threads: options.compressThreads },
@@ -237,7 +247,7 @@ async function streamBackupCompressed(job: BackupJob): Promise<StreamedBackup> {
       counts = await basebackup.wait();
     },
     kill: () => basebackup.kill(),
-  }, lockLost, server.estimatedBytes).finally(() => progress.stop());
+  }, interrupted, server.estimatedBytes).finally(() => progress.stop());
   if (counts && counts.outputBytes !== stored.storedBytes) {
     await deleteDataObject(options, backupId);
     throw new ServiceError(
@@ -251,12 +261,12 @@ async function streamBackupCompressed(job: BackupJob): Promise<StreamedBackup> {
 
 /** The standby's path: the tar passes through Node, which reads backup_label and backup_manifest on the way. */
 async function streamBackupThroughNode(job: BackupJob): Promise<StreamedBackup> {
-  const { options, backupId, label, server, lockLost, progress } = job;
-  const basebackup = startBaseBackup({ endpoint: options.endpoint, label, archiveWaitTimeoutMs: options.archiveWaitMs, maxRate: options.maxRate });
+  const { options, backupId, label, server, interrupted, progress } = job;
+  const basebackup = startBaseBackup({ endpoint: options.endpoint, label, maxRate: options.maxRate });
   const sniffer = new TarEntrySniffer(new Set(['backup_label', 'backup_manifest']));
   const counter = new ByteCounterStage((bytes) => progress.update(bytes));
   const compress = zstdCompressStage({ level: options.compressLevel, threads: options.compressThreads });
-  const stored = await storeBackupStream(options, backupId, composeStreams(basebackup.tar, sniffer, counter, compress), basebackup, lockLost, server.estimatedBytes).finally(() =>
+  const stored = await storeBackupStream(options, backupId, composeStreams(basebackup.tar, sniffer, counter, compress), basebackup, interrupted, server.estimatedBytes).finally(() =>
     progress.stop(),
   );
   const backupLabel = sniffer.captured.get('backup_label');
@@ -282,7 +292,7 @@ async function storeBackupStream(
   backupId: string,
   compressed: NodeJS.ReadableStream,
   producer: { wait(): Promise<void>; kill(): void },
-  lockLost: Promise<never>,
+  interrupted: Promise<never>,
   expectedBytes: number,
 ): Promise<{ storedBytes: number; sha256: string }> {
   const { store, layout } = options;
@@ -302,8 +312,9 @@ async function storeBackupStream(
     .put(layout.backupObject(backupId, DATA_OBJECT), { kind: 'stream', open: () => source, oneShot: true }, { expectedBytes })
     .catch((err) => fail(err));
   const exited = producer.wait().catch((err) => fail(err));
-  // Losing the lock means the repository stopped answering (or another pgdr took over): stop streaming.
-  const heartbeat = lockLost.catch((err) => fail(err));
+  // Losing the lock means the repository stopped answering (or another pgdr took over); an archive wait that never
+  // ends means PostgreSQL is not archiving: either way, stop streaming.
+  const heartbeat = interrupted.catch((err) => fail(err));
   await Promise.race([Promise.all([uploaded, exited]), heartbeat]);
   if (firstError !== undefined) await Promise.all([uploaded, exited]);
   if (firstError !== undefined) {

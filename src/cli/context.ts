@@ -21,6 +21,8 @@ export interface CommandContext {
   log(message: string): void;
   /** Prints the result: one JSON document with --json, else the human text. */
   emit(result: unknown, human: string): void;
+  /** Whether emit() has printed the command's document. */
+  readonly emitted: boolean;
   openRepository(): { store: ObjectStore; layout: RepositoryLayout };
   /**
    * Takes the cluster's named locks where they are exclusive: in the repository when its store honours conditional
@@ -67,7 +69,11 @@ export function createContext(options: CommonOptions): CommandContext {
   const settings = resolveSettings(options);
   const json = options.json === true;
   let repository: { store: ObjectStore; layout: RepositoryLayout } | undefined;
+  let emitted = false;
   return {
+    get emitted() {
+      return emitted;
+    },
     settings,
     json,
     debug: options.debug === true,
@@ -75,6 +81,7 @@ export function createContext(options: CommonOptions): CommandContext {
       process.stderr.write(`pgdr: ${message}\n`);
     },
     emit(result, human) {
+      emitted = true;
       if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
     },

@@ -5,6 +5,12 @@ import { tryWalFastPath } from './wal-fast-path.js';
  * check whether an earlier run already did the work ahead of time (see src/cli/wal-fast-path.ts).
  */
 const argv = process.argv.slice(2);
+// `pgdr ... | head` closes the pipe early: what is left to print has no reader, which is not a failure of pgdr's.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
 if (!(await tryWalFastPath(argv, process.env))) {
   let settled = false;
   // If the event loop empties while a command is still pending, something never resolved: that must not look

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
-import { PgdrError, ExitCode } from '../errors.js';
+import { ExitCode, fromSystemError, PgdrError } from '../errors.js';
+import { describeCurrentAccount } from '../os/accounts.js';
 import { redactUrlsIn } from '../storage/redact.js';
 import { PGDR_VERSION } from '../version.js';
 import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
@@ -44,11 +45,14 @@ async function loadCommandGroups(argv: readonly string[]): Promise<Register[]> {
 export async function main(argv: readonly string[]): Promise<number> {
   let exitCode = 0;
   let debug = argv.includes('--debug');
+  const json = argv.includes('--json');
+  let current: CommandContext | undefined;
   const action: Action = (handler) => async (...args) => {
     const command = args[args.length - 1] as Command;
     const options = command.optsWithGlobals<CommonOptions>();
     debug = options.debug === true;
     const ctx = createContext(options);
+    current = ctx;
     const positional = args.slice(0, -2);
     const code = await handler(ctx, ...positional, options);
     exitCode = typeof code === 'number' ? code : 0;
@@ -70,24 +74,36 @@ export async function main(argv: readonly string[]): Promise<number> {
     await program.parseAsync(['node', 'pgdr', ...argv]);
     return exitCode;
   } catch (err) {
-    return reportError(err, debug);
+    // A command that printed its document before failing (verify, drill: the report, then exit 5) keeps stdout to it.
+    return reportError(err, debug, json && current?.emitted !== true);
   }
 }
 
-export function reportError(err: unknown, debug: boolean): number {
+export function reportError(err: unknown, debug: boolean, json = false): number {
   if (err instanceof CommanderError) {
     // Help and --version arrive here as "errors" with exit code 0.
     if (err.exitCode === 0) return 0;
+    // Commander has printed its own message; --json callers still get one document on stdout.
+    if (json) printJsonError(err.message.replace(/^error: /, ''), 'run with --help for usage', ExitCode.usage);
     return ExitCode.usage;
   }
-  if (err instanceof PgdrError) {
-    process.stderr.write(`pgdr: ${redactUrlsIn(err.message)}\nhint: ${redactUrlsIn(err.hint)}\n`);
-    if (debug && err.stack) process.stderr.write(`${redactUrlsIn(err.stack)}\n`);
-    if (debug && err.cause instanceof Error) process.stderr.write(`cause: ${redactUrlsIn(err.cause.stack ?? err.cause.message)}\n`);
-    return err.exitCode;
+  const known = err instanceof PgdrError ? err : fromSystemError(err, describeCurrentAccount);
+  if (known !== undefined) {
+    process.stderr.write(`pgdr: ${redactUrlsIn(known.message)}\nhint: ${redactUrlsIn(known.hint)}\n`);
+    if (debug && known.stack) process.stderr.write(`${redactUrlsIn(known.stack)}\n`);
+    if (debug && known.cause instanceof Error) process.stderr.write(`cause: ${redactUrlsIn(known.cause.stack ?? known.cause.message)}\n`);
+    if (json) printJsonError(redactUrlsIn(known.message), redactUrlsIn(known.hint), known.exitCode);
+    return known.exitCode;
   }
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`pgdr: unexpected error: ${redactUrlsIn(message)}\nhint: run again with --debug and report the output\n`);
+  const hint = 'run again with --debug and report the output';
+  process.stderr.write(`pgdr: unexpected error: ${redactUrlsIn(message)}\nhint: ${hint}\n`);
   if (debug && err instanceof Error && err.stack) process.stderr.write(`${redactUrlsIn(err.stack)}\n`);
+  if (json) printJsonError(`unexpected error: ${redactUrlsIn(message)}`, hint, ExitCode.repository);
   return ExitCode.repository;
+}
+
+/** With --json, a failure is one JSON document on stdout too, so a program never has to parse stderr. */
+function printJsonError(error: string, hint: string, exitCode: number): void {
+  process.stdout.write(`${JSON.stringify({ error, hint, exitCode }, null, 2)}\n`);
 }

@@ -15,8 +15,6 @@ import { pgBinary } from './binaries.js';
 export interface BaseBackupOptions {
   endpoint: PgEndpoint;
   label: string;
-  /** Give up when the server has been waiting this long for WAL archiving. */
-  archiveWaitTimeoutMs: number;
   /** pg_basebackup --max-rate, e.g. "50M": spares the server's disks during business hours. */
   maxRate?: string;
   /** Called with pg_basebackup's own count (kB read of kB estimated); asking for it adds --progress. */
@@ -42,27 +40,13 @@ function baseBackupEnv(options: BaseBackupOptions): NodeJS.ProcessEnv {
 }
 
 /**
- * Reads pg_basebackup's stderr: its progress lines, and the server's warning that WAL archiving is stuck, which
- * would otherwise keep the backup waiting forever. `stop` is called once with the error to fail with.
+ * Reads pg_basebackup's progress lines. How long the server waits for WAL archiving at the end is judged elsewhere
+ * (src/backup/archive-wait.ts), by the clock: the server's own "still waiting" warning counts wake-ups, not seconds.
  */
-function stderrWatcher(options: BaseBackupOptions, stop: (err: ServiceError) => void): (line: string) => void {
-  let archiveStuckSince: number | undefined;
-  let stopped = false;
+function stderrWatcher(options: BaseBackupOptions): (line: string) => void {
   return (line) => {
     const progress = options.onProgress && /^\s*(\d+)\/(\d+) kB \(/.exec(line);
     if (progress) options.onProgress!(Number(progress[1]) * 1024, Number(progress[2]) * 1024);
-    if (!stopped && /still waiting for all required WAL segments to be archived/.test(line)) {
-      archiveStuckSince ??= Date.now();
-      if (Date.now() - archiveStuckSince >= options.archiveWaitTimeoutMs - 60_000) {
-        stopped = true;
-        stop(
-          new ServiceError(
-            'PostgreSQL is not archiving WAL, so the backup can never become consistent',
-            "set archive_command = 'pgdr wal push %p' (same --repo and --cluster) and check pg_stat_archiver",
-          ),
-        );
-      }
-    }
   };
 }
 
@@ -74,27 +58,16 @@ export interface BaseBackupProcess {
 }
 
 export function startBaseBackup(options: BaseBackupOptions): BaseBackupProcess {
-  let stuckError: ServiceError | undefined;
-  let proc: Subprocess | undefined;
-  proc = startSubprocess(pgBinary('pg_basebackup'), baseBackupArgs(options), {
+  const proc = startSubprocess(pgBinary('pg_basebackup'), baseBackupArgs(options), {
     label: 'pg_basebackup',
     env: baseBackupEnv(options),
-    onStderrLine: stderrWatcher(options, (err) => {
-      stuckError = err;
-      proc?.kill();
-    }),
+    onStderrLine: stderrWatcher(options),
     hint: HINT,
   });
   return {
     tar: proc.stdout as Readable,
-    wait: async () => {
-      try {
-        await proc!.wait();
-      } catch (err) {
-        throw stuckError ?? err;
-      }
-    },
-    kill: () => proc?.kill(),
+    wait: () => proc.wait(),
+    kill: () => proc.kill(),
   };
 }
 
@@ -118,20 +91,11 @@ export function startCompressedBaseBackup(options: BaseBackupOptions & { compres
   // pg_basebackup holds the write end of zstd's stdin now; the parent's copy must close or zstd never sees the end.
   zstd.stdin!.destroy();
 
-  let stuckError: ServiceError | undefined;
   const kill = (): void => {
     basebackup.kill('SIGTERM');
     zstd.kill('SIGTERM');
   };
-  const basebackupChild = watchChild(
-    basebackup,
-    'pg_basebackup',
-    HINT,
-    stderrWatcher(options, (err) => {
-      stuckError = err;
-      kill();
-    }),
-  );
+  const basebackupChild = watchChild(basebackup, 'pg_basebackup', HINT, stderrWatcher(options));
   const zstdChild = watchChild(zstd, 'zstd', 'install the zstd package (apt-get install zstd), and check free memory');
   const forget = killOnExit(basebackup, zstd);
   return {
@@ -139,7 +103,6 @@ export function startCompressedBaseBackup(options: BaseBackupOptions & { compres
     wait: async () => {
       try {
         const [source, compressor] = await Promise.allSettled([basebackupChild.done, zstdChild.done]);
-        if (stuckError) throw stuckError;
         // When zstd dies, pg_basebackup fails on a broken pipe: then zstd's own message is the cause.
         if (source.status === 'rejected') {
           const brokenPipe = /Broken pipe|SIGPIPE|could not write/i.test(String((source.reason as Error).message));

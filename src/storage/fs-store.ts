@@ -103,7 +103,7 @@ function fsFailure(what: string, path: string, err: unknown): RepositoryError {
       break;
     case 'ENOSPC':
     case 'EDQUOT':
-      hint = 'free space on the repository file system or run pgdr expire';
+      hint = 'the repository file system is full (or over quota): free space there, or run pgdr expire; PostgreSQL keeps WAL it could not archive and retries';
       break;
     case 'EROFS':
       hint = 'the repository file system is mounted read-only';
@@ -117,6 +117,9 @@ function fsFailure(what: string, path: string, err: unknown): RepositoryError {
       hint = 'check the repository file system (dmesg, df, mount)';
   }
   const detail = err instanceof Error ? err.message : String(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new RepositoryError(`the repository's file system is full: cannot ${what} ${path} (${code === 'ENOSPC' ? 'no space left on device' : 'disk quota exceeded'})`, hint, err);
+  }
   return new RepositoryError(`cannot ${what} ${path}: ${detail}`, hint, err);
 }
 
@@ -143,7 +146,12 @@ function isAtOrBelow(path: string, ancestor: string): boolean {
  */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
-function fileHandleSink(handle: FileHandle): Writable {
+/**
+ * `failed` turns a write or sync error into the error the whole pipeline carries: the pipeline destroys the source
+ * with the sink's error too, and a caller that watches its own stream must see "the repository is full", not a
+ * bare errno.
+ */
+function fileHandleSink(handle: FileHandle, failed: (err: unknown) => Error): Writable {
   let unsynced = 0;
   let syncing: Promise<void> | undefined;
   let syncError: unknown;
@@ -161,15 +169,18 @@ function fileHandleSink(handle: FileHandle): Writable {
   };
   return new Writable({
     write(chunk: Buffer, _encoding, callback) {
-      if (syncError !== undefined) return callback(syncError as Error);
-      writeAll(handle, chunk).then(() => {
-        unsynced += chunk.length;
-        if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) startSync();
-        callback();
-      }, callback);
+      if (syncError !== undefined) return callback(failed(syncError));
+      writeAll(handle, chunk).then(
+        () => {
+          unsynced += chunk.length;
+          if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) startSync();
+          callback();
+        },
+        (err: unknown) => callback(failed(err)),
+      );
     },
     final(callback) {
-      Promise.resolve(syncing).then(() => callback(syncError as Error | undefined), callback);
+      Promise.resolve(syncing).then(() => callback(syncError === undefined ? undefined : failed(syncError)), callback);
     },
   });
 }
@@ -191,15 +202,25 @@ async function copyInto(
   sourceFailure: (err: unknown) => unknown,
 ): Promise<number> {
   const counter = new ByteCounterStage(options.onProgress);
+  // When the write fails (a full disk), the pipeline destroys the source with that error too: the sink's own
+  // failure decides whose error it is.
+  let sinkFailed = false;
   let sourceFailed = false;
   source.once('error', () => {
     sourceFailed = true;
   });
   try {
-    await pipeline(source, counter, fileHandleSink(handle));
+    await pipeline(
+      source,
+      counter,
+      fileHandleSink(handle, (err) => {
+        sinkFailed = true;
+        return fsFailure('write', tempPath, err);
+      }),
+    );
   } catch (err) {
-    if (sourceFailed) throw sourceFailure(err);
-    throw fsFailure('write', tempPath, err);
+    if (sourceFailed && !sinkFailed) throw sourceFailure(err);
+    throw err instanceof RepositoryError ? err : fsFailure('write', tempPath, err);
   }
   return counter.bytes;
 }

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pushReadyFiles, type WalPushOptions } from './push.js';
-import { pusherPidFile as pidFile, runningPusher } from './spool.js';
+import { markedFiles, pusherPidFile as pidFile, runningPusher } from './spool.js';
 
 /**
  * One background process per cluster and spool that archives WAL ahead of PostgreSQL. PostgreSQL runs
@@ -12,14 +12,37 @@ import { pusherPidFile as pidFile, runningPusher } from './spool.js';
  * `wal push` still stores or verifies its own file: the pusher only makes that the fast path.
  */
 const IDLE_EXIT_MS = 5_000;
+const MAX_LINGER_MS = 60_000;
 const POLL_MS = 100;
 const BATCH = 16;
 
 /** Starts a detached pusher unless one is running; `argv` is this pgdr's own command line for `wal push-ahead`. */
 export function ensurePusher(spoolDir: string, cluster: string, argv: readonly string[], env: NodeJS.ProcessEnv): void {
   if (runningPusher(spoolDir, cluster) !== undefined) return;
-  const child = spawn(process.execPath, [...argv], { detached: true, stdio: 'ignore', env });
+  const log = openPusherLog(spoolDir, cluster);
+  const child = spawn(process.execPath, [...argv], { detached: true, stdio: ['ignore', 'ignore', log ?? 'ignore'], env });
+  if (log !== undefined) closeSync(log);
   child.unref();
+}
+
+/** The pusher's own log, <spool>/<cluster>/pusher.log (the previous one kept as pusher.log.1 past 1 MiB). */
+export function pusherLogPath(spoolDir: string, cluster: string): string {
+  return join(spoolDir, cluster, 'pusher.log');
+}
+
+function openPusherLog(spoolDir: string, cluster: string): number | undefined {
+  try {
+    mkdirSync(join(spoolDir, cluster), { recursive: true, mode: 0o700 });
+    const path = pusherLogPath(spoolDir, cluster);
+    try {
+      if (statSync(path).size > 1024 * 1024) renameSync(path, `${path}.1`);
+    } catch {
+      // no log yet
+    }
+    return openSync(path, 'a', 0o600);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Claims the pid file (exclusive create; a stale one from a dead pusher is replaced). False: another pusher runs. */
@@ -46,14 +69,18 @@ function claim(spoolDir: string, cluster: string): boolean {
 }
 
 /** The pusher's body (`pgdr wal push-ahead PG_WAL_DIR`): push until idle, then release the pid file. */
-export async function runPusher(pgWalDir: string, options: WalPushOptions): Promise<void> {
+export async function runPusher(pgWalDir: string, options: WalPushOptions, timing: { maxLingerMs?: number } = {}): Promise<void> {
+  const maxLingerMs = timing.maxLingerMs ?? MAX_LINGER_MS;
   const { spoolDir } = options;
   const cluster = options.layout.cluster;
   if (!claim(spoolDir, cluster)) return;
   try {
     let idleSince = Date.now();
     const failed = new Set<string>();
-    while (Date.now() - idleSince < IDLE_EXIT_MS) {
+    // Idle, the pusher still lingers while a marker waits for PostgreSQL (its sweep removes each once PostgreSQL marks
+    // the file done), so the spool is empty when the archive is; a server that stopped does not keep it for long.
+    const idle = (): number => Date.now() - idleSince;
+    while (idle() < IDLE_EXIT_MS || (idle() < maxLingerMs && markedFiles(spoolDir, cluster).length > 0)) {
       const stored = await pushReadyFiles(pgWalDir, options, BATCH, failed);
       if (stored > 0) idleSince = Date.now();
       else await new Promise((resolve) => setTimeout(resolve, POLL_MS));

@@ -1,4 +1,4 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants, createReadStream, existsSync } from 'node:fs';
 import { access, open, readdir } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import type { ClusterInfo } from '../repo/manifest.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
 import { zstdCompressFile, zstdDecompressBuffer } from '../stream/zstd.js';
-import { readMarker, writeMarker } from './spool.js';
+import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
 
 export interface WalPushOptions {
   store: ObjectStore;
@@ -45,31 +45,92 @@ export async function pushWal(path: string, options: WalPushOptions): Promise<Wa
   parseWalFileName(name);
   const cluster = new ClusterIdentity(options.store, options.layout);
   await checkReadable(absolute);
-  const result = await storeWalFile(name, absolute, cluster, options);
-  return result.outcome;
+  const { spoolDir } = options;
+  const clusterName = options.layout.cluster;
+  let claimed = tryClaim(spoolDir, clusterName, name);
+  // The background pusher may be storing this very file (it holds the claim), or may have stored it a moment ago:
+  // then its marker is the answer, and storing or comparing the file again would be wasted work.
+  const marker = claimed ? readMarker(spoolDir, clusterName, name) : await waitForPusher(spoolDir, clusterName, name);
+  if (marker !== null && marker.repo === options.repoUrl && marker.sha256 === (await sha256OfFile(absolute))) {
+    removeMarker(spoolDir, clusterName, name);
+    if (claimed) releaseClaim(spoolDir, clusterName, name);
+    return 'already-stored';
+  }
+  if (!claimed) claimed = tryClaim(spoolDir, clusterName, name);
+  try {
+    return (await storeWalFile(name, absolute, cluster, options)).outcome;
+  } finally {
+    removeMarker(spoolDir, clusterName, name);
+    if (claimed) releaseClaim(spoolDir, clusterName, name);
+    sweepMarkers(spoolDir, clusterName, dirname(absolute));
+  }
 }
 
+/** How long archive_command waits for the pusher that claimed its file before storing the file itself. */
+const PUSHER_CLAIM_WAIT_MS = 30_000;
+
+async function waitForPusher(spoolDir: string, cluster: string, name: string): Promise<SpoolMarker | null> {
+  const deadline = Date.now() + PUSHER_CLAIM_WAIT_MS;
+  for (;;) {
+    const marker = readMarker(spoolDir, cluster, name);
+    if (marker !== null) return marker;
+    if (claimOwner(spoolDir, cluster, name) === undefined || Date.now() >= deadline) return readMarker(spoolDir, cluster, name);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Markers the spool may hold at once: the pusher stops working ahead when PostgreSQL lags this far behind it. */
+export const MAX_SPOOL_MARKERS = 64;
+
 /**
- * Pushes every file marked ready in `pgWalDir` that has no marker yet, oldest first (history files first, as
- * PostgreSQL orders them), two at a time, and leaves a marker for each; returns how many it stored. A file that
- * fails is left for PostgreSQL's own call, which reports the error.
+ * Pushes every file marked ready in `pgWalDir` that has no marker and nobody pushing it, oldest first (history
+ * files first, as PostgreSQL orders them), two at a time, and leaves a marker for each; returns how many it stored.
+ * A file that fails is left for PostgreSQL's own call, which reports the error. Markers for files PostgreSQL no
+ * longer waits for are swept first, and the spool never holds more than MAX_SPOOL_MARKERS.
  */
-export async function pushReadyFiles(pgWalDir: string, options: WalPushOptions, limit: number, failed: Set<string> = new Set()): Promise<number> {
+export async function pushReadyFiles(
+  pgWalDir: string,
+  options: WalPushOptions,
+  limit: number,
+  /** Files left to PostgreSQL's own call (they failed here, or were stored already): not tried again. */
+  failed: Set<string> = new Set(),
+): Promise<number> {
   const cluster = new ClusterIdentity(options.store, options.layout);
+  const { spoolDir } = options;
+  const clusterName = options.layout.cluster;
+  sweepMarkers(spoolDir, clusterName, pgWalDir);
+  const room = Math.max(0, MAX_SPOOL_MARKERS - markedFiles(spoolDir, clusterName).length);
   const queue = (await readyFilesAfter(pgWalDir, '', Number.MAX_SAFE_INTEGER))
-    .filter((file) => !failed.has(file) && readMarker(options.spoolDir, options.layout.cluster, file) === null)
-    .slice(0, limit);
+    .filter((file) => !failed.has(file) && readMarker(spoolDir, clusterName, file) === null && claimOwner(spoolDir, clusterName, file) === undefined)
+    .slice(0, Math.min(limit, room));
   let stored = 0;
   const worker = async (): Promise<void> => {
     for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
+      if (!tryClaim(spoolDir, clusterName, file)) continue;
+      // Since the queue was read, PostgreSQL's own call may have stored it (its marker) or archived it (not ready).
+      if (readMarker(spoolDir, clusterName, file) !== null || !existsSync(join(pgWalDir, 'archive_status', `${file}.ready`))) {
+        releaseClaim(spoolDir, clusterName, file);
+        continue;
+      }
       try {
+        // Stored already (by PostgreSQL's own call, which has just not marked it done yet): that call answered, or
+        // will check the stored copy itself; uploading or comparing it here again would only repeat its work.
+        if ((await options.store.head(options.layout.walObject(file))) !== null) {
+          options.log(`${file} is stored already; left to PostgreSQL's own call`);
+          failed.add(file);
+          continue;
+        }
         const { sha256 } = await storeWalFile(file, join(pgWalDir, file), cluster, options);
-        writeMarker(options.spoolDir, options.layout.cluster, file, { sha256, repo: options.repoUrl });
+        writeMarker(spoolDir, clusterName, file, { sha256, repo: options.repoUrl });
         stored++;
       } catch {
         // Left for PostgreSQL's own call to this file, which pushes it in the foreground and reports any error.
         failed.add(file);
+      } finally {
+        releaseClaim(spoolDir, clusterName, file);
       }
+      // PostgreSQL may have archived it meanwhile through its own call: then nobody will read this marker.
+      if (!existsSync(join(pgWalDir, 'archive_status', `${file}.ready`))) removeMarker(spoolDir, clusterName, file);
     }
   };
   await Promise.all([worker(), worker()]);

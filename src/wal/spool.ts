@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -59,4 +59,84 @@ export function runningPusher(spoolDir: string, cluster: string): number | undef
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM' ? Number.NaN : undefined;
   }
+}
+
+/**
+ * Who is pushing a file right now: `<spool>/<cluster>/<name>.busy`, holding the pusher's pid. PostgreSQL's own
+ * archive_command and the background pusher both claim a file before they push it, so a file is uploaded once,
+ * not by both (and no marker is left for a file PostgreSQL has already seen archived). A claim whose process is
+ * gone is taken over.
+ */
+export function claimPath(spoolDir: string, cluster: string, walFileName: string): string {
+  return join(spoolDir, cluster, `${walFileName}.busy`);
+}
+
+export function tryClaim(spoolDir: string, cluster: string, walFileName: string): boolean {
+  mkdirSync(join(spoolDir, cluster), { recursive: true, mode: 0o700 });
+  const path = claimPath(spoolDir, cluster, walFileName);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (claimOwner(spoolDir, cluster, walFileName) !== undefined) return false;
+      try {
+        unlinkSync(path);
+      } catch {
+        // another process took it over first
+      }
+    }
+  }
+  return false;
+}
+
+/** The live process that claimed the file, if any. */
+export function claimOwner(spoolDir: string, cluster: string, walFileName: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(claimPath(spoolDir, cluster, walFileName), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? Number.NaN : undefined;
+  }
+}
+
+export function releaseClaim(spoolDir: string, cluster: string, walFileName: string): void {
+  try {
+    unlinkSync(claimPath(spoolDir, cluster, walFileName));
+  } catch {
+    // already gone
+  }
+}
+
+/** Names that have a marker in the spool. */
+export function markedFiles(spoolDir: string, cluster: string): string[] {
+  try {
+    return readdirSync(join(spoolDir, cluster))
+      .filter((f) => f.endsWith('.ok'))
+      .map((f) => f.slice(0, -'.ok'.length));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Removes markers PostgreSQL no longer needs: the file is not marked ready any more (it was archived through
+ * another path, or recycled). Keeps the spool no larger than the server's own backlog of ready files.
+ */
+export function sweepMarkers(spoolDir: string, cluster: string, pgWalDir: string, keep?: string): number {
+  let removed = 0;
+  for (const name of markedFiles(spoolDir, cluster)) {
+    if (name === keep || existsSync(join(pgWalDir, 'archive_status', `${name}.ready`))) continue;
+    removeMarker(spoolDir, cluster, name);
+    removed++;
+  }
+  return removed;
 }

@@ -2,6 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { execa } from 'execa';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { switchWalAndWaitForArchive } from '../harness/archive.js';
 import { stopAll } from '../harness/cleanup.js';
@@ -314,6 +315,110 @@ describe('a store that ignores conditional writes is never trusted silently', ()
     expect(result.stderr).toMatch(/honours conditional writes/);
   });
 });
+
+describe('WAL archiving under write load, and a repository whose disk fills up', () => {
+  let server: PostgresServer;
+  let mount: string;
+  let repoArgs: string[];
+  let spool: string;
+  const pgbench = (...args: string[]) =>
+    runAsPostgres(pgBin('pgbench'), args, { env: { ...server.libpqEnv(), PGDATABASE: 'postgres' }, reject: false, timeout: 300_000 });
+  const archiver = async () =>
+    (await server.query<{ archived: string; failed: string; last: string | null }>('SELECT archived_count::text AS archived, failed_count::text AS failed, last_archived_wal AS last FROM pg_stat_archiver'))[0]!;
+
+  beforeAll(async () => {
+    mount = makeTempDir('faults-tmpfs');
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=400m,mode=0755', 'tmpfs', mount]);
+    mkdirSync(join(mount, 'repo'));
+    chownToServiceUser(join(mount, 'repo'));
+    spool = makeTempDir('faults-spool', { owner: 'service' });
+    repoArgs = ['--repo', `file://${mount}/repo`, '--cluster', 'load'];
+    server = await startPostgres({
+      name: 'faults-load',
+      archiveCommand: pgdrCommandLine(['wal', 'push', '%p', ...repoArgs, '--spool-dir', spool]),
+      settings: { max_wal_size: '256MB' },
+    });
+    const init = await pgbench('-i', '-q', '-s', '3');
+    expect(init.exitCode).toBe(0);
+    await runPgdrOk(['backup', 'now', ...repoArgs, '--no-progress'], { env: server.libpqEnv(), timeoutMs: 180_000 });
+  });
+
+  afterAll(async () => {
+    await stopAll();
+    await execa('umount', ['-l', mount]).catch(() => undefined);
+  });
+
+  it('archives every segment once under pgbench: no duplicate uploads, no markers or claims left in the spool', async () => {
+    const run = await pgbench('-n', '-c', '4', '-j', '2', '-T', '25');
+    expect(run.exitCode).toBe(0);
+    await switchWalAndWaitForArchive(server, 180_000);
+    // The pusher stops after a few idle seconds; by then it has swept what PostgreSQL no longer waits for.
+    await waitFor(() => !existsSync(join(spool, 'load', 'pusher.pid')), 30_000, 'the background pusher to finish');
+    const left = readdirSync(join(spool, 'load')).filter((f) => f.endsWith('.ok') || f.endsWith('.busy'));
+    expect(left).toEqual([]);
+    // Neither PostgreSQL's own calls (server log) nor the background pusher (its log) stored or compared a file twice.
+    expect(server.logTail(100_000).match(/already in the repository with identical content/g) ?? []).toEqual([]);
+    expect(readFileSync(join(spool, 'load', 'pusher.log'), 'utf8').match(/identical content/g) ?? []).toEqual([]);
+    expect(Number((await archiver()).failed)).toBe(0);
+  });
+
+  it('backup now --archive-wait 60 under write load waits for the archiver instead of failing early', async () => {
+    const load = pgbench('-n', '-c', '4', '-j', '2', '-T', '30');
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const backup = await runPgdr(['backup', 'now', '--archive-wait', '60', ...repoArgs, '--no-progress'], { env: server.libpqEnv(), timeoutMs: 180_000 });
+    await load;
+    expect(backup.stderr).not.toMatch(/not archiving/);
+    expect(backup.exitCode).toBe(0);
+  });
+
+  it('a full repository: archiving fails with a clear error, then catches up with no gap once space returns, and PITR is row-exact', async () => {
+    const used = Number((await execa('df', ['--output=used', '-B1', mount])).stdout.split('\n')[1]);
+    await execa('mount', ['-o', `remount,size=${used + 6 * 1024 * 1024}`, mount]);
+    const failedBefore = Number((await archiver()).failed);
+    // pgbench's WAL compresses well; random text does not, so the few MiB left fill up within seconds.
+    const load = pgbench('-n', '-c', '2', '-j', '2', '-T', '20');
+    await server.query('CREATE TABLE filler (t text)');
+    await server.query('INSERT INTO filler SELECT md5(random()::text) || md5(random()::text) FROM generate_series(1, 400000)');
+    expect((await load).exitCode).toBe(0);
+    await waitFor(async () => Number((await archiver()).failed) > failedBefore, 60_000, 'archive_command to fail on the full disk');
+    expect(server.logTail(2000)).toMatch(/the repository's file system is full/);
+    const backup = await runPgdr(['backup', 'now', ...repoArgs, '--no-progress'], { env: server.libpqEnv(), timeoutMs: 180_000 });
+    expect(backup.exitCode).toBe(3);
+    expect(backup.stderr).toMatch(/the repository's file system is full/);
+    expect(backup.stderr).not.toMatch(/unexpected error/);
+
+    await execa('mount', ['-o', 'remount,size=2g', mount]);
+    await server.query('CREATE TABLE after_full (id int)');
+    await server.query('INSERT INTO after_full VALUES (42)');
+    await switchWalAndWaitForArchive(server, 240_000);
+    const [expected] = await server.query<{ n: string; s: string }>('SELECT count(*)::text AS n, coalesce(sum(delta), 0)::text AS s FROM pgbench_history');
+
+    const verify = await runPgdr(['verify', '--quick', ...repoArgs], { timeoutMs: 180_000 });
+    expect(verify.stdout + verify.stderr).not.toMatch(/missing-wal|segment .* missing/);
+    const target = join(makeTempDir('faults-load-restore', { owner: 'service' }), 'pgdata');
+    const port = await freePort();
+    await runPgdrOk(['restore', '--pgdata', target, '--target', 'latest', '--start', '--port', String(port), '--archive-mode', 'off', ...repoArgs, '--no-progress'], {
+      timeoutMs: 300_000,
+    });
+    try {
+      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ n: string; s: string }>('SELECT count(*)::text AS n, coalesce(sum(delta), 0)::text AS s FROM pgbench_history');
+        expect(rows[0]).toEqual(expected);
+        expect((await client.query('SELECT id FROM after_full')).rows).toEqual([{ id: 42 }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await pgCtlStop(target);
+    }
+  });
+});
+
+async function pgCtlStop(pgdata: string): Promise<void> {
+  await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'fast', '-w', 'stop'], { reject: false, timeout: 120_000 });
+}
 
 async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -7,7 +7,8 @@ import { createFsStore } from '../../../src/storage/fs-store.js';
 import { zstdDecompressBuffer } from '../../../src/stream/zstd.js';
 import { runPusher } from '../../../src/wal/background-pusher.js';
 import { pushWal, type WalPushOptions } from '../../../src/wal/push.js';
-import { pusherPidFile, readMarker } from '../../../src/wal/spool.js';
+import { claimPath, markedFiles, pusherPidFile, readMarker, releaseClaim, tryClaim, writeMarker } from '../../../src/wal/spool.js';
+import { MAX_SPOOL_MARKERS, pushReadyFiles } from '../../../src/wal/push.js';
 import { tryWalFastPath } from '../../../src/cli/wal-fast-path.js';
 
 const dirs: string[] = [];
@@ -52,7 +53,8 @@ describe('background WAL pusher', () => {
   it('stores every ready file with a marker, so archive_command answers through the fast path, then exits when idle', async () => {
     const { pgWal, spool, store, layout, options, names } = setup();
     const started = Date.now();
-    await runPusher(pgWal, options);
+    // PostgreSQL never takes these files here, so the pusher would linger for its markers: it is told not to.
+    await runPusher(pgWal, options, { maxLingerMs: 5000 });
     expect(Date.now() - started).toBeGreaterThanOrEqual(5000);
     expect(existsSync(pusherPidFile(spool, 'c1'))).toBe(false);
     for (const [i, name] of names.entries()) {
@@ -69,10 +71,87 @@ describe('background WAL pusher', () => {
     const { pgWal, spool, options, names } = setup();
     mkdirSync(join(spool, 'c1'), { recursive: true });
     writeFileSync(pusherPidFile(spool, 'c1'), `${process.pid}\n`);
-    await runPusher(pgWal, options);
+    await runPusher(pgWal, options, { maxLingerMs: 5000 });
     expect(readMarker(spool, 'c1', names[0]!)).toBeNull();
     rmSync(pusherPidFile(spool, 'c1'));
     expect(await pushWal(join(pgWal, names[0]!), options)).toBe('stored');
     expect(await pushWal(join(pgWal, names[0]!), options)).toBe('already-stored');
   });
+
+  it('skips a file someone else is pushing, and pushes it once the claim is gone', async () => {
+    const { pgWal, spool, options, names } = setup();
+    expect(tryClaim(spool, 'c1', names[1]!)).toBe(true);
+    expect(await pushReadyFiles(pgWal, options, 16)).toBe(2);
+    expect(readMarker(spool, 'c1', names[1]!)).toBeNull();
+    releaseClaim(spool, 'c1', names[1]!);
+    expect(await pushReadyFiles(pgWal, options, 16)).toBe(1);
+    expect(readMarker(spool, 'c1', names[1]!)).not.toBeNull();
+    expect(existsSync(claimPath(spool, 'c1', names[1]!))).toBe(false);
+  });
+
+  it('lingers while a marker waits for PostgreSQL, and stops once PostgreSQL has taken the file', async () => {
+    const { pgWal, spool, options, names } = setup();
+    const started = Date.now();
+    const running = runPusher(pgWal, options);
+    await new Promise((resolve) => setTimeout(resolve, 7000));
+    expect(markedFiles(spool, 'c1')).toHaveLength(3);
+    for (const name of names) {
+      rmSync(join(pgWal, 'archive_status', `${name}.ready`));
+      writeFileSync(join(pgWal, 'archive_status', `${name}.done`), '');
+    }
+    await running;
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(markedFiles(spool, 'c1')).toEqual([]);
+  }, 20_000);
+
+  it('takes over the claim of a process that is gone', async () => {
+    const { pgWal, spool, options, names } = setup();
+    mkdirSync(join(spool, 'c1'), { recursive: true });
+    writeFileSync(claimPath(spool, 'c1', names[0]!), '4194305\n');
+    expect(await pushReadyFiles(pgWal, options, 16)).toBe(3);
+  });
+
+  it('sweeps markers of files PostgreSQL no longer waits for, and leaves none for a file archived meanwhile', async () => {
+    const { pgWal, spool, options, names } = setup();
+    writeMarker(spool, 'c1', '0000000100000000000000AA', { sha256: 'x', repo: options.repoUrl });
+    rmSync(join(pgWal, 'archive_status', `${names[2]!}.ready`));
+    writeFileSync(join(pgWal, 'archive_status', `${names[2]!}.done`), '');
+    await pushReadyFiles(pgWal, options, 16);
+    expect(markedFiles(spool, 'c1').sort()).toEqual([names[0], names[1]]);
+  });
+
+  it(`never holds more than ${MAX_SPOOL_MARKERS} markers`, async () => {
+    const { pgWal, spool, options } = setup();
+    for (let i = 0; i < MAX_SPOOL_MARKERS; i++) {
+      const name = `0000000100000001000000${i.toString(16).toUpperCase().padStart(2, '0')}`;
+      writeFileSync(join(pgWal, 'archive_status', `${name}.ready`), '');
+      writeMarker(spool, 'c1', name, { sha256: 'x', repo: options.repoUrl });
+    }
+    expect(await pushReadyFiles(pgWal, options, 16)).toBe(0);
+    expect(markedFiles(spool, 'c1')).toHaveLength(MAX_SPOOL_MARKERS);
+  });
+
+  it("a pusher starting while PostgreSQL's own call has just stored a file neither uploads nor compares it again", async () => {
+    const { pgWal, spool, store, options, names } = setup();
+    expect(await pushWal(join(pgWal, names[0]!), options)).toBe('stored');
+    expect(readMarker(spool, 'c1', names[0]!)).toBeNull();
+    let puts = 0;
+    let reads = 0;
+    const countingStore = Object.create(store) as typeof store;
+    countingStore.put = (...args) => {
+      puts++;
+      return store.put(...args);
+    };
+    countingStore.getBuffer = (key) => {
+      if (key.includes('/wal/')) reads++;
+      return store.getBuffer(key);
+    };
+    const lines: string[] = [];
+    expect(await pushReadyFiles(pgWal, { ...options, store: countingStore, log: (m) => lines.push(m) }, 16)).toBe(2);
+    expect(puts).toBe(2);
+    expect(reads).toBe(0);
+    expect(readMarker(spool, 'c1', names[0]!)).toBeNull();
+    expect(lines).toEqual([`${names[0]} is stored already; left to PostgreSQL's own call`]);
+  });
+
 });
