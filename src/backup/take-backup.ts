@@ -17,6 +17,7 @@ import { TarEntrySniffer } from '../stream/tar-sniffer.js';
 import { zstdCompressStage, zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress, type ProgressReporter } from '../stream/progress.js';
 import { PGDR_VERSION } from '../version.js';
+import { failpoint } from '../process/failpoint.js';
 import { watchArchiveWait } from './archive-wait.js';
 import { findBackupHistory } from './backup-history.js';
 
@@ -91,6 +92,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     }
     const stopTime = now();
 
+    await failpoint('backup:before-wal-wait', backupId);
     if (options.finishWal) await options.finishWal();
     let position: BackupPosition;
     if (streamed.tarEntries) {
@@ -147,6 +149,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       ],
       pgdrVersion: PGDR_VERSION,
     };
+    await failpoint('backup:before-manifest', backupId);
     // The commit: before this put the backup does not exist for restore.
     await store.put(layout.backupManifest(backupId), { kind: 'buffer', data: serializeManifest(manifest) }, { ifNoneMatch: true });
     log(`backup ${backupId}: complete (timeline ${manifest.timeline}, ${manifest.startLsn}..${manifest.stopLsn})`);

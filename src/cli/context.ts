@@ -97,6 +97,8 @@ export function createContext(options: CommonOptions): CommandContext {
           s3Endpoint: settings.s3Endpoint,
           s3ForcePathStyle: settings.s3ForcePathStyle,
           s3Region: settings.s3Region,
+          s3TimeoutMs: settings.s3TimeoutMs,
+          s3Attempts: settings.s3Attempts,
         });
         repository = { store, layout };
       }

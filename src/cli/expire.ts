@@ -70,11 +70,17 @@ function describeReport(report: ExpireReport, retention: RetentionPolicy): strin
   for (const r of report.wal) lines.push(`  timeline ${r.timeline}: ${r.from} .. ${r.to} (${r.files} file${r.files === 1 ? '' : 's'})`);
   if (report.walKeptFrom) lines.push(`  WAL from ${report.walKeptFrom.segment} (start of backup ${report.walKeptFrom.backupId}) on is kept, and every .history file`);
 
-  if (report.garbage.length > 0) {
+  const leftovers = report.garbage.filter((g) => g.kind !== 'pending-write');
+  if (leftovers.length > 0) {
     lines.push('', 'interrupted uploads (no manifest):');
-    for (const g of report.garbage) {
+    for (const g of leftovers) {
       lines.push(`  ${g.kind} ${g.id}: ${g.objects} object${g.objects === 1 ? '' : 's'}, ${formatBytes(g.storedBytes)}, last written ${g.lastModified}: ${g.reason}`);
     }
+  }
+  const unfinished = report.garbage.filter((g) => g.kind === 'pending-write');
+  if (unfinished.length > 0) {
+    lines.push('', 'unfinished writes (temp files, multipart uploads never completed):');
+    for (const g of unfinished) lines.push(`  ${g.id}: ${formatBytes(g.storedBytes)}, last written ${g.lastModified}: ${g.reason}`);
   }
   if (report.etcdSnapshots.length > 0) {
     lines.push('', 'etcd snapshots:');

@@ -43,6 +43,10 @@ export interface Settings {
   acceptUnconditionalWrites: boolean;
   /** How old the store's conditional-write probe may get before pgdr asks the store again. */
   storeProbeIntervalMs: number;
+  /** An S3 request fails after this long without a byte moving (a store that hangs), then is retried. */
+  s3TimeoutMs: number;
+  /** Tries per S3 request, the first included. */
+  s3Attempts: number;
 }
 
 /** The config file: the same names as the flags, in camelCase. */
@@ -68,6 +72,8 @@ const ConfigFileSchema = z
     archiveLookahead: z.number().int().min(0).max(64),
     acceptUnconditionalWrites: z.boolean(),
     storeProbeInterval: z.string(),
+    s3Timeout: z.string(),
+    s3Attempts: z.number().int().min(1).max(20),
   })
   .partial()
   .strict();
@@ -172,6 +178,8 @@ export function resolveSettings(
     progress: flags.progress ?? true,
     acceptUnconditionalWrites: flags.acceptUnconditionalWrites ?? boolEnv(env.PGDR_ACCEPT_UNCONDITIONAL_WRITES) ?? file.acceptUnconditionalWrites ?? false,
     storeProbeIntervalMs: parseDuration(env.PGDR_STORE_PROBE_INTERVAL || file.storeProbeInterval || '24h', 'storeProbeInterval'),
+    s3TimeoutMs: parseDuration(env.PGDR_S3_TIMEOUT || file.s3Timeout || '60s', 's3Timeout'),
+    s3Attempts: intSetting('s3Attempts', env.PGDR_S3_ATTEMPTS ?? file.s3Attempts, 1, 20) ?? 5,
   };
   if (!/^(s3|file):\/\//.test(settings.repo)) {
     throw new UsageError(

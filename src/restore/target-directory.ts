@@ -3,6 +3,7 @@ import { lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, statfs 
 import { basename, dirname, join, resolve } from 'node:path';
 import { PgdrError, UsageError, errorMessage } from '../errors.js';
 import { describeCurrentAccount, describeOwnership } from '../os/accounts.js';
+import { failpoint } from '../process/failpoint.js';
 import { formatBytes } from '../stream/progress.js';
 
 /**
@@ -95,6 +96,7 @@ export async function stageRestoreDirectory(path: string, options: StagingOption
           replaced = join(parent, `.${basename(target)}${REPLACED_MARK}${id}`);
           await rename(target, replaced);
           log(`the old ${options.what} is kept at ${replaced} until the new one is in place`);
+          await failpoint('restore:mid-swap', target);
           try {
             await rename(staging, target);
           } catch (err) {

@@ -1,11 +1,12 @@
 import type { RetentionPolicy } from '../config/policy.js';
 import { PgdrError, RepositoryError } from '../errors.js';
+import { failpoint } from '../process/failpoint.js';
 import { parseWalFileName } from '../postgres/wal-file-name.js';
 import { readBackupCatalog, type BackupCatalog } from '../repo/catalog.js';
 import type { Locker, RepositoryLock } from '../repo/lock.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import type { RepositoryLayout } from '../repo/layout.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import type { ObjectStore, PendingWrite } from '../storage/object-store.js';
 import {
   planGarbage,
   planRetention,
@@ -47,7 +48,8 @@ export interface ExpireOptions {
 }
 
 export interface GarbageEntry {
-  kind: 'backup' | 'etcd-snapshot';
+  /** backup / etcd-snapshot: objects without a manifest; pending-write: a temp file or multipart upload never finished. */
+  kind: 'backup' | 'etcd-snapshot' | 'pending-write';
   id: string;
   objects: number;
   storedBytes: number;
@@ -63,11 +65,13 @@ function garbageEntries(
   graceMs: number,
   now: Date,
 ): GarbageEntry[] {
+  const why = kind === 'pending-write' ? 'never finished' : 'no manifest';
   const byId = new Map(leftovers.map((l) => [l.id, l]));
   return planGarbage(
     leftovers.map((l): GarbageCandidate => ({ id: l.id, lastModified: l.lastModified })),
     graceMs,
     now,
+    why,
   ).map((verdict) => {
     const l = byId.get(verdict.id)!;
     return { kind, id: l.id, objects: l.objects, storedBytes: l.storedBytes, lastModified: l.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason };
@@ -102,9 +106,10 @@ export async function runExpire(options: ExpireOptions): Promise<ExpireReport> {
   if (!options.dryRun) lock = await takeLock(options);
   try {
     const catalog = await readBackupCatalog(store, layout);
-    const { report, walDeleteKeys } = await plan(options, catalog, now);
+    const planned = await plan(options, catalog, now);
+    const { report } = planned;
     if (options.dryRun) return report;
-    await execute(options, report, walDeleteKeys, catalog);
+    await execute(options, planned, catalog);
     log(
       `expire: removed ${report.deleted.backups} backup(s), ${report.deleted.walFiles} WAL file(s), ${report.deleted.garbage} interrupted upload(s) ` +
         `and ${report.deleted.etcdSnapshots} etcd snapshot(s): ${report.deleted.objects} object(s) in all`,
@@ -131,7 +136,14 @@ async function takeLock(options: ExpireOptions): Promise<RepositoryLock> {
   }
 }
 
-async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): Promise<{ report: ExpireReport; walDeleteKeys: string[] }> {
+interface ExpirePlan {
+  report: ExpireReport;
+  walDeleteKeys: string[];
+  /** The unfinished writes the report names, by the id it names them with. */
+  pendingWrites: Map<string, PendingWrite>;
+}
+
+async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): Promise<ExpirePlan> {
   const { store, layout, policy } = options;
   const retention = planRetention(catalog.complete, policy, now);
 
@@ -166,6 +178,17 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
       now,
     ),
   );
+  // Temp files and multipart uploads a killed writer left: invisible to listings, so nothing else ever removes them.
+  const pending = new Map<string, PendingWrite>();
+  for await (const write of store.listPendingWrites(layout.root)) pending.set(write.key === write.id ? write.key : `${write.key}#${write.id}`, write);
+  garbage.push(
+    ...garbageEntries(
+      'pending-write',
+      [...pending.entries()].map(([id, w]) => ({ id, objects: 1, storedBytes: w.size ?? 0, lastModified: w.startedAt })),
+      policy.retention.garbageGrace,
+      now,
+    ),
+  );
 
   const report: ExpireReport = {
     now: now.toISOString(),
@@ -183,10 +206,11 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
     ],
     deleted: { backups: 0, walFiles: 0, garbage: 0, etcdSnapshots: 0, objects: 0 },
   };
-  return { report, walDeleteKeys: walPlan.deleteFiles.map((name) => walKeys.get(name)!) };
+  return { report, walDeleteKeys: walPlan.deleteFiles.map((name) => walKeys.get(name)!), pendingWrites: pending };
 }
 
-async function execute(options: ExpireOptions, report: ExpireReport, walKeys: readonly string[], catalog: BackupCatalog): Promise<void> {
+async function execute(options: ExpireOptions, planned: ExpirePlan, catalog: BackupCatalog): Promise<void> {
+  const { report, walDeleteKeys: walKeys, pendingWrites } = planned;
   const { store, layout, log } = options;
   const stopMs = (m: { stopTime: string }) => new Date(m.stopTime).getTime();
   const newest = [...catalog.complete].sort((a, b) => stopMs(b) - stopMs(a) || (a.backupId < b.backupId ? 1 : -1))[0];
@@ -200,12 +224,14 @@ async function execute(options: ExpireOptions, report: ExpireReport, walKeys: re
     log(`expire: deleting backup ${backupId}`);
     // The manifest goes first: from this moment restore and backup list no longer see a complete backup.
     await store.delete([layout.backupManifest(backupId)]);
+    await failpoint('expire:after-manifest-delete', backupId);
     report.deleted.objects += 1 + (await deleteUnder(store, layout.backupPrefix(backupId)));
     report.deleted.backups++;
   }
 
   if (walKeys.length > 0) {
     for (const range of report.wal) log(`expire: WAL timeline ${range.timeline}: ${range.from} .. ${range.to} (${range.files} files)`);
+    await failpoint('expire:before-wal-delete');
     await deleteKeys(store, walKeys);
     report.deleted.walFiles += walKeys.length;
     report.deleted.objects += walKeys.length;
@@ -213,6 +239,15 @@ async function execute(options: ExpireOptions, report: ExpireReport, walKeys: re
 
   for (const entry of report.garbage) {
     if (entry.verdict !== 'delete') continue;
+    if (entry.kind === 'pending-write') {
+      const write = pendingWrites.get(entry.id);
+      if (write === undefined) continue;
+      log(`expire: unfinished write ${entry.id}: ${entry.reason}`);
+      await store.abortPendingWrite(write);
+      report.deleted.objects += 1;
+      report.deleted.garbage++;
+      continue;
+    }
     const prefix = entry.kind === 'backup' ? layout.backupPrefix(entry.id) : layout.etcdSnapshotPrefix(entry.id);
     const manifest = entry.kind === 'backup' ? layout.backupManifest(entry.id) : layout.etcdSnapshotManifest(entry.id);
     // A manifest that appeared since the plan means the upload finished after all: it is not garbage.

@@ -273,18 +273,24 @@ export interface GarbageVerdict {
  * Objects under an id with no manifest are an interrupted backup (or one still running on a host that ignores the
  * lock). They go once nothing has been written to them for the grace period.
  */
-export function planGarbage(candidates: readonly GarbageCandidate[], graceMs: number, now: Date): GarbageVerdict[] {
+export function planGarbage(
+  candidates: readonly GarbageCandidate[],
+  graceMs: number,
+  now: Date,
+  /** What makes them garbage, for the reason: "no manifest", or "never finished" for a temp file or upload. */
+  why = 'no manifest',
+): GarbageVerdict[] {
   return [...candidates]
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     .map((c) => {
       const age = now.getTime() - c.lastModified.getTime();
       if (age >= graceMs) {
-        return { id: c.id, verdict: 'delete', reason: `delete (no manifest; last written ${formatDuration(Math.max(age, 0))} ago, past the ${formatDuration(graceMs)} grace period)` };
+        return { id: c.id, verdict: 'delete', reason: `delete (${why}; last written ${formatDuration(Math.max(age, 0))} ago, past the ${formatDuration(graceMs)} grace period)` };
       }
       return {
         id: c.id,
         verdict: 'keep',
-        reason: `keep (no manifest, but written ${age < 0 ? 'after the planning time' : `${formatDuration(age)} ago`}: within the ${formatDuration(graceMs)} grace period it may still be running)`,
+        reason: `keep (${why}, but written ${age < 0 ? 'after the planning time' : `${formatDuration(age)} ago`}: within the ${formatDuration(graceMs)} grace period it may still be running)`,
       };
     });
 }

@@ -12,11 +12,13 @@ import {
   type GetOptions,
   type ObjectInfo,
   type ObjectStore,
+  type PendingWrite,
   type PutBody,
   type PutOptions,
   type PutResult,
 } from './object-store.js';
 import { ByteCounterStage } from '../stream/checksum.js';
+import { failpoint } from '../process/failpoint.js';
 
 /**
  * The embedded default driver: objects are plain files under a root directory, so the repository can be read
@@ -274,6 +276,7 @@ class FsObjectStore implements ObjectStore {
       });
       await handle.close();
       handleOpen = false;
+      await failpoint('fs-put:before-commit', key);
       if (options.ifNoneMatch) {
         // link() fails with EEXIST when the target exists, atomically, where rename() would silently replace it.
         try {
@@ -492,6 +495,52 @@ class FsObjectStore implements ObjectStore {
       }
       dir = dirname(dir);
     }
+  }
+
+  /** Temp files (`.tmp-*`) under the prefix's directories: the writes a killed process left. */
+  async *listPendingWrites(prefix: string): AsyncIterable<PendingWrite> {
+    assertListPrefix(prefix);
+    const slash = prefix.lastIndexOf('/');
+    yield* this.walkTemp(prefix.slice(0, slash + 1), prefix.slice(slash + 1));
+  }
+
+  private async *walkTemp(dirKey: string, namePrefix: string): AsyncGenerator<PendingWrite> {
+    const dirPath = dirKey === '' ? this.root : this.pathOf(dirKey.slice(0, -1));
+    let dirents;
+    try {
+      dirents = await readdir(dirPath, { withFileTypes: true });
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw fsFailure('list', dirPath, err);
+    }
+    for (const dirent of dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const key = dirKey + dirent.name;
+      if (dirent.name.startsWith(TEMP_FILE_PREFIX)) {
+        const info = await stat(join(dirPath, dirent.name)).catch(() => undefined);
+        if (info?.isFile()) yield { key, id: key, startedAt: info.mtime, size: info.size };
+        continue;
+      }
+      if (dirent.isDirectory() && dirent.name.startsWith(namePrefix)) yield* this.walkTemp(`${key}/`, '');
+    }
+  }
+
+  async abortPendingWrite(write: PendingWrite): Promise<void> {
+    const segments = write.id.split('/');
+    const name = segments[segments.length - 1] ?? '';
+    // Only a temp file, and only one inside the repository: the id is outside input when it comes from a listing.
+    if (!name.startsWith(TEMP_FILE_PREFIX) || segments.some((s) => s === '' || s === '.' || s === '..')) {
+      throw new RepositoryError(`${JSON.stringify(write.id)} is not a pending write of this repository`, 'this is a bug in pgdr: report it with the command line');
+    }
+    const path = this.pathOf(write.id);
+    try {
+      await unlink(path);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw fsFailure('delete', path, err);
+    }
+    await fsyncDirectory(dirname(path)).catch(() => undefined);
+    await this.removeEmptyDirectories(dirname(path));
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { GetOptions, ObjectInfo, ObjectStore, PutBody, PutOptions, PutResult } from './object-store.js';
+import type { GetOptions, ObjectInfo, ObjectStore, PendingWrite, PutBody, PutOptions, PutResult } from './object-store.js';
 
 /**
  * An ObjectStore whose driver is created on first use. archive_command and restore_command start pgdr once per WAL
@@ -20,6 +20,12 @@ export function createLazyStore(location: string, create: () => Promise<ObjectSt
       },
     }),
     delete: async (keys: readonly string[]): Promise<void> => (await store()).delete(keys),
+    listPendingWrites: (prefix: string): AsyncIterable<PendingWrite> => ({
+      async *[Symbol.asyncIterator]() {
+        yield* (await store()).listPendingWrites(prefix);
+      },
+    }),
+    abortPendingWrite: async (write: PendingWrite): Promise<void> => (await store()).abortPendingWrite(write),
     close: async (): Promise<void> => {
       if (driver) await (await driver).close();
     },

@@ -43,6 +43,22 @@ export interface GetOptions {
   range?: { start: number; end: number };
 }
 
+/**
+ * A write that was started and never finished: a temp file of a local directory left by a killed writer, an S3
+ * multipart upload neither completed nor aborted (its parts are billed, and invisible to a listing). A running
+ * writer's own write looks the same, so callers act on these only past a grace period.
+ */
+export interface PendingWrite {
+  /** The key it was for (S3), or where the temp file lies (a local directory: its final name is not known). */
+  key: string;
+  /** What abortPendingWrite needs to find it again. */
+  id: string;
+  /** When it began (S3), or was last written to (a local directory). */
+  startedAt: Date;
+  /** Bytes it holds, when the store says. */
+  size: number | null;
+}
+
 export interface ObjectStore {
   /** Human-readable location with secrets redacted, e.g. `s3://bucket/prefix` or `file:///var/lib/pgdr`. */
   readonly location: string;
@@ -57,6 +73,10 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Deleting a key that does not exist is not an error. */
   delete(keys: readonly string[]): Promise<void>;
+  /** Writes under `prefix` that never finished (see PendingWrite). */
+  listPendingWrites(prefix: string): AsyncIterable<PendingWrite>;
+  /** Abandons one (deletes the temp file; aborts the multipart upload). One already gone is not an error. */
+  abortPendingWrite(write: PendingWrite): Promise<void>;
   /** Releases sockets and handles. */
   close(): Promise<void>;
 }

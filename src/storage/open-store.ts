@@ -13,6 +13,9 @@ export interface OpenStoreOptions {
   s3ForcePathStyle?: boolean;
   s3Region?: string;
   s3RequestChecksums?: S3RequestChecksums;
+  /** Silence after which a request fails (and is tried again). */
+  s3TimeoutMs?: number;
+  s3Attempts?: number;
 }
 
 export type RepositoryUrl = { kind: 'file'; root: string } | { kind: 's3'; bucket: string; prefix: string };
@@ -98,6 +101,8 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
     ...(options.s3Region !== undefined && options.s3Region !== '' ? { region: options.s3Region } : {}),
     ...(options.s3ForcePathStyle !== undefined ? { forcePathStyle: options.s3ForcePathStyle } : {}),
     ...(options.s3RequestChecksums !== undefined ? { requestChecksums: options.s3RequestChecksums } : {}),
+    ...(options.s3TimeoutMs !== undefined ? { requestTimeoutMs: options.s3TimeoutMs } : {}),
+    ...(options.s3Attempts !== undefined ? { maxAttempts: options.s3Attempts } : {}),
   };
   const prefix = parsed.prefix.replace(/^\/+|\/+$/g, '');
   return createLazyStore(`s3://${parsed.bucket}${prefix === '' ? '' : `/${prefix}`}`, async () => {

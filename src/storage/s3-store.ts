@@ -1,11 +1,13 @@
 import { checkS3Endpoint, isValidBucketName } from './s3-names.js';
 export { isValidBucketName };
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -28,6 +30,7 @@ import {
   type GetOptions,
   type ObjectInfo,
   type ObjectStore,
+  type PendingWrite,
   type PutBody,
   type PutOptions,
   type PutResult,
@@ -737,6 +740,65 @@ class S3ObjectStore implements ObjectStore {
     };
     await Promise.all(Array.from({ length: Math.min(this.queueSize, batch.length) }, worker));
     if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * Multipart uploads under the prefix that were neither completed nor aborted. MinIO answers a prefix that is not
+   * a whole key with nothing, so an empty answer is asked again for the whole bucket and filtered here (a policy that
+   * allows only the prefix refuses that second question: then the first answer stands).
+   */
+  async *listPendingWrites(prefix: string): AsyncIterable<PendingWrite> {
+    assertListPrefix(prefix);
+    const wanted = this.fullKey(prefix);
+    let found = 0;
+    for await (const write of this.listUploads(wanted)) {
+      found++;
+      yield write;
+    }
+    if (found > 0 || wanted === '') return;
+    try {
+      for await (const write of this.listUploads('')) if (this.fullKey(write.key).startsWith(wanted)) yield write;
+    } catch (err) {
+      if (!(err instanceof RepositoryError && /rejected the credentials/.test(err.message))) throw err;
+    }
+  }
+
+  private async *listUploads(fullPrefix: string): AsyncIterable<PendingWrite> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let response;
+      try {
+        response = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            ...(fullPrefix !== '' ? { Prefix: fullPrefix } : {}),
+            ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+            ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+          }),
+        );
+      } catch (err) {
+        throw this.failure(err, 'list multipart uploads');
+      }
+      for (const upload of response.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined || !upload.Key.startsWith(this.root)) continue;
+        yield { key: upload.Key.slice(this.root.length), id: upload.UploadId, startedAt: upload.Initiated ?? new Date(0), size: null };
+      }
+      if (!response.IsTruncated) return;
+      keyMarker = response.NextKeyMarker;
+      uploadIdMarker = response.NextUploadIdMarker;
+      if (keyMarker === undefined && uploadIdMarker === undefined) return;
+    }
+  }
+
+  async abortPendingWrite(write: PendingWrite): Promise<void> {
+    assertObjectKey(write.key);
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.fullKey(write.key), UploadId: write.id }));
+    } catch (err) {
+      if (errorFacts(err).name === 'NoSuchUpload' || isNotFound(err)) return;
+      throw this.failure(err, 'abort multipart upload', write.key);
+    }
   }
 
   async close(): Promise<void> {

@@ -39,7 +39,8 @@ export interface VerifyProblem {
 
 /** Things worth knowing that are not damage: backups or snapshots without a manifest (running, or interrupted). */
 export interface VerifyNote {
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot';
+  /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write';
   key: string;
   detail: string;
 }

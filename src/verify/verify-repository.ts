@@ -45,6 +45,8 @@ export interface VerifyCounts {
   drillReports: number;
   objectsListed: number;
   foreignObjects: number;
+  /** Temp files and multipart uploads never finished (notes, not problems). */
+  pendingWrites: number;
 }
 
 export interface VerifyReport {
@@ -96,6 +98,19 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
       detail:
         `backup ${incomplete.backupId} has ${incomplete.objectCount} objects but no manifest (last written ${incomplete.lastModified.toISOString()}): ` +
         'a backup still running, or left by an interrupted one that pgdr expire removes after its grace period',
+    });
+  }
+
+  // Writes a killed process never finished: invisible to the listing above, so reported from their own.
+  let pendingWrites = 0;
+  for await (const write of store.listPendingWrites(layout.root)) {
+    pendingWrites++;
+    notes.push({
+      kind: 'pending-write',
+      key: write.key,
+      detail:
+        `${write.key === write.id ? 'a temp file' : 'a multipart upload'} never finished (${write.size === null ? 'size unknown' : `${write.size} bytes`}, ` +
+        `${write.key === write.id ? 'last written' : 'started'} ${write.startedAt.toISOString()}): left by an interrupted write, or one still running; pgdr expire removes it after its grace period`,
     });
   }
 
@@ -175,6 +190,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
       drillReports,
       objectsListed: listing.length,
       foreignObjects,
+      pendingWrites,
     },
     problems,
     notes,

@@ -383,6 +383,8 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
       getBuffer: (key) => fs.getBuffer(key),
       head: (key) => fs.head(key),
       list: (prefix) => fs.list(prefix),
+      listPendingWrites: (prefix) => fs.listPendingWrites(prefix),
+      abortPendingWrite: (write) => fs.abortPendingWrite(write),
       close: () => fs.close(),
       delete: async (keys) => {
         deletes.push(...keys);

@@ -416,6 +416,219 @@ describe('WAL archiving under write load, and a repository whose disk fills up',
   });
 });
 
+describe('kill -9 at each stage leaves the old state, or garbage that verify reports and expire removes', () => {
+  let server: PostgresServer;
+  let repo: string;
+  let repoArgs: string[];
+  let policy: string;
+  const layout = new RepositoryLayout('kill');
+  let inserted = 1000;
+  /** Far enough ahead that every leftover is past the garbage grace period. */
+  const LATER = '2099-01-01T00:00:00Z';
+  /** Arguments end with the repository and the cluster: a test names another cluster with `cluster`. */
+  const withRepo = (args: string[], cluster = 'kill') => [...args, ...repoArgs, '--cluster', cluster, '--no-progress'];
+  const pgdr = (args: string[], cluster?: string) => runPgdr(withRepo(args, cluster), { env: server.libpqEnv(), timeoutMs: 180_000 });
+  const pgdrOk = async (args: string[]) => {
+    const result = await pgdr(args);
+    if (result.exitCode !== 0) throw new Error(`pgdr ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}`);
+    return result;
+  };
+  const backups = async () => (await pgdrOk(['backup', 'list', '--json'])).json<BackupRow[]>();
+
+  /** Runs pgdr with a failpoint set, waits until it stops there, and kills it with SIGKILL. */
+  async function killAt(failpoint: string, args: string[], match?: string, cluster?: string): Promise<void> {
+    const env = pgdrEnvironment({ ...server.libpqEnv(), PGDR_FAILPOINT: failpoint, ...(match === undefined ? {} : { PGDR_FAILPOINT_MATCH: match }) });
+    const child = runAsPostgres(process.execPath, [pgdrBin, ...withRepo(args, cluster)], { env, extendEnv: false, reject: false, cwd: env.HOME, all: true });
+    let output = '';
+    child.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(() => output.includes(`failpoint ${failpoint} reached`), 120_000, `failpoint ${failpoint} (output so far: ${output})`);
+    const node = descendantPids(child.pid!).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pgdrBin));
+    process.kill(node!, 'SIGKILL');
+    await child;
+  }
+
+  beforeAll(async () => {
+    repo = makeTempDir('faults-kill-repo', { owner: 'service' });
+    repoArgs = ['--repo', `file://${repo}`];
+    server = await startPostgres({ name: 'faults-kill', archiveCommand: pgdrCommandLine(['wal', 'push', '%p', ...repoArgs, '--cluster', 'kill']) });
+    await server.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await server.query('INSERT INTO t SELECT generate_series(1, 1000)');
+    policy = join(makeTempDir('faults-kill-policy', { owner: 'service' }), 'policy.yaml');
+    writeFileSync(policy, 'retention: { backups: { daily: 1, weekly: 0, monthly: 0 }, pitrWindow: 0d }\n');
+  });
+
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  it('wal push killed after writing its temp file: the retry stores the segment, verify notes the temp file, expire removes it', async () => {
+    await switchWalAndWaitForArchive(server);
+    const [{ name }] = (await server.query<{ name: string }>('SELECT last_archived_wal AS name FROM pg_stat_archiver')) as [{ name: string }];
+    const copy = join(makeTempDir('faults-kill-wal', { owner: 'service' }), name);
+    await pgdrOk(['wal', 'fetch', name, copy]);
+    await killAt('fs-put:before-commit', ['wal', 'push', copy], '/wal/', 'kill-wal');
+    const temps = readdirSync(join(repo, 'kill-wal', 'wal', name.slice(0, 8))).filter((f) => f.startsWith('.tmp-'));
+    expect(temps).toHaveLength(1);
+    expect((await pgdr(['wal', 'push', copy], 'kill-wal')).exitCode).toBe(0);
+    const verify = (await pgdr(['verify', '--json'], 'kill-wal')).json<{ ok: boolean; notes: { kind: string; key: string }[] }>();
+    expect(verify.ok).toBe(true);
+    expect(verify.notes.filter((n) => n.kind === 'pending-write').map((n) => n.key)).toEqual([`kill-wal/wal/${name.slice(0, 8)}/${temps[0]}`]);
+    const expire = (await pgdr(['expire', '--json', '--now', LATER, '--policy', policy], 'kill-wal')).json<{ garbage: { kind: string; verdict: string }[] }>();
+    expect(expire.garbage).toEqual([expect.objectContaining({ kind: 'pending-write', verdict: 'delete' })]);
+    expect(readdirSync(join(repo, 'kill-wal', 'wal', name.slice(0, 8))).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    const fetched = join(makeTempDir('faults-kill-wal2', { owner: 'service' }), 'seg');
+    await runPgdrOk(withRepo(['wal', 'fetch', name, fetched], 'kill-wal'));
+    expect(readFileSync(fetched).equals(readFileSync(copy))).toBe(true);
+  });
+
+  it('backup now killed while its data object is half written: no backup is listed, verify notes the partial object, expire removes it', async () => {
+    const before = await backups();
+    await killAt('fs-put:before-commit', ['backup', 'now'], 'base.tar.zst');
+    expect(await backups()).toEqual(before);
+    const verify = (await pgdr(['verify', '--json'])).json<{ notes: { kind: string; detail: string }[] }>();
+    const partial = verify.notes.filter((n) => n.kind === 'pending-write');
+    expect(partial).toHaveLength(1);
+    const expire = (await pgdr(['expire', '--json', '--now', LATER, '--policy', policy])).json<{ deleted: { garbage: number } }>();
+    expect(expire.deleted.garbage).toBeGreaterThanOrEqual(1);
+    expect((await pgdr(['verify', '--json'])).json<{ notes: { kind: string }[] }>().notes.filter((n) => n.kind === 'pending-write')).toEqual([]);
+  });
+
+  for (const stage of ['backup:before-wal-wait', 'backup:before-manifest']) {
+    it(`backup now killed at ${stage}: the backup is incomplete, never complete; the next backup is complete and restores`, async () => {
+      const before = (await backups()).filter((b) => b.status === 'complete');
+      await killAt(stage, ['backup', 'now']);
+      const after = await backups();
+      expect(after.filter((b) => b.status === 'complete')).toEqual(before);
+      expect(after.filter((b) => b.status === 'incomplete').length).toBeGreaterThanOrEqual(1);
+      inserted += 100;
+      await server.query('INSERT INTO t SELECT generate_series($1::int - 99, $1::int)', [inserted]);
+      const next = (await pgdrOk(['backup', 'now', '--json'])).json<{ backupId: string }>().backupId;
+      expect((await backups()).find((b) => b.backupId === next)?.status).toBe('complete');
+    });
+  }
+
+  it('expire killed between a manifest and its data: the backup is incomplete, not complete; the next expire removes the rest', async () => {
+    const complete = (await backups()).filter((b) => b.status === 'complete');
+    expect(complete.length).toBeGreaterThanOrEqual(2);
+    const doomed = complete[0]!.backupId;
+    await killAt('expire:after-manifest-delete', ['expire', '--now', LATER, '--policy', policy]);
+    const after = await backups();
+    expect(after.find((b) => b.backupId === doomed)?.status).toBe('incomplete');
+    const restoreList = after.filter((b) => b.status === 'complete').map((b) => b.backupId);
+    expect(restoreList).not.toContain(doomed);
+    // The lock of the killed expire names a pid that is gone: the next run takes it over at once.
+    const again = (await pgdrOk(['expire', '--json', '--now', LATER, '--policy', policy])).json<{ garbage: { id: string; verdict: string }[] }>();
+    expect(again.garbage).toEqual(expect.arrayContaining([expect.objectContaining({ id: doomed, verdict: 'delete' })]));
+    expect((await backups()).find((b) => b.backupId === doomed)).toBeUndefined();
+    const target = join(makeTempDir('faults-kill-restore', { owner: 'service' }), 'pgdata');
+    const port = await freePort();
+    await pgdrOk(['restore', '--pgdata', target, '--target', 'latest', '--start', '--port', String(port), '--archive-mode', 'off']);
+    try {
+      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      await client.connect();
+      try {
+        expect((await client.query('SELECT count(*)::int AS n FROM t')).rows[0]).toEqual({ n: inserted });
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await pgCtlStop(target);
+    }
+  });
+
+  it('restore --force killed between the two renames of its swap: the old data directory is kept whole, and the next restore says where', async () => {
+    const parent = makeTempDir('faults-kill-swap', { owner: 'service' });
+    const target = join(parent, 'pgdata');
+    await pgdrOk(['restore', '--pgdata', target, '--target', 'latest']);
+    const before = treeDigest(target);
+    await killAt('restore:mid-swap', ['restore', '--pgdata', target, '--force', '--target', 'latest']);
+    expect(existsSync(target)).toBe(false);
+    const kept = readdirSync(parent).find((n) => n.includes('pgdr-replaced-'))!;
+    expect(treeDigest(join(parent, kept))).toEqual(before);
+    const refused = await pgdr(['restore', '--pgdata', target, '--target', 'latest']);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toContain(join(parent, kept));
+    expect(refused.stderr).toMatch(/hint: move it back/);
+    await execa('mv', [join(parent, kept), target]);
+    expect(treeDigest(target)).toEqual(before);
+  });
+});
+
+describe('a store that hangs instead of refusing: every command gives up within s3Timeout x s3Attempts, and nothing is lost', () => {
+  let minio: MinioServer;
+  let proxy: S3FaultProxy;
+  let server: PostgresServer;
+  // A hung request fails after 2 s of silence and is tried twice: the bound is about 2 x 2 s plus a short backoff.
+  const timeouts = { PGDR_S3_TIMEOUT: '2s', PGDR_S3_ATTEMPTS: '2' };
+  const BOUND_MS = 15_000;
+  let repoArgs: string[];
+  const archiver = async () =>
+    (await server.query<{ failed: number; last: string | null }>('SELECT failed_count::int AS failed, last_archived_wal AS last FROM pg_stat_archiver'))[0]!;
+
+  beforeAll(async () => {
+    minio = await startMinio();
+    proxy = await startS3FaultProxy(minio, 'pass');
+    repoArgs = ['--repo', `s3://${minio.bucket}/hang`, '--cluster', 'hang', '--no-progress'];
+    server = await startPostgres({
+      name: 'faults-hang',
+      archiveCommand: pgdrCommandLine(['wal', 'push', '%p', '--repo', `s3://${minio.bucket}/hang`, '--cluster', 'hang']),
+      env: { ...proxy.env(), ...timeouts },
+    });
+    await server.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await server.query('INSERT INTO t SELECT generate_series(1, 500)');
+    await runPgdrOk(['backup', 'now', ...repoArgs], { env: { ...proxy.env(), ...timeouts, ...server.libpqEnv() }, timeoutMs: 180_000 });
+    await switchWalAndWaitForArchive(server);
+  });
+
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  it('wal push gives up with a clear error; PostgreSQL retries, and archiving catches up once the store answers', async () => {
+    const before = await archiver();
+    proxy.mode = 'stall';
+    await server.query('INSERT INTO t SELECT generate_series(501, 600)');
+    await server.query('SELECT pg_switch_wal()');
+    const stalledAt = Date.now();
+    await waitFor(async () => (await archiver()).failed > before.failed, 60_000, 'archive_command to give up');
+    expect(Date.now() - stalledAt).toBeLessThan(BOUND_MS + 5_000);
+    expect(server.logTail(200)).toMatch(/cannot reach the S3 endpoint .*TimeoutError|S3 kept failing/);
+    proxy.mode = 'pass';
+    await switchWalAndWaitForArchive(server, 120_000);
+    const verify = await runPgdr(['verify', '--quick', ...repoArgs], { env: minio.env(), timeoutMs: 120_000 });
+    expect(verify.exitCode).toBe(0);
+  });
+
+  it('backup now gives up with exit 3 naming the endpoint, within the bound', async () => {
+    proxy.mode = 'stall';
+    try {
+      const started = Date.now();
+      const result = await runPgdr(['backup', 'now', ...repoArgs], { env: { ...proxy.env(), ...timeouts, ...server.libpqEnv() }, timeoutMs: 120_000 });
+      expect(Date.now() - started).toBeLessThan(BOUND_MS);
+      expect(result.exitCode).toBe(3);
+      expect(result.stderr).toContain(proxy.endpoint);
+      expect(result.stderr).toMatch(/^hint: /m);
+    } finally {
+      proxy.mode = 'pass';
+    }
+  });
+
+  it('restore gives up with exit 3 within the bound and leaves the target as it was', async () => {
+    const parent = makeTempDir('faults-hang-restore', { owner: 'service' });
+    proxy.mode = 'stall';
+    try {
+      const started = Date.now();
+      const result = await runPgdr(['restore', '--pgdata', join(parent, 'pgdata'), '--target', 'latest', ...repoArgs], { env: { ...proxy.env(), ...timeouts }, timeoutMs: 120_000 });
+      expect(Date.now() - started).toBeLessThan(BOUND_MS);
+      expect(result.exitCode).toBe(3);
+      expect(result.stderr).toMatch(/cannot reach the S3 endpoint|S3 kept failing/);
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      proxy.mode = 'pass';
+    }
+  });
+});
+
 async function pgCtlStop(pgdata: string): Promise<void> {
   await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'fast', '-w', 'stop'], { reject: false, timeout: 120_000 });
 }

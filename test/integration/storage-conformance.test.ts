@@ -14,6 +14,7 @@ import {
   ObjectNotFoundError,
   type ObjectInfo,
   type ObjectStore,
+  type PendingWrite,
 } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { createS3Store, type S3StoreOptions } from '../../src/storage/s3-store.js';
@@ -419,6 +420,25 @@ function describeObjectStoreConformance(driver: string, setup: () => Promise<Sto
       expect(await keysOf(store, '')).not.toContain('crash/half');
       expect(await store.head('crash/half')).toBeNull();
       expect((await store.getBuffer('crash/done')).toString()).toBe('done');
+    });
+
+    it('lists the writes a crashed put left behind as pending, and abandons them (idempotently)', async () => {
+      const before = Date.now();
+      await fixture.simulateCrashedPut('pending/half');
+      const found: PendingWrite[] = [];
+      for await (const write of store.listPendingWrites('pending/')) found.push(write);
+      expect(found).toHaveLength(1);
+      expect(found[0]!.key.startsWith('pending/')).toBe(true);
+      expect(Math.abs(found[0]!.startedAt.getTime() - before)).toBeLessThan(120_000);
+      const outside: PendingWrite[] = [];
+      for await (const write of store.listPendingWrites('elsewhere/')) outside.push(write);
+      expect(outside).toEqual([]);
+      await store.abortPendingWrite(found[0]!);
+      await store.abortPendingWrite(found[0]!);
+      const after: PendingWrite[] = [];
+      for await (const write of store.listPendingWrites('pending/')) after.push(write);
+      expect(after).toEqual([]);
+      expect(await keysOf(store, 'pending/')).toEqual([]);
     });
 
     it('rejects keys that could escape the store or collide with temp files', async () => {

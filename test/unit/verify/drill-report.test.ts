@@ -55,6 +55,7 @@ describe('formatVerifyReport', () => {
       drillReports: 3,
       objectsListed: 20,
       foreignObjects: 0,
+      pendingWrites: 0,
     },
     problems: [],
     notes: [],
