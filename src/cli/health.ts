@@ -8,7 +8,8 @@ import { CHECK_NAMES, evaluateHealth, type CheckName, type HealthReport } from '
 import { gatherHealthFacts } from '../health/gather.js';
 import { healthJson, renderHealthText } from '../health/output.js';
 import { renderPrometheus } from '../health/prometheus.js';
-import { healthSources, primaryEndpointResolver } from '../health/sources.js';
+import { healthSources } from '../health/sources.js';
+import type { PgEndpoint } from '../postgres/connection.js';
 import { parseTimestamp } from '../postgres/recovery-target.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -83,11 +84,26 @@ export async function evaluateRepositoryHealth(
     healthSources({
       store,
       layout,
-      primary: primaryEndpointResolver(ctx.settings),
+      primary: leaderEndpoint(ctx),
       etcdConfigured: ctx.settings.etcd.length > 0,
     }),
   );
   return evaluateHealth(facts, policy.health, now, only === undefined ? {} : { only });
+}
+
+/**
+ * Where the WAL check connects: --pg-host as given; otherwise the leader, found through Patroni or etcd the way
+ * `backup now` finds it (etcd alone is enough). null when nothing names a server: the check is SKIPPED.
+ */
+function leaderEndpoint(ctx: CommandContext): (() => Promise<PgEndpoint>) | null {
+  if (ctx.settings.pgHost !== undefined) return async () => ctx.pgEndpoint();
+  if (ctx.settings.patroni.length === 0 && ctx.settings.etcd.length === 0) return null;
+  return async () => {
+    // Loaded only when asked: etcd's gRPC client is heavy for a check that may not need it.
+    const [{ clusterSourceSettings }, { resolveBackupSource }] = await Promise.all([import('./cluster.js'), import('../cluster/discover.js')]);
+    const resolved = await resolveBackupSource(clusterSourceSettings(ctx, {}), { from: 'leader', waitMs: 0 });
+    return resolved.endpoint;
+  };
 }
 
 function healthFormat(ctx: CommandContext, value: string | undefined): HealthFormat {

@@ -31,6 +31,7 @@ const COMMAND_GROUPS: Record<string, () => Promise<Register>> = {
   report: async () => (await import('./report.js')).registerReportCommands,
   schedule: async () => (await import('./schedule.js')).registerScheduleCommands,
   repo: async () => (await import('./repo.js')).registerRepoCommands,
+  'restore-point': async () => (await import('./restore-point.js')).registerRestorePointCommands,
 };
 
 /** The groups a command line needs: its own, or all of them for help, a typo or no command. */

@@ -7,10 +7,11 @@ import { chooseEtcdSnapshot, readEtcdSnapshots } from '../etcd/catalog.js';
 import { normaliseEtcdEndpoint } from '../etcd/connection.js';
 import { planEtcdRestore, type EtcdRestorePlan } from '../etcd/restore-plan.js';
 import { parseRecoveryTarget } from '../postgres/recovery-target.js';
-import { executeRebuild, type RebuildResult } from '../rebuild/execute.js';
+import { executeRebuild, findRebuildObstacles, type RebuildResult } from '../rebuild/execute.js';
 import { parsePatroniConfig } from '../rebuild/patroni-config.js';
 import { formatRebuildPlan, planRebuild, type EtcdRebuildRequest, type RebuildPlan } from '../rebuild/plan.js';
 import { readBackupCatalog } from '../repo/catalog.js';
+import { readRestorePoint } from '../repo/restore-points.js';
 import { planRestore } from '../restore/plan.js';
 import { buildClusterStatus, formatClusterStatus } from './cluster.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
@@ -83,7 +84,8 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
       try {
         // The repository first: no backup for the target, or no snapshot, refuses before anything is touched.
         const catalog = await readBackupCatalog(store, layout);
-        const restorePlan = planRestore(catalog.complete, target, { backupId: flags.backupId, cluster: layout.cluster });
+        const restorePoint = target.kind === 'name' ? await readRestorePoint(store, layout, target.name) : null;
+        const restorePlan = planRestore(catalog.complete, target, { backupId: flags.backupId, cluster: layout.cluster, ...(restorePoint === null ? {} : { restorePoint }) });
         const newest = [...catalog.complete].sort((a, b) => a.stopTime.localeCompare(b.stopTime) || a.backupId.localeCompare(b.backupId)).pop();
 
         let etcd: EtcdRebuildRequest;
@@ -120,7 +122,19 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
         });
 
         if (flags.dryRun) {
-          ctx.emit({ dryRun: true, plan }, `${formatRebuildPlan(plan)}\ndry run: nothing was written or started`);
+          // The same checks the real run makes before it writes anything, so a clean dry run means it gets past them.
+          const obstacles = await findRebuildObstacles(plan, flags.force === true);
+          const refusals = obstacles.map((o) => ({ error: o.message, hint: o.hint }));
+          ctx.emit(
+            { dryRun: true, plan, wouldRefuse: refusals },
+            `${formatRebuildPlan(plan)}\n` +
+              (refusals.length === 0
+                ? 'dry run: nothing was written or started; the real run would get past its checks'
+                : `dry run: nothing was written or started; the real run would refuse:\n${refusals.map((r) => `  - ${r.error} (${r.hint})`).join('\n')}`),
+          );
+          if (obstacles.length > 0) {
+            throw new UsageError(`restore cluster would refuse: ${obstacles[0]!.message}${obstacles.length > 1 ? ` (and ${obstacles.length - 1} more, listed above)` : ''}`, obstacles[0]!.hint);
+          }
           return;
         }
         // The plan goes to stderr first, so that it stands above the progress lines; stdout gets the result.

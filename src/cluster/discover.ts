@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgdrError, ServiceError, UsageError, errorMessage } from '../errors.js';
-import { withConnection, type PgEndpoint } from '../postgres/connection.js';
+import { PostgresSetupError, withConnection, type PgEndpoint } from '../postgres/connection.js';
 import { resolveEtcdConnection } from '../etcd/connection.js';
 import { checkScope, listDcsScopes, type DcsReadOptions, normalizeNamespace, readDcsCluster } from './etcd-dcs.js';
 import { describeMember, type ClusterMember, type ClusterView, type ViewSourceKind } from './members.js';
@@ -232,6 +232,8 @@ export async function resolveBackupSource(settings: ClusterSourceSettings, optio
         inRecovery = await probe(endpoint);
       } catch (err) {
         if (err instanceof PgdrError && !(err instanceof ServiceError)) throw err;
+        // A wrong password or a missing pg_hba.conf line is no failover: asking again until the deadline cannot help.
+        if (err instanceof PostgresSetupError) throw err;
         return { ok: false, problem: `cannot connect to ${describeMember(choice.member)}: ${firstLine(errorMessage(err))}`, retryable: true };
       }
       if (options.from === 'leader' && inRecovery) {

@@ -1,8 +1,6 @@
 import type pg from 'pg';
-import { ServiceError, UsageError } from '../errors.js';
+import { ServiceError } from '../errors.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
-import { readPatroniCluster, parsePatroniEndpoint } from '../cluster/patroni-api.js';
-import { chooseLeader } from '../cluster/select.js';
 import { describeEndpoint, withConnection, type PgEndpoint } from '../postgres/connection.js';
 import { parseLsn } from '../postgres/lsn.js';
 import { formatWalSegmentName, parseWalFileName, walSegmentForLsn } from '../postgres/wal-file-name.js';
@@ -34,7 +32,7 @@ export function healthSources(options: RepositorySourceOptions): HealthSources {
     readBackupCatalog: () => readBackupCatalog(store, layout),
     newestArchivedWal: (maxTimeline) => newestArchivedWal(store, layout, maxTimeline),
     serverWal: primary === null ? null : async () => readServerWalFacts(await primary()),
-    serverNotConfiguredReason: 'no PostgreSQL configured (--pg-host/PGHOST or --patroni/PGDR_PATRONI)',
+    serverNotConfiguredReason: 'no PostgreSQL configured (--pg-host/PGHOST, --patroni/PGDR_PATRONI or --etcd/PGDR_ETCD)',
     newestEtcdSnapshot: () => newestEtcdSnapshot(store, layout),
     etcdConfigured: options.etcdConfigured,
     lastDrill: () => lastDrill(store, layout),
@@ -174,34 +172,4 @@ async function readWalDir(client: pg.Client): Promise<ServerWalFacts['walFiles']
   } catch {
     return null;
   }
-}
-
-/**
- * Where the WAL check connects. A --pg-host (or PGHOST) is used as given; otherwise the leader is found through the
- * Patroni endpoints, the first one that answers with a running leader winning. null: nothing is configured.
- */
-export function primaryEndpointResolver(
-  settings: { pgHost: string | undefined; pgPort: number | undefined; pgUser: string | undefined; patroni: readonly string[] },
-  timeoutMs = 5_000,
-): (() => Promise<PgEndpoint>) | null {
-  if (settings.pgHost !== undefined) {
-    return async () => ({ host: settings.pgHost, port: settings.pgPort, user: settings.pgUser });
-  }
-  if (settings.patroni.length === 0) return null;
-  const endpoints = settings.patroni.map((e) => parsePatroniEndpoint(e));
-  return async () => {
-    const problems: string[] = [];
-    for (const endpoint of endpoints) {
-      try {
-        const view = await readPatroniCluster(endpoint, { timeoutMs });
-        const choice = chooseLeader(view);
-        if (choice.ok) return { host: choice.member.host ?? undefined, port: choice.member.port ?? undefined, user: settings.pgUser };
-        problems.push(`${endpoint}: ${choice.problem}`);
-      } catch (err) {
-        if (err instanceof UsageError) throw err;
-        problems.push(`${endpoint}: ${(err as Error).message}`);
-      }
-    }
-    throw new ServiceError(`no PostgreSQL leader found through Patroni (${problems.join('; ')})`, 'check the Patroni cluster (patronictl list) and --patroni');
-  };
 }

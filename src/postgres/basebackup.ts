@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { ServiceError } from '../errors.js';
 import { killOnExit, watchChild } from '../process/child.js';
-import { startSubprocess, type Subprocess } from '../process/subprocess.js';
+import { startSubprocess } from '../process/subprocess.js';
 import { compressArgs, ZSTD, type ZstdOptions } from '../stream/zstd.js';
 import { libpqArgs, type PgEndpoint } from './connection.js';
 import { pgBinary } from './binaries.js';

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify as toYaml } from 'yaml';
 import { z } from 'zod';
-import { PgdrError, ServiceError, UsageError, errorMessage } from '../errors.js';
+import { ServiceError, UsageError, errorMessage } from '../errors.js';
 import { readPatroniCluster } from '../cluster/patroni-api.js';
 import type { ClusterView } from '../cluster/members.js';
 import { openEtcdClient, resolveEtcdConnection } from '../etcd/connection.js';
@@ -117,50 +117,69 @@ function describeStarted(s: StartedService): string {
   return `${s.kind} ${s.name}${s.pid !== null ? ` (pid ${s.pid}, stop: kill $(cat ${s.pidFile}); log ${s.logFile})` : ' (started by your start command)'}`;
 }
 
-/** Refuses before anything is written: non-empty data directories (unless --force), services still running. */
-async function preflight(options: RebuildOptions): Promise<void> {
-  const { plan } = options;
+/**
+ * What the rebuild refuses for, found without changing anything: non-empty data directories (unless --force),
+ * PostgreSQL still running in one, a Patroni or etcd of the old cluster still answering. `restore cluster --dry-run`
+ * reports the same list, so a dry run that passes means the real run gets past its checks.
+ */
+export async function findRebuildObstacles(plan: RebuildPlan, force: boolean): Promise<UsageError[]> {
+  const obstacles: UsageError[] = [];
   for (const member of plan.members) {
-    await checkEmpty(member.dataDir, options, () => {
-      if (isServerRunning(member.dataDir)) {
-        throw new UsageError(`PostgreSQL still runs in ${member.dataDir} (${member.name})`, 'stop Patroni and PostgreSQL on every member before a rebuild');
-      }
-    });
+    const state = await inspectDataDirectory(member.dataDir);
+    if (state instanceof UsageError) obstacles.push(state);
+    else if (state === 'occupied' && !force) obstacles.push(notEmpty(member.dataDir));
+    else if (state === 'occupied' && isServerRunning(member.dataDir)) {
+      obstacles.push(new UsageError(`PostgreSQL still runs in ${member.dataDir} (${member.name})`, 'stop Patroni and PostgreSQL on every member before a rebuild'));
+    }
   }
-  for (const member of plan.etcd.members) await checkEmpty(member.dataDir, options, () => undefined);
-  if (plan.manual) return;
+  for (const member of plan.etcd.members) {
+    const state = await inspectDataDirectory(member.dataDir);
+    if (state instanceof UsageError) obstacles.push(state);
+    else if (state === 'occupied' && !force) obstacles.push(notEmpty(member.dataDir));
+  }
+  if (plan.manual) return obstacles;
   for (const member of plan.members) {
     const pid = readPidFile(member.pidFile);
-    if (pid !== undefined && isAlive(pid)) throw new UsageError(`Patroni ${member.name} from an earlier rebuild still runs (pid ${pid}, ${member.pidFile})`, `stop it first: kill ${pid}`);
+    if (pid !== undefined && isAlive(pid)) obstacles.push(new UsageError(`Patroni ${member.name} from an earlier rebuild still runs (pid ${pid}, ${member.pidFile})`, `stop it first: kill ${pid}`));
     if (await answers(`${member.restApiUrl}/patroni`)) {
-      throw new UsageError(`a Patroni still answers at ${member.restApiUrl} (${member.name})`, 'stop Patroni on every member before a rebuild: a running member would join the rebuilt cluster with its old data');
+      obstacles.push(
+        new UsageError(`a Patroni still answers at ${member.restApiUrl} (${member.name})`, 'stop Patroni on every member before a rebuild: a running member would join the rebuilt cluster with its old data'),
+      );
     }
   }
   for (const member of plan.etcd.members) {
     if (await answers(`${member.clientUrl}/health`)) {
-      throw new UsageError(`an etcd still answers at ${member.clientUrl} (${member.name})`, 'stop every member of the old etcd cluster first; a restored member must never meet an old one');
+      obstacles.push(new UsageError(`an etcd still answers at ${member.clientUrl} (${member.name})`, 'stop every member of the old etcd cluster first; a restored member must never meet an old one'));
     }
+  }
+  return obstacles;
+}
+
+/** Refuses before anything is written (the first obstacle), then, with --force, empties the data directories. */
+async function preflight(options: RebuildOptions): Promise<void> {
+  const { plan } = options;
+  const obstacles = await findRebuildObstacles(plan, options.force);
+  if (obstacles.length > 0) throw obstacles[0];
+  for (const dir of [...plan.members.map((m) => m.dataDir), ...plan.etcd.members.map((m) => m.dataDir)]) {
+    if ((await inspectDataDirectory(dir)) !== 'occupied') continue;
+    options.log(`--force: removing the contents of ${dir}`);
+    for (const entry of await readdir(dir)) await rm(`${dir}/${entry}`, { recursive: true, force: true });
   }
 }
 
-async function checkEmpty(dir: string, options: RebuildOptions, beforeEmptying: () => void): Promise<void> {
-  let entries: string[];
+function notEmpty(dir: string): UsageError {
+  return new UsageError(`data directory ${dir} is not empty`, 'a rebuild writes only into empty data directories: move the old one aside, or pass --force to delete what it holds');
+}
+
+async function inspectDataDirectory(dir: string): Promise<'absent' | 'empty' | 'occupied' | UsageError> {
   try {
     const info = await stat(dir);
-    if (!info.isDirectory()) throw new UsageError(`${dir} exists and is not a directory`, 'give data directories that are absent or empty');
-    entries = await readdir(dir);
+    if (!info.isDirectory()) return new UsageError(`${dir} exists and is not a directory`, 'give data directories that are absent or empty');
+    return (await readdir(dir)).length === 0 ? 'empty' : 'occupied';
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    if (err instanceof PgdrError) throw err;
-    throw new UsageError(`cannot inspect ${dir}: ${errorMessage(err)}`, 'check the path and its permissions');
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    return new UsageError(`cannot inspect ${dir}: ${errorMessage(err)}`, 'check the path and its permissions');
   }
-  if (entries.length === 0) return;
-  if (!options.force) {
-    throw new UsageError(`data directory ${dir} is not empty`, 'a rebuild writes only into empty data directories: move the old one aside, or pass --force to delete what it holds');
-  }
-  beforeEmptying();
-  options.log(`--force: removing the contents of ${dir}`);
-  for (const entry of entries) await rm(`${dir}/${entry}`, { recursive: true, force: true });
 }
 
 async function answers(url: string): Promise<boolean> {

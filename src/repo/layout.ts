@@ -9,6 +9,7 @@
  *   <cluster>/etcd/<snapshotId>/snapshot.db.zst  etcd snapshot, then its manifest.json last
  *   <cluster>/drills/<drillId>.json              restore drill reports
  *   <cluster>/locks/<name>.json                  lock objects
+ *   <cluster>/restore-points/<name>.json         restore points pgdr created, with their LSN
  *   <cluster>/state/store-probe.json             what the store does with conditional writes, and when it was asked
  */
 export class RepositoryLayout {
@@ -85,6 +86,14 @@ export class RepositoryLayout {
 
   lock(name: string): string {
     return `${this.cluster}/locks/${name}.json`;
+  }
+
+  restorePointsPrefix(): string {
+    return `${this.cluster}/restore-points/`;
+  }
+
+  restorePoint(name: string): string {
+    return `${this.cluster}/restore-points/${name}.json`;
   }
 
   /** Mutable state pgdr keeps about the repository itself (never under retention). */

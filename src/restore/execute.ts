@@ -9,6 +9,7 @@ import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
 import { livePostmasterPid, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
 import { readBackupCatalog } from '../repo/catalog.js';
+import { readRestorePoint } from '../repo/restore-points.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { BackupManifest, BackupObject } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -54,7 +55,12 @@ export interface RestoreResult {
 export async function executeRestore(options: RestoreOptions): Promise<RestoreResult> {
   const { store, layout, pgdata, log } = options;
   const catalog = await readBackupCatalog(store, layout);
-  const plan = planRestore(catalog.complete, options.target, { backupId: options.backupId, cluster: layout.cluster });
+  const restorePoint = options.target.kind === 'name' ? await readRestorePoint(store, layout, options.target.name) : null;
+  const plan = planRestore(catalog.complete, options.target, {
+    backupId: options.backupId,
+    cluster: layout.cluster,
+    ...(restorePoint === null ? {} : { restorePoint }),
+  });
   const backup = plan.backup;
   log(`restore: ${plan.reason}`);
 

@@ -32,6 +32,11 @@ export interface RestorePlanOptions {
    * recovery could not get from them to the target timeline.
    */
   history?: TimelineHistory;
+  /**
+   * Where a named restore point lies, when pgdr recorded it (`pgdr restore-point create`): a name target then picks
+   * the backup the way an LSN target does.
+   */
+  restorePoint?: { lsn: string };
 }
 
 interface Candidate {
@@ -51,7 +56,7 @@ export function planRestore(
   }
   const all = backups.map(toCandidate);
 
-  if (options.backupId !== undefined) return planWithChosenBackup(all, target, options.backupId, options.history);
+  if (options.backupId !== undefined) return planWithChosenBackup(all, target, options.backupId, options.history, options.restorePoint);
 
   const usable = options.history === undefined ? all : all.filter((c) => isOnPath(c, options.history!));
   if (usable.length === 0) {
@@ -95,12 +100,35 @@ export function planRestore(
       );
     }
     case 'name': {
+      if (options.restorePoint !== undefined) {
+        const pointLsn = parseLsn(options.restorePoint.lsn, 'restore point LSN');
+        const chosen = newest(usable.filter((c) => c.stopLsn <= pointLsn), byStopLsn);
+        if (!chosen) {
+          const oldest = oldestOf(usable, byStopLsn);
+          throw new UsageError(
+            `restore point ${JSON.stringify(target.name)} (${options.restorePoint.lsn}) was made before the oldest backup finished: ${oldest.manifest.backupId} stopped at ${oldest.manifest.stopLsn}`,
+            'no backup in the repository can reach it; choose a later target (see pgdr backup list)',
+          );
+        }
+        return plan(
+          chosen,
+          target,
+          `backup ${chosen.manifest.backupId} is the newest that finished (${chosen.manifest.stopLsn}) before restore point ${JSON.stringify(target.name)} (${options.restorePoint.lsn}, recorded by pgdr restore-point create)`,
+        );
+      }
       const chosen = newest(usable, byStopTime)!;
+      const previous = newest(
+        usable.filter((c) => byStopTime(c, chosen) < 0),
+        byStopTime,
+      );
       return plan(
         chosen,
         target,
-        `where restore point ${JSON.stringify(target.name)} lies is known only when recovery reaches it, so the newest backup, ${chosen.manifest.backupId}, is used; ` +
-          `for a restore point made before ${chosen.manifest.stopTime}, give --backup-id of an older backup`,
+        `pgdr has no record of restore point ${JSON.stringify(target.name)}, and recovery finds it only when it gets there, so the newest backup, ${chosen.manifest.backupId}, is used` +
+          (previous === undefined
+            ? ''
+            : `; if the restore point was made before ${chosen.manifest.stopTime}, restore with --backup-id ${previous.manifest.backupId} (or older)`) +
+          '; restore points made with pgdr restore-point create are found exactly',
       );
     }
     case 'latest': {
@@ -119,6 +147,7 @@ function planWithChosenBackup(
   target: RecoveryTarget,
   backupId: string,
   history: TimelineHistory | undefined,
+  restorePoint: { lsn: string } | undefined,
 ): RestorePlan {
   const chosen = all.find((c) => c.manifest.backupId === backupId);
   if (!chosen) {
@@ -147,7 +176,11 @@ function planWithChosenBackup(
       why = `; it finished at ${manifest.stopLsn}, at or before the target LSN`;
       break;
     case 'name':
-      why = `; recovery fails if restore point ${JSON.stringify(target.name)} was made before it finished (${manifest.stopTime})`;
+      if (restorePoint !== undefined && chosen.stopLsn > parseLsn(restorePoint.lsn, 'restore point LSN')) throw tooEarly(`stop LSN ${manifest.stopLsn}, restore point at ${restorePoint.lsn}`);
+      why =
+        restorePoint !== undefined
+          ? `; it finished before restore point ${JSON.stringify(target.name)} (${restorePoint.lsn})`
+          : `; recovery fails if restore point ${JSON.stringify(target.name)} was made before it finished (${manifest.stopTime})`;
       break;
     case 'latest':
       break;

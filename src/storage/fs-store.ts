@@ -33,8 +33,10 @@ export interface FsStoreOptions {
 /** Files with this name prefix are puts in progress (or left by a crash) and are never objects. */
 export const TEMP_FILE_PREFIX = '.tmp-';
 
-const DIR_MODE = 0o750;
-const FILE_MODE = 0o640;
+// Backups hold the whole database: only the repository's owner may read them, whatever the umask of the process that
+// wrote them (PostgreSQL's archive_command runs with 0077, a shell usually with 0022).
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
 const DELETE_CONCURRENCY = 16;
 /** S3's own limit; enforced here too so a repository can move between drivers. */
 const MAX_KEY_BYTES = 1024;

@@ -194,6 +194,18 @@ const THROTTLING_ERRORS = new Set([
   'TooManyRequestsException',
   'BandwidthLimitExceeded',
 ]);
+/** Node's (OpenSSL's) codes for a server certificate it does not trust. */
+const TLS_TRUST_ERRORS = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 const TRANSIENT_ERRORS = new Set(['RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable']);
 
 function isNetworkFailure(facts: ErrorFacts): boolean {
@@ -247,6 +259,19 @@ export function toRepositoryError(err: unknown, context: S3FailureContext): Repo
     return new RepositoryError(
       `no S3 region configured for ${context.location}`,
       'set AWS_REGION (e.g. us-east-1), or give --s3-endpoint for an S3-compatible store',
+      err,
+    );
+  }
+  if (facts.code !== undefined && TLS_TRUST_ERRORS.has(facts.code)) {
+    const reason =
+      facts.code === 'ERR_TLS_CERT_ALTNAME_INVALID'
+        ? 'its certificate does not name this host'
+        : /EXPIRED|NOT_YET/.test(facts.code)
+          ? 'its certificate is out of its validity period'
+          : 'its certificate is not signed by a CA this machine trusts';
+    return new RepositoryError(
+      `TLS to the S3 endpoint ${context.endpoint} failed: ${reason} (${facts.code})`,
+      'for a private CA, point NODE_EXTRA_CA_CERTS at its PEM bundle in pgdr\'s environment (and PostgreSQL\'s, for archive_command); pgdr never turns verification off',
       err,
     );
   }

@@ -22,6 +22,8 @@ export type ObjectRole =
   | 'incomplete-etcd-object'
   | 'drill-report'
   | 'lock'
+  /** <cluster>/restore-points/<name>.json: a restore point pgdr created. */
+  | 'restore-point'
   /** <cluster>/state/store-probe.json: what the store does with conditional writes. */
   | 'store-probe'
   /** The scratch key of a probe that was interrupted before it removed it. */
@@ -73,6 +75,9 @@ export function classifyObject(key: string, layout: RepositoryLayout, manifests:
 
   const lock = tail(key, layout.locksPrefix());
   if (lock !== undefined) return LOCK.test(lock) ? 'lock' : 'foreign';
+
+  const point = tail(key, layout.restorePointsPrefix());
+  if (point !== undefined) return /^[A-Za-z0-9._-]{1,63}\.json$/.test(point) ? 'restore-point' : 'foreign';
 
   if (key === layout.storeProbe()) return 'store-probe';
   const state = tail(key, layout.statePrefix());

@@ -1,7 +1,11 @@
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdtempSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
+import { Agent as HttpsAgent, get as httpsGet } from 'node:https';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +20,8 @@ export interface MinioServer {
   readonly accessKey: string;
   readonly secretKey: string;
   readonly region: 'us-east-1';
+  /** With `tls: true`: the self-signed certificate it serves (PEM), to trust through NODE_EXTRA_CA_CERTS. */
+  readonly caFile: string | undefined;
   /** The environment pgdr reads: AWS credentials and region, PGDR_S3_ENDPOINT, PGDR_S3_FORCE_PATH_STYLE=1. */
   env(): Record<string, string>;
   createBucket(name: string): Promise<void>;
@@ -40,14 +46,26 @@ export function minioBinary(): string {
   return path;
 }
 
-export async function startMinio(): Promise<MinioServer> {
+export async function startMinio(options: { tls?: boolean } = {}): Promise<MinioServer> {
   const binary = minioBinary();
   const dir = mkdtempSync(join(tmpdir(), 'pgdr-minio-'));
   const dataDir = join(dir, 'data');
   const port = await freePort();
   let consolePort = await freePort();
   while (consolePort === port) consolePort = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
+  const certsDir = join(dir, 'certs');
+  const caFile = options.tls ? join(certsDir, 'public.crt') : undefined;
+  if (options.tls) {
+    // A self-signed certificate for 127.0.0.1, as a private CA would issue one: pgdr must not trust it unasked.
+    mkdirSync(certsDir);
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+      '-keyout', join(certsDir, 'private.key'), '-out', join(certsDir, 'public.crt'),
+      '-subj', '/CN=pgdr-test-minio', '-addext', 'subjectAltName=IP:127.0.0.1',
+    ], { stdio: 'ignore' });
+  }
+  const ca = caFile === undefined ? undefined : readFileSync(caFile);
+  const endpoint = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const accessKey = `pgdr${randomBytes(6).toString('hex')}`;
   const secretKey = randomBytes(24).toString('base64url');
   const bucket = `pgdr-test-${randomBytes(4).toString('hex')}`;
@@ -63,13 +81,14 @@ export async function startMinio(): Promise<MinioServer> {
       forcePathStyle: true,
       credentials: { accessKeyId: accessKey, secretAccessKey: secretKey },
       maxAttempts: 3,
+      ...(ca === undefined ? {} : { requestHandler: new NodeHttpHandler({ httpsAgent: new HttpsAgent({ ca }) }) }),
     });
 
   const launch = async (): Promise<void> => {
     output = '';
     const proc = spawn(
       binary,
-      ['server', dataDir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet'],
+      ['server', dataDir, '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet', ...(options.tls ? ['--certs-dir', certsDir] : [])],
       {
         // Credentials travel in the environment, never in argv where `ps` would show them.
         env: {
@@ -103,12 +122,7 @@ export async function startMinio(): Promise<MinioServer> {
       if (exited !== undefined) {
         throw new Error(`MinIO ${exited} before it was ready on ${endpoint}; its output ends with:\n${output}`);
       }
-      try {
-        const response = await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(1_000) });
-        if (response.ok) return;
-      } catch {
-        // not listening yet
-      }
+      if (await isLive(`${endpoint}/minio/health/live`, ca)) return;
       if (Date.now() > deadline) {
         killQuietly(proc.pid);
         throw new Error(
@@ -174,6 +188,7 @@ export async function startMinio(): Promise<MinioServer> {
     accessKey,
     secretKey,
     region: 'us-east-1',
+    caFile,
     env: () => ({
       AWS_ACCESS_KEY_ID: accessKey,
       AWS_SECRET_ACCESS_KEY: secretKey,
@@ -205,4 +220,16 @@ export async function startMinio(): Promise<MinioServer> {
       }
     },
   };
+}
+
+/** MinIO's liveness endpoint answers 200; over TLS the harness trusts its own certificate, and only that one. */
+function isLive(url: string, ca: Buffer | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = (url.startsWith('https:') ? httpsGet : httpGet)(url, { timeout: 1_000, ...(ca === undefined ? {} : { ca }) }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    request.on('timeout', () => request.destroy());
+    request.on('error', () => resolve(false));
+  });
 }

@@ -164,7 +164,8 @@ describe('leader discovery (etcd x3, Patroni x2)', () => {
     );
     expect(noLeader.exitCode).toBe(4);
     expect(Date.now() - started).toBeGreaterThanOrEqual(4_000);
-    expect(noLeader.stdout).toBe('');
+    // With --json, the failure is also one JSON document on stdout.
+    expect(noLeader.json()).toEqual({ error: expect.stringMatching(/^found no leader within 4 s/), hint: expect.any(String), exitCode: 4 });
     const [message, hint] = noLeader.stderr.trim().split('\n').slice(-2);
     expect(message).toMatch(/^pgdr: found no leader within 4 s: .*Patroni at http:\/\/127\.0\.0\.1:\d+ is unreachable.*etcd http:\/\/127\.0\.0\.1:\d+: the cluster has no leader/);
     expect(hint).toMatch(/^hint: check `pgdr cluster status`/);

@@ -123,6 +123,13 @@ describe('full-cluster rebuild (etcd x3, Patroni x2, MinIO)', () => {
     const busy = await pgdr(['restore', 'cluster', '--patroni-config', configs.join(','), '--target-time', target, ...etcdArgs]);
     expect(busy.exitCode).toBe(2);
     expect(busy.stderr).toMatch(/pgdr: data directory .*pgdata is not empty\nhint: /);
+    // The dry run makes the same checks and says it would refuse, for each reason, with the same exit code.
+    const dry = await pgdr(['restore', 'cluster', '--patroni-config', configs.join(','), '--target-time', target, ...etcdArgs, '--dry-run', '--json']);
+    expect(dry.exitCode).toBe(2);
+    expect(dry.stderr).toMatch(/pgdr: restore cluster would refuse: data directory .*pgdata is not empty \(and \d+ more, listed above\)/);
+    const refusals = dry.json<{ wouldRefuse: { error: string }[] }>().wouldRefuse.map((r) => r.error);
+    expect(refusals.some((r) => /a Patroni still answers at/.test(r))).toBe(true);
+    expect(refusals.filter((r) => /is not empty/.test(r))).toHaveLength(2);
 
     const other = join(makeTempDir('rebuild-other', { owner: 'service' }), 'other.yml');
     const doc = parseYaml(readFileSync(configs[1]!, 'utf8')) as Record<string, unknown>;

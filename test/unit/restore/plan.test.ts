@@ -99,10 +99,20 @@ describe('planRestore by example', () => {
     expect(plan.reason).toContain('end of the archive');
   });
 
-  it('uses the newest backup for a restore point and says how to reach an older one', () => {
+  it('uses the newest backup for an unrecorded restore point and names the backup to pass for an older one', () => {
     const plan = planRestore(week, parseRecoveryTarget({ targetName: 'before-upgrade' }));
     expect(plan.backup).toBe(wednesday);
-    expect(plan.reason).toContain('--backup-id');
+    expect(plan.reason).toContain(`--backup-id ${tuesday.backupId}`);
+    expect(plan.reason).toContain('pgdr restore-point create');
+  });
+
+  it('picks the newest backup that finished before a restore point pgdr recorded', () => {
+    const named = parseRecoveryTarget({ targetName: 'before-upgrade' });
+    expect(planRestore(week, named, { restorePoint: { lsn: '1/3000000' } }).backup).toBe(tuesday);
+    expect(planRestore(week, named, { restorePoint: { lsn: '1/2000100' } }).backup).toBe(tuesday);
+    expect(planRestore(week, named, { restorePoint: { lsn: '1/2000000' } }).backup).toBe(monday);
+    expect(failure(() => planRestore(week, named, { restorePoint: { lsn: '0/1000000' } })).message).toMatch(/was made before the oldest backup finished/);
+    expect(failure(() => planRestore(week, named, { restorePoint: { lsn: '1/3000000' }, backupId: wednesday.backupId })).message).toMatch(/is before backup/);
   });
 
   it('refuses a target before the oldest backup finished, naming it', () => {
