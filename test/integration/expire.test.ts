@@ -208,7 +208,7 @@ describe('pgdr expire on a month of real backups', () => {
     try {
       const result = await cli(expireArgs());
       expect(result.exitCode).toBe(3);
-      expect(result.stdout).toBe('');
+      expect(result.json()).toEqual({ error: expect.stringMatching(/^expire did not start, nothing was deleted/), hint: expect.any(String), exitCode: 3 });
       expect(result.stderr).toMatch(/^pgdr: expire did not start, nothing was deleted: cluster "expire" is locked for a base backup by \S+ pid \d+/m);
       expect(result.stderr).toMatch(/^hint: .*--lock-wait/m);
     } finally {
