@@ -49,6 +49,8 @@ export async function connectForReplication(endpoint: PgEndpoint): Promise<Repli
   return { client, serverVersion };
 }
 
+const PASSWORD_HINT = 'set PGPASSWORD, or a ~/.pgpass line whose database field is replication (or *), for the backup user';
+
 // SQLSTATEs of a server that is reachable but will not start a walsender for this user.
 const NOT_ALLOWED = new Set([
   '28000', // invalid_authorization_specification: no pg_hba.conf entry, or a reject line
@@ -63,11 +65,11 @@ function replicationConnectError(endpoint: PgEndpoint, err: unknown): ServiceErr
     return new ServiceError(`PostgreSQL at ${source} refused a replication connection: ${message}`, REPLICATION_ACCESS_HINT, err);
   }
   if (code === '28P01') {
-    return new ServiceError(
-      `PostgreSQL at ${source} refused the password for a replication connection: ${message}`,
-      'set PGPASSWORD, or a ~/.pgpass line whose database field is replication (or *), for the backup user',
-      err,
-    );
+    return new ServiceError(`PostgreSQL at ${source} refused the password for a replication connection: ${message}`, PASSWORD_HINT, err);
+  }
+  // node-postgres's own words when the server asks for a password and neither PGPASSWORD nor a password file has one.
+  if (/client password must be a string/.test(message)) {
+    return new ServiceError(`PostgreSQL at ${source} asks for a password for the replication connection, and none was found`, PASSWORD_HINT, err);
   }
   return new ServiceError(
     `cannot open a replication connection to PostgreSQL at ${source}: ${message}`,

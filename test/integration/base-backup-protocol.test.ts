@@ -145,8 +145,8 @@ describe('BASE_BACKUP over a replication connection', () => {
     }
   });
 
-  it('says what is missing when the user may not replicate: the REPLICATION attribute, or a pg_hba.conf line', async () => {
-    await server.psql('CREATE ROLE plain LOGIN; CREATE ROLE refused LOGIN REPLICATION;');
+  it('says what is missing when the user may not replicate: the REPLICATION attribute, a pg_hba.conf line, a password', async () => {
+    await server.psql(`CREATE ROLE plain LOGIN; CREATE ROLE refused LOGIN REPLICATION; CREATE ROLE guarded LOGIN REPLICATION PASSWORD 's3cret';`);
     const hint = /REPLICATION.*pg_hba\.conf.*'replication' database/;
 
     const noAttribute = openBaseBackupSession({ endpoint: endpoint('plain'), label: 'x' });
@@ -155,7 +155,8 @@ describe('BASE_BACKUP over a replication connection', () => {
     await expect(noAttribute).rejects.toMatchObject({ hint: expect.stringMatching(hint) });
 
     const hba = join(server.pgdata, 'pg_hba.conf');
-    writeFileSync(hba, `host replication refused 127.0.0.1/32 reject\n${readFileSync(hba, 'utf8')}`);
+    const lines = ['host replication refused 127.0.0.1/32 reject', 'host replication guarded 127.0.0.1/32 scram-sha-256'];
+    writeFileSync(hba, `${lines.join('\n')}\n${readFileSync(hba, 'utf8')}`);
     await server.query('SELECT pg_reload_conf()');
     // The postmaster reloads pg_hba.conf on its own time; until then the connection is let in.
     let refusal: unknown;
@@ -171,6 +172,21 @@ describe('BASE_BACKUP over a replication connection', () => {
     expect(refusal).toBeInstanceOf(ServiceError);
     expect((refusal as ServiceError).message).toMatch(/refused a replication connection: pg_hba\.conf rejects replication connection/);
     expect((refusal as ServiceError).hint).toMatch(hint);
+
+    // The password comes from the environment (or ~/.pgpass), as for libpq.
+    const password = process.env.PGPASSWORD;
+    try {
+      delete process.env.PGPASSWORD;
+      await expect(connectForReplication(endpoint('guarded'))).rejects.toThrow(/asks for a password for the replication connection, and none was found/);
+      process.env.PGPASSWORD = 'wrong';
+      await expect(connectForReplication(endpoint('guarded'))).rejects.toThrow(/refused the password for a replication connection/);
+      process.env.PGPASSWORD = 's3cret';
+      const { client } = await connectForReplication(endpoint('guarded'));
+      await client.end();
+    } finally {
+      if (password === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = password;
+    }
   });
 
   describe('on a few hundred MB', () => {
