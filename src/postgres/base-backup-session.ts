@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import pg from 'pg';
 import { ServiceError } from '../errors.js';
 import {
@@ -13,7 +13,7 @@ import {
   type ResultSet,
 } from './base-backup-protocol.js';
 import { describeEndpoint, withConnection, type PgEndpoint } from './connection.js';
-import { connectForReplication } from './replication-connection.js';
+import { connectForReplication, requestCancel } from './replication-connection.js';
 
 /**
  * A base backup read straight from the walsender (BASE_BACKUP on a replication connection, the command
@@ -69,7 +69,7 @@ export interface BaseBackupSession {
   end(): Promise<BackupPosition>;
   /** Stops the backup: the connection closes, and the current stream and every pending promise fail with `reason`. */
   cancel(reason?: Error): void;
-  /** Resolves when the connection is closed, whatever the outcome. */
+  /** Resolves when the connection is closed (and, after a failure, the server asked to stop), whatever the outcome. */
   readonly closed: Promise<void>;
 }
 
@@ -181,7 +181,9 @@ class BaseBackupReceiver {
   private manifestChunks: Buffer[] | undefined;
   private socketPaused = false;
   private failure: Error | undefined;
-  private readonly socket: NodeJS.ReadableStream & { destroy(): void };
+  private serverStopped = false;
+  private cancelSent: Promise<void> = Promise.resolve();
+  private readonly socket: Duplex;
   private readonly detach: () => void = () => undefined;
 
   constructor(
@@ -189,12 +191,14 @@ class BaseBackupReceiver {
     private readonly text: string,
     private readonly options: BaseBackupSessionOptions,
   ) {
-    this.socket = client.connection.stream as unknown as NodeJS.ReadableStream & { destroy(): void };
-    this.closed = new Promise((resolve) => client.once('end', () => resolve()));
+    this.socket = client.connection.stream;
+    const connectionClosed = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    this.closed = connectionClosed.then(() => this.cancelSent);
     client.on('error', (err: Error) => this.fail(this.connectionLost(err)));
     client.on('end', () => this.fail(this.connectionLost(new Error('the server closed the connection'))));
     client.on('notice', (notice: { message?: string }) => {
-      if (notice.message !== undefined) options.onNotice?.(notice.message);
+      const message = notice.message;
+      if (message !== undefined && options.onNotice) this.guard(() => options.onNotice!(message));
     });
     const connection = client.connection;
     const onCopyOut = (): void => this.guard(() => this.copyStarted());
@@ -272,7 +276,13 @@ class BaseBackupReceiver {
   }
 
   handleError(err: Error): void {
-    this.fail(err instanceof pg.DatabaseError ? serverError(err) : this.connectionLost(err));
+    if (err instanceof pg.DatabaseError) {
+      // After an ErrorResponse the server has given up the command itself: there is nothing left to interrupt.
+      this.serverStopped = true;
+      this.fail(serverError(err));
+    } else {
+      this.fail(this.connectionLost(err));
+    }
   }
 
   handleReadyForQuery(): void {
@@ -323,6 +333,7 @@ class BaseBackupReceiver {
     this.listed.reject(err);
     this.manifest.reject(err);
     this.endPosition.reject(err);
+    if (!this.serverStopped) this.cancelSent = requestCancel(this.client);
     // end() marks the close as ours (no "terminated unexpectedly" error); destroy() closes a paused socket too,
     // which a polite Terminate message would wait behind.
     void this.client.end().catch(() => undefined);

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import pg from 'pg';
 import { ServiceError } from '../errors.js';
 import { describeEndpoint, type PgEndpoint } from './connection.js';
@@ -76,4 +77,34 @@ function replicationConnectError(endpoint: PgEndpoint, err: unknown): ServiceErr
     'check --pg-host/--pg-port/--pg-user (or PGHOST/PGPORT/PGUSER) and that the server is running and accepts TCP connections',
     err,
   );
+}
+
+/** CancelRequest's fixed code, in place of a protocol version (1234 in the high 16 bits, 5678 in the low). */
+const CANCEL_REQUEST_CODE = 80_877_102;
+const CANCEL_TIMEOUT_MS = 5_000;
+
+/**
+ * Asks the server to interrupt the connection's backend, as libpq's PQcancel does: a CancelRequest with the backend's
+ * pid and secret key, on a connection of its own. Closing the socket is not enough on its own: a walsender notices
+ * a vanished client only when it next writes, and one waiting for its start checkpoint or for WAL archiving writes
+ * nothing for a long time. Best effort: resolves when sent, or when it could not be.
+ */
+export function requestCancel(client: pg.Client): Promise<void> {
+  const { processID, secretKey } = client as unknown as { processID: number | null; secretKey: number | null };
+  if (processID === null || secretKey === null) return Promise.resolve();
+  const packet = Buffer.alloc(16);
+  packet.writeInt32BE(16, 0);
+  packet.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  packet.writeInt32BE(processID, 8);
+  packet.writeInt32BE(secretKey, 12);
+  // node-postgres treats a host starting with '/' as the directory of a Unix socket, as libpq does.
+  const socket = client.host.startsWith('/')
+    ? connect({ path: `${client.host}/.s.PGSQL.${client.port}` })
+    : connect({ host: client.host, port: client.port });
+  return new Promise((resolve) => {
+    socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
+    socket.once('connect', () => socket.end(packet));
+    socket.once('error', () => undefined);
+    socket.once('close', () => resolve());
+  });
 }

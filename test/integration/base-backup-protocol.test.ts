@@ -42,19 +42,19 @@ describe('BASE_BACKUP over a replication connection', () => {
   });
 
   /** Walsenders pgdr still has on the server (a BASE_BACKUP connection shows up as one). */
-  async function pgdrWalsenders(): Promise<number> {
-    const [row] = await server.query<{ n: string }>(
+  async function pgdrWalsenders(on: PostgresServer): Promise<number> {
+    const [row] = await on.query<{ n: string }>(
       `SELECT count(*)::text AS n FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'pgdr'`,
     );
     return Number(row!.n);
   }
 
   /** The server ends a walsender a moment after its client is gone: wait for that, a few seconds at most. */
-  async function expectNoWalsenderLeft(): Promise<void> {
+  async function expectNoWalsenderLeft(on: PostgresServer = server): Promise<void> {
     const deadline = Date.now() + 15_000;
-    while ((await pgdrWalsenders()) > 0 && Date.now() < deadline) await sleep(100);
-    expect(await pgdrWalsenders()).toBe(0);
-    expect(await server.query('SELECT pid FROM pg_stat_progress_basebackup')).toEqual([]);
+    while ((await pgdrWalsenders(on)) > 0 && Date.now() < deadline) await sleep(100);
+    expect(await pgdrWalsenders(on)).toBe(0);
+    expect(await on.query('SELECT pid FROM pg_stat_progress_basebackup')).toEqual([]);
   }
 
   async function readAll(stream: Readable): Promise<Buffer> {
@@ -186,6 +186,33 @@ describe('BASE_BACKUP over a replication connection', () => {
     } finally {
       if (password === undefined) delete process.env.PGPASSWORD;
       else process.env.PGPASSWORD = password;
+    }
+  });
+
+  it('with WAIT, reports the server waiting for WAL archiving, and cancel() interrupts that wait on the server', async () => {
+    const stuck = await startPostgres({ name: 'bbproto-stuck', archiveCommand: 'false' });
+    try {
+      const notices: string[] = [];
+      const session = await openBaseBackupSession({
+        endpoint: { host: stuck.host, port: stuck.port, user: 'postgres' },
+        label: 'waits',
+        waitForWalArchive: true,
+        onNotice: (message) => notices.push(message),
+      });
+      const baseTar = (await session.nextArchive())!;
+      baseTar.data.resume();
+      // The server says so after about five seconds of waiting.
+      for (const deadline = Date.now() + 30_000; notices.length === 0 && Date.now() < deadline; ) await sleep(200);
+      expect(notices).toContain('base backup done, waiting for required WAL segments to be archived');
+      expect(await stuck.query(`SELECT pid FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'`)).toHaveLength(1);
+
+      // Closing the socket alone would leave the walsender waiting until its next write, minutes away.
+      session.cancel();
+      await expect(session.end()).rejects.toThrow('cancelled');
+      await session.closed;
+      await expectNoWalsenderLeft(stuck);
+    } finally {
+      await stuck.stop();
     }
   });
 
