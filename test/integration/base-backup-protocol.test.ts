@@ -5,7 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAll } from '../harness/cleanup.js';
-import { startPostgres, type PostgresServer } from '../harness/postgres.js';
+import { runAsPostgres, startPostgres, startPostgresFromDir, type PostgresServer } from '../harness/postgres.js';
+import { pgBin } from '../harness/preflight.js';
 import { makeTempDir } from '../harness/temp.js';
 import { ServiceError } from '../../src/errors.js';
 import { openBaseBackupSession, type BaseBackupSession } from '../../src/postgres/base-backup-session.js';
@@ -125,6 +126,42 @@ describe('BASE_BACKUP over a replication connection', () => {
     expect(progress.at(-1)?.[0]).toBe(tablespaceTar.length + baseTar.length);
     expect(progress.every(([done, total]) => total >= done)).toBe(true);
     await expectNoWalsenderLeft();
+  });
+
+  it('backs up a standby the same way, its tablespace at the standby\'s own location', async () => {
+    const standbyRoot = makeTempDir('standby', { owner: 'service' });
+    const standbyTablespace = makeTempDir('standby-tblspc', { owner: 'service' });
+    const pgdata = join(standbyRoot, 'pgdata');
+    const clone = await runAsPostgres(
+      pgBin('pg_basebackup'),
+      ['-h', server.host, '-p', String(server.port), '-U', 'postgres', '-D', pgdata, '-X', 'stream', '-R', '-c', 'fast', `--tablespace-mapping=${tablespaceDir}=${standbyTablespace}`],
+      { cwd: standbyRoot, reject: false, timeout: 120_000 },
+    );
+    expect(clone.exitCode, String(clone.stderr)).toBe(0);
+    const standby = await startPostgresFromDir(pgdata, { name: 'bbproto-standby' });
+    try {
+      expect(await standby.query('SELECT pg_is_in_recovery() AS standby')).toEqual([{ standby: true }]);
+      const session = await openBaseBackupSession({ endpoint: { host: standby.host, port: standby.port, user: 'postgres' }, label: 'from the standby' });
+      expect(session.tablespaces.map(({ oid, location }) => [oid, location])).toEqual([
+        [tablespaceOid, standbyTablespace],
+        [null, null],
+      ]);
+      const tars = new Map<string, Buffer>();
+      for (let archive = await session.nextArchive(); archive !== null; archive = await session.nextArchive()) {
+        tars.set(archive.name, await readAll(archive.data));
+      }
+      expect([...tars.keys()]).toEqual([`${tablespaceOid}.tar`, 'base.tar']);
+      const manifest = JSON.parse((await session.manifest()).toString('utf8')) as { 'WAL-Ranges': unknown[] };
+      const end = await session.end();
+      const label = await tarFile(tars.get('base.tar')!, 'backup_label');
+      expect(label).toContain('BACKUP FROM: standby');
+      expect(await tarFile(tars.get('base.tar')!, 'tablespace_map')).toBe(`${tablespaceOid} ${standbyTablespace}`);
+      expect(manifest['WAL-Ranges']).toEqual([{ Timeline: 1, 'Start-LSN': session.start.lsn, 'End-LSN': end.lsn }]);
+      expect(end.timeline).toBe(1);
+      await expectNoWalsenderLeft(standby);
+    } finally {
+      await standby.stop();
+    }
   });
 
   it('refuses a cluster with an in-place tablespace before handing out any archive', async () => {
