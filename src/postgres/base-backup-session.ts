@@ -63,17 +63,23 @@ export interface BaseBackupSession {
    * Read each archive to its end before asking for the next: they share one connection.
    */
   nextArchive(): Promise<BaseBackupArchive | null>;
-  /** The backup_manifest, once every archive has been read. */
+  /** The backup_manifest, once every archive has been read. Held in memory: about 200 bytes per file backed up. */
   manifest(): Promise<Buffer>;
   /** Where the backup ends and on which timeline; resolves after the connection is closed. */
   end(): Promise<BackupPosition>;
-  /** Stops the backup: the connection closes, and the current stream and every pending promise fail with `reason`. */
+  /**
+   * Stops the backup: the server is asked to stop (a CancelRequest), the connection closes, and the stream being
+   * read and every pending promise fail with `reason`.
+   */
   cancel(reason?: Error): void;
   /** Resolves when the connection is closed (and, after a failure, the server asked to stop), whatever the outcome. */
   readonly closed: Promise<void>;
 }
 
-/** What one archive may hold in memory before pgdr stops reading the socket. */
+/**
+ * What an archive's stream may hold before pgdr stops reading the socket. The bound on memory is this, plus what
+ * one socket read brings (64 KiB), plus the unread end of an archive that has just ended.
+ */
 const ARCHIVE_BUFFER_BYTES = 1024 * 1024;
 
 const RETRY_HINT = 'check the PostgreSQL server log for the reason, then run the backup again';
