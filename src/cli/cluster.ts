@@ -19,6 +19,7 @@ import { addCommonOptions, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { restoreInto } from './restore-into.js';
+import { parseTablespaceMappings } from '../restore/tablespaces.js';
 
 /**
  * `pgdr cluster status` (who leads, who follows, which member a backup would read from) and the adapters Patroni
@@ -36,6 +37,11 @@ export interface ClusterFlags {
 }
 
 const REQUEST_TIMEOUT_MS = 5_000;
+
+/** Commander's accumulator for a repeatable option. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
 
 export function addClusterSourceOptions(command: Command, defaults: { leaderWait: string }): Command {
   return command
@@ -237,6 +243,9 @@ interface AdapterFlags {
   targetName?: string;
   target?: string;
   backupId?: string;
+  tablespaceMap?: string[];
+  /** Patroni passes a method's keys as --key=value: a `tablespace_map: OLD=NEW[,OLD=NEW]` key arrives as one string. */
+  tablespace_map?: string;
 }
 
 export function registerClusterCommands(program: Command, action: Action): void {
@@ -288,7 +297,10 @@ export function registerClusterCommands(program: Command, action: Action): void 
       .option('--scope <name>', 'passed by Patroni; informational')
       .option('--role <role>', 'passed by Patroni (replica)')
       .option('--connstring <dsn>', 'passed by Patroni; unused: the data comes from the repository, streaming from the leader follows')
-      .option('--force', 'replace the contents of a non-empty data directory')
+      .option('--force', 'replace a stopped data directory (the old one stays until the restored copy is complete)')
+      .option('--tablespace-map <old=new>', 'restore a tablespace into NEW instead of its old location; repeatable', collect, [] as string[])
+      // A `tablespace_map: "OLD=NEW[,OLD=NEW]"` key of the method's configuration, as Patroni passes it.
+      .addOption(new Option('--tablespace_map <list>').hideHelp())
       // Patroni passes every key of the method's configuration as --key=value, its own switches included.
       .addOption(new Option('--keep_data <bool>').hideHelp())
       .addOption(new Option('--no_leader <bool>').hideHelp())
@@ -314,7 +326,9 @@ export function registerClusterCommands(program: Command, action: Action): void 
       .option('--target-name <name>', 'recover to a restore point')
       .option('--target <latest>', 'latest: replay all archived WAL (the default)')
       .option('--backup-id <id>', 'restore this backup instead of the newest one that ends before the target')
-      .option('--force', 'replace the contents of a non-empty data directory'),
+      .option('--force', 'replace a stopped data directory (the old one stays until the restored copy is complete)')
+      .option('--tablespace-map <old=new>', 'restore a tablespace into NEW instead of its old location; repeatable', collect, [] as string[])
+      .addOption(new Option('--tablespace_map <list>').hideHelp()),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as AdapterFlags;
@@ -332,7 +346,14 @@ export function registerClusterCommands(program: Command, action: Action): void 
 async function restoreForPatroni(ctx: CommandContext, flags: AdapterFlags, target: RecoveryTarget, purpose: 'replica' | 'bootstrap'): Promise<void> {
   const pgdata = flags.datadir ?? ctx.settings.pgdata;
   if (!pgdata) throw new UsageError(`patroni ${purpose === 'replica' ? 'create-replica' : 'bootstrap'} needs the data directory`, 'Patroni passes --datadir; by hand, pass --datadir DIR');
-  const result = await restoreInto(ctx, pgdata, target, flags, { archiveMode: 'preserve', start: false, startTimeoutMs: 0, progress: false });
+  const mappings = [...(flags.tablespaceMap ?? []), ...(flags.tablespace_map === undefined ? [] : [flags.tablespace_map])];
+  const result = await restoreInto(ctx, pgdata, target, flags, {
+    archiveMode: 'preserve',
+    start: false,
+    startTimeoutMs: 0,
+    progress: false,
+    tablespaceMap: parseTablespaceMappings(mappings.flatMap((m) => m.split(',')).filter((m) => m !== '')),
+  });
   ctx.emit(
     { ...result, purpose, scope: flags.scope ?? null },
     `restored backup ${result.backupId} into ${result.pgdata} for Patroni (${purpose === 'replica' ? 'a new replica' : `bootstrap to ${result.target}`})`,

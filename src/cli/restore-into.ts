@@ -19,7 +19,7 @@ export async function restoreInto(
   pgdata: string,
   target: RecoveryTarget,
   flags: RestoreSourceFlags,
-  how: Pick<RestoreOptions, 'archiveMode' | 'port' | 'start' | 'startTimeoutMs' | 'pgUser' | 'progress'>,
+  how: Pick<RestoreOptions, 'archiveMode' | 'port' | 'start' | 'startTimeoutMs' | 'pgUser' | 'progress' | 'tablespaceMap'>,
 ): Promise<RestoreResult> {
   const { store, layout } = ctx.openRepository();
   try {

@@ -6,6 +6,7 @@ import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { registerRestoreClusterCommand } from './restore-cluster.js';
 import { restoreInto } from './restore-into.js';
+import { parseTablespaceMappings } from '../restore/tablespaces.js';
 
 interface RestoreFlags {
   targetTime?: string;
@@ -19,6 +20,7 @@ interface RestoreFlags {
   port?: string;
   archiveMode: string;
   startTimeout: string;
+  tablespaceMap: string[];
   config?: string;
 }
 
@@ -37,7 +39,13 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       .option('--start', 'start PostgreSQL, wait until recovery reaches the target and promotes, and report')
       .option('--port <port>', 'port for the restored server (written to postgresql.auto.conf)')
       .option('--archive-mode <mode>', 'preserve: keep the backup\'s archive settings; off: the restored server archives nothing (drills, scratch copies)', 'preserve')
-      .option('--start-timeout <seconds>', 'with --start, how long recovery may take', '3600'),
+      .option('--start-timeout <seconds>', 'with --start, how long recovery may take', '3600')
+      .option(
+        '--tablespace-map <old=new>',
+        'restore a tablespace into NEW instead of its old location (OLD: the old location, the name or the oid); repeatable. Without it a tablespace returns where it was, which must be empty or absent',
+        (value: string, previous: string[]) => [...previous, value],
+        [] as string[],
+      ),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as RestoreFlags;
@@ -64,6 +72,7 @@ export function registerRestoreCommands(program: Command, action: Action): void 
         start: flags.start === true,
         startTimeoutMs: startTimeout * 1000,
         ...(ctx.settings.pgUser === undefined ? {} : { pgUser: ctx.settings.pgUser }),
+        tablespaceMap: parseTablespaceMappings(flags.tablespaceMap),
         progress: ctx.settings.progress && !ctx.json,
       });
       ctx.emit(

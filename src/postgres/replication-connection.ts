@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import pg from 'pg';
 import { ServiceError } from '../errors.js';
-import { describeEndpoint, type PgEndpoint } from './connection.js';
+import { describeEndpoint, type PgEndpoint, defaultPgUser } from './connection.js';
 
 /**
  * A physical replication connection (the startup parameter replication=true, what pg_basebackup opens): the
@@ -22,7 +22,7 @@ export async function connectForReplication(endpoint: PgEndpoint): Promise<Repli
   const config: pg.ClientConfig & { replication: boolean } = {
     host: endpoint.host,
     port: endpoint.port,
-    user: endpoint.user,
+    user: endpoint.user ?? defaultPgUser(),
     // Ignored by a physical walsender, but it is the database name libpq and pg_basebackup look up in ~/.pgpass
     // for a replication connection, and node-postgres reads the password file with it too.
     database: 'replication',

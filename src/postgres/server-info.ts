@@ -54,13 +54,3 @@ export async function readServerInfo(client: pg.Client): Promise<ServerInfo> {
     estimatedBytes: Number(row.estimated_bytes ?? 0),
   };
 }
-
-/** The WAL segment a primary is writing now (pg_walfile_name fails on a standby, which has no insert position). */
-export async function readCurrentWalFile(client: pg.Client): Promise<string> {
-  const { rows } = await client.query<{ name: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS name');
-  const name = rows[0]?.name;
-  if (!name || !/^[0-9A-F]{24}$/.test(name)) {
-    throw new ServiceError(`PostgreSQL returned ${JSON.stringify(name)} as its current WAL file`, 'check that the server is a PostgreSQL 15 primary');
-  }
-  return name;
-}

@@ -18,8 +18,19 @@ export const BackupObjectSchema = z.object({
   storedBytes: z.number().int().nonnegative(),
   /** sha256 of the stored bytes. */
   sha256: hex64,
-  /** How the stored bytes decode: zstd frames around a tar archive. */
-  encoding: z.literal('tar+zstd'),
+  /** How the stored bytes decode: zstd frames around a tar archive, or around one plain file. */
+  encoding: z.enum(['tar+zstd', 'zstd']),
+  /** A tablespace's archive: unpacked into its location (or where `--tablespace-map` puts it), not the data directory. */
+  tablespace: z
+    .object({
+      oid: z.number().int().positive(),
+      /** Where the tablespace was on the source server. */
+      location: z.string().min(1),
+      name: z.string().min(1).optional(),
+    })
+    .optional(),
+  /** A plain file (encoding zstd): its name in the data directory. */
+  file: z.enum(['backup_manifest']).optional(),
 });
 
 export const BackupManifestSchema = z.object({

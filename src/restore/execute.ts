@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -12,11 +12,13 @@ import { readBackupCatalog } from '../repo/catalog.js';
 import { readRestorePoint } from '../repo/restore-points.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { BackupManifest, BackupObject } from '../repo/manifest.js';
-import type { ObjectStore } from '../storage/object-store.js';
-import { ChecksumStage } from '../stream/checksum.js';
+import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
+import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
+import { zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress } from '../stream/progress.js';
 import { planRestore } from './plan.js';
-import { stageRestoreDirectory, swapRestoreDirectories } from './target-directory.js';
+import { planTablespaceTargets, renderTablespaceMap, type TablespaceMapping } from './tablespaces.js';
+import { stageRestoreDirectory, swapRestoreDirectories, type StagedDirectory } from './target-directory.js';
 
 export interface RestoreOptions {
   store: ObjectStore;
@@ -33,6 +35,8 @@ export interface RestoreOptions {
   startTimeoutMs: number;
   /** Role `--start` connects as to watch recovery; libpq's default (PGUSER, the OS user) when unset. */
   pgUser?: string;
+  /** Where tablespaces go instead of their old locations (`--tablespace-map OLD=NEW`). */
+  tablespaceMap?: readonly TablespaceMapping[];
   progress: boolean;
   log: (message: string) => void;
 }
@@ -42,6 +46,8 @@ export interface RestoreResult {
   target: string;
   pgdata: string;
   reason: string;
+  /** Where each tablespace was restored. */
+  tablespaces: { oid: number; name: string | null; location: string }[];
   started: boolean;
   promoted?: PromotionResult;
 }
@@ -64,18 +70,41 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   const backup = plan.backup;
   log(`restore: ${plan.reason}`);
 
+  const tablespaces = planTablespaceTargets(backup.objects, options.tablespaceMap ?? []);
+  const sizeOf = (wanted: (o: BackupObject) => boolean) => backup.objects.filter(wanted).reduce((sum, o) => sum + o.bytes, 0);
   const staged = await stageRestoreDirectory(pgdata, {
     force: options.force,
     what: 'data directory',
-    expectedBytes: backup.bytes,
+    expectedBytes: sizeOf((o) => o.tablespace === undefined),
     refuseReplace: refuseToReplaceDataDirectory,
     refuseHint: 'check the path: --force replaces only a PostgreSQL data directory, and only while no server runs in it',
     log,
   });
-  if (staged.replacing) log(`restore: --force: ${staged.target} is replaced only once the restored copy is complete; until then it stays as it is`);
+  const stagedTablespaces: StagedDirectory[] = [];
   try {
+    for (const ts of tablespaces) {
+      stagedTablespaces.push(
+        await stageRestoreDirectory(ts.to, {
+          force: options.force,
+          what: `tablespace ${ts.name ?? ts.oid}`,
+          expectedBytes: ts.object.bytes,
+          refuseReplace: (location, entries) => refuseToReplaceTablespace(location, entries, staged.target),
+          refuseHint: `without a mapping a tablespace returns to its old location, which must be empty: map it elsewhere with --tablespace-map ${ts.from}=/new/dir`,
+          log,
+        }),
+      );
+    }
+    if (staged.replacing) log(`restore: --force: ${staged.target} is replaced only once the restored copy is complete; until then it stays as it is`);
     for (const object of backup.objects) {
-      await unpackObject(options, backup, object, staged.staging);
+      const ts = tablespaces.findIndex((t) => t.object === object);
+      const directory = ts === -1 ? staged.staging : stagedTablespaces[ts]!.staging;
+      if (object.encoding === 'zstd') await restoreFile(options, backup, object, staged.staging);
+      else await unpackObject(options, backup, object, directory);
+    }
+    if (tablespaces.length > 0) {
+      // PostgreSQL makes the pg_tblspc links from this file when it starts: it must name where they are now.
+      await writeFile(join(staged.staging, 'tablespace_map'), renderTablespaceMap(tablespaces), { mode: 0o600 });
+      for (const ts of tablespaces) log(`restore: tablespace ${ts.name ?? ts.oid} (${ts.from}) into ${ts.to}`);
     }
     await removeIfPresent(join(staged.staging, 'postmaster.pid'));
     // A backup taken from a standby carries standby.signal; this restore recovers to a target and promotes.
@@ -94,11 +123,12 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
       { mode: 0o600 },
     );
     await writeFile(join(staged.staging, 'recovery.signal'), '', { mode: 0o600 });
-    // PostgreSQL refuses a data directory others can read.
-    await chmod(staged.staging, 0o700);
-    await swapRestoreDirectories([staged], log);
+    // PostgreSQL refuses a data directory (or tablespace) others can read.
+    for (const dir of [staged, ...stagedTablespaces]) await chmod(dir.staging, 0o700);
+    // Tablespaces first: the data directory is the last thing to appear in its place.
+    await swapRestoreDirectories([...stagedTablespaces, staged], log);
   } catch (err) {
-    await staged.discard().catch(() => undefined);
+    for (const dir of [staged, ...stagedTablespaces]) await dir.discard().catch(() => undefined);
     throw err;
   }
   log(`restore: backup ${backup.backupId} unpacked into ${pgdata} with recovery settings for ${describeRecoveryTarget(options.target)}`);
@@ -108,6 +138,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     target: describeRecoveryTarget(options.target),
     pgdata,
     reason: plan.reason,
+    tablespaces: tablespaces.map((t) => ({ oid: t.oid, name: t.name ?? null, location: t.to })),
     started: false,
   };
   if (options.start) {
@@ -129,6 +160,30 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   return result;
 }
 
+/**
+ * A non-empty tablespace location is replaced only with --force, and only when it is what the data directory being
+ * replaced uses: PostgreSQL's version directories (PG_15_...) and nothing else, linked from that data directory's
+ * pg_tblspc. Anything else there is someone's data.
+ */
+function refuseToReplaceTablespace(location: string, entries: readonly string[], pgdata: string): string | undefined {
+  const foreign = entries.filter((e) => !/^PG_\d+_\d+$/.test(e));
+  if (foreign.length > 0) return `it holds ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}, which is not a PostgreSQL tablespace`;
+  let links: string[] = [];
+  try {
+    links = readdirSync(join(pgdata, 'pg_tblspc')).map((entry) => {
+      try {
+        return realpathSync(join(pgdata, 'pg_tblspc', entry));
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    // no data directory being replaced: nothing links to the location
+  }
+  if (!links.includes(realpathSync(location))) return `no tablespace of the data directory being replaced (${pgdata}) lives there`;
+  return undefined;
+}
+
 /** Why `--force` must not replace this directory, or undefined when it may. */
 function refuseToReplaceDataDirectory(target: string, entries: readonly string[]): string | undefined {
   if (!entries.includes('PG_VERSION')) {
@@ -137,6 +192,21 @@ function refuseToReplaceDataDirectory(target: string, entries: readonly string[]
   const pid = livePostmasterPid(target);
   if (pid !== undefined) return `a PostgreSQL server (pid ${pid}) is running in it; stop it first (pg_ctl -D ${target} stop)`;
   return undefined;
+}
+
+/** A plain file (PostgreSQL's backup_manifest): checked, decompressed and written into the data directory. */
+async function restoreFile(options: RestoreOptions, backup: BackupManifest, object: BackupObject, directory: string): Promise<void> {
+  const key = options.layout.backupObject(backup.backupId, object.name);
+  const untouched = `${options.pgdata} was left as it was`;
+  const stored = await options.store.getBuffer(key).catch((err: unknown) => {
+    if (err instanceof ObjectNotFoundError) {
+      throw new RepositoryError(`backup ${backup.backupId} is missing its object ${object.name}; ${untouched}`, 'restore another backup with --backup-id, and run pgdr verify');
+    }
+    throw err;
+  });
+  if (sha256Hex(stored) !== object.sha256) throw checksumFailure(backup, object, sha256Hex(stored), untouched);
+  if (object.file === undefined) throw new VerificationError(`backup ${backup.backupId} object ${object.name} names no file to restore`, 'the manifest is damaged or from a newer pgdr; restore another backup with --backup-id');
+  await writeFile(join(directory, object.file), await zstdDecompressBuffer(stored), { mode: 0o600 });
 }
 
 async function removeIfPresent(path: string): Promise<void> {

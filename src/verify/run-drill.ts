@@ -179,6 +179,8 @@ async function restoreAndCheck(options: DrillOptions, plan: DrillPlan, scratch: 
       // Started below, after the scratch settings are added: executeRestore knows nothing of sockets or pg_hba.
       start: false,
       startTimeoutMs: options.timeoutMs,
+      // Tablespaces into the scratch directory too: their old locations belong to the production server.
+      tablespaceMap: plan.backup.objects.flatMap((o) => (o.tablespace === undefined ? [] : [{ from: String(o.tablespace.oid), to: join(scratch.dir, 'tablespaces', String(o.tablespace.oid)) }])),
       progress: false,
       log,
     });

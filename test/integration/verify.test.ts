@@ -93,11 +93,12 @@ describe('pgdr verify on a MinIO repository', () => {
     expect(report.ok).toBe(true);
     expect(report.problems).toEqual([]);
     expect(report.checked.backups).toBe(2);
-    expect(report.checked.backupObjects).toBe(2);
+    // Each backup: base.tar.zst and PostgreSQL's backup_manifest.zst.
+    expect(report.checked.backupObjects).toBe(4);
     expect(report.checked.bytesHashed).toBeGreaterThan(0);
     expect(report.checked.walSegmentsNeeded).toBeGreaterThanOrEqual(5);
     expect(report.checked.foreignObjects).toBe(0);
-    expect(report.objects.map((o) => o.status)).toEqual(['ok', 'ok']);
+    expect(report.objects.map((o) => o.status)).toEqual(['ok', 'ok', 'ok', 'ok']);
 
     const quick = await verify(['--quick', '--json']);
     expect(quick.exitCode, quick.stderr).toBe(0);
