@@ -380,7 +380,8 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
       get: (key, options) => fs.get(key, options),
       getBuffer: (key) => fs.getBuffer(key),
       head: (key) => fs.head(key),
-      list: (prefix) => fs.list(prefix),
+      list: (prefix, options) => fs.list(prefix, options),
+      listPrefixes: (prefix) => fs.listPrefixes(prefix),
       close: () => fs.close(),
       delete: async (keys) => {
         deletes.push(...keys);
