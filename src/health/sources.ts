@@ -31,6 +31,8 @@ export interface RepositorySourceOptions {
   layout: RepositoryLayout;
   /** How to reach the primary; null when none is configured (the WAL check is then SKIPPED). */
   primary: (() => Promise<PgEndpoint>) | null;
+  /** Why the WAL check is SKIPPED when `primary` is null; by default, that no PostgreSQL is configured. */
+  serverNotConfiguredReason?: string;
   etcdConfigured: boolean;
 }
 
@@ -42,7 +44,7 @@ export function healthSources(options: RepositorySourceOptions): HealthSources {
     readBackupCatalog: () => readBackupCatalog(store, layout),
     archivedWalPosition: (server) => archivedWalPosition(store, layout, server),
     serverWal: primary === null ? null : async () => readServerWalFacts(await primary()),
-    serverNotConfiguredReason: 'no PostgreSQL configured (--pg-host/PGHOST or --patroni/PGDR_PATRONI)',
+    serverNotConfiguredReason: options.serverNotConfiguredReason ?? 'no PostgreSQL configured (--pg-host/PGHOST or --patroni/PGDR_PATRONI)',
     newestEtcdSnapshot: () => newestEtcdSnapshot(store, layout),
     etcdConfigured: options.etcdConfigured,
     lastDrill: () => lastDrill(store, layout),
