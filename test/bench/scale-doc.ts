@@ -11,7 +11,8 @@ export const SCALE_SECTION = 'scale';
 
 export interface ScaleRun {
   command: 'verify --quick' | 'verify' | 'expire --dry-run' | 'health' | 'backup list';
-  store: 'fs' | 'minio';
+  /** minio-latency: MinIO through a proxy that adds S3-like round trips (options.latencyMs each way). */
+  store: 'fs' | 'minio' | 'minio-latency';
   /** `after` is the checkout the bench runs from; `before` another build given with --before. */
   build: 'after' | 'before';
   wal: number;
@@ -41,7 +42,7 @@ export interface ScaleResults {
 const TARGET_SECONDS = 10;
 const TARGET_BYTES = 300e6;
 const COMMAND_ORDER: ScaleRun['command'][] = ['verify --quick', 'verify', 'expire --dry-run', 'health', 'backup list'];
-const STORE_TITLE = { fs: 'file:// repository (local disk)', minio: 'MinIO (S3 API on loopback)' };
+const STORE_TITLE = { fs: 'file:// repository (local disk)', minio: 'MinIO (S3 API on loopback, no added latency)' };
 
 const thousands = (n: number): string => n.toLocaleString('en-US');
 const mib = (kib: number): string => `${(kib / 1024).toFixed(0)} MiB`;
@@ -50,8 +51,9 @@ function find(r: ScaleResults, store: string, build: string, command: string, wa
   return r.runs.find((x) => x.store === store && x.build === build && x.command === command && x.wal === wal);
 }
 
+/** Wall time, CPU time (less disturbed by a busy neighbour) and peak RSS. */
 function cellOf(run: ScaleRun | undefined): string {
-  return run === undefined ? 'n/a' : `${fmtSeconds(run.wallSeconds)}, ${mib(run.peakKiB)}`;
+  return run === undefined ? 'n/a' : `${fmtSeconds(run.wallSeconds)} (CPU ${fmtSeconds(run.cpuSeconds)}), ${mib(run.peakKiB)}`;
 }
 
 export function renderScaleSection(r: ScaleResults): string {
@@ -59,7 +61,7 @@ export function renderScaleSection(r: ScaleResults): string {
   const sizes = r.sizes;
   const largest = sizes[sizes.length - 1];
   const before = r.options.before as string | null;
-  const stores = [...new Set(r.runs.map((x) => x.store))];
+  const stores = [...new Set(r.runs.map((x) => x.store))].filter((x) => x !== 'minio-latency') as ('fs' | 'minio')[];
   const m = r.machine;
   out.push(
     '## Scale: repository-wide commands on a grown repository',
@@ -71,7 +73,8 @@ export function renderScaleSection(r: ScaleResults): string {
       'synthetic archive (`pg_resetwal -l`) and archived its next segment for real, so `health` judges a live server against a ' +
       'current archive. The MinIO repository is an object-for-object copy. Each command ran as the built CLI (`node bin/pgdr …` as ' +
       'the postgres user, under `/usr/bin/time`); a cell is wall time and peak RSS of the pgdr process. `health` runs the ' +
-      'repository, backup-age and wal-archive checks.',
+      'repository, backup-age and wal-archive checks. A cell is wall time, CPU time of the pgdr process (user + system) and its ' +
+      'peak RSS.',
     '',
     markdownTable(
       ['machine', ''],
@@ -104,7 +107,28 @@ export function renderScaleSection(r: ScaleResults): string {
     out.push(markdownTable(['command', ...headers, ...(hasBefore ? headers.map((h) => `before: ${h}`) : []), growth], rows), '');
   }
 
-  const verifies = r.runs.filter((x) => x.command === 'verify' && x.build === 'after' && x.timings);
+  const slow = r.runs.filter((x) => x.store === 'minio-latency');
+  if (slow.length > 0 && largest !== undefined) {
+    const delay = Number(r.options.latencyMs);
+    out.push(
+      `### MinIO with S3-like round trips (${delay} ms each way), ${thousands(largest.wal)} WAL / ${largest.backups} backups`,
+      '',
+      `The same MinIO, reached through a proxy that holds every packet ${delay} ms in each direction, so each request costs ` +
+        `at least ${2 * delay} ms, as in a real S3 region (20-50 ms). What costs one request per manifest or per listing page shows here.`,
+      '',
+      markdownTable(
+        ['command', 'after', ...(r.runs.some((x) => x.store === 'minio-latency' && x.build === 'before') ? ['before'] : [])],
+        (['backup list', 'health', 'expire --dry-run'] as const).map((command) => [
+          `\`${command}\``,
+          cellOf(find(r, 'minio-latency', 'after', command, largest.wal)),
+          ...(r.runs.some((x) => x.store === 'minio-latency' && x.build === 'before') ? [cellOf(find(r, 'minio-latency', 'before', command, largest.wal))] : []),
+        ]),
+      ),
+      '',
+    );
+  }
+
+  const verifies = r.runs.filter((x) => x.command === 'verify' && x.build === 'after' && x.store !== 'minio-latency' && x.timings);
   if (verifies.length > 0) {
     out.push(
       '### Full `verify`: hashing and the rest',

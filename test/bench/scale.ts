@@ -15,8 +15,12 @@
  *      `npm run build` done), on the same repositories: the "before" column.
  *   5. The section between the scale markers in docs/benchmarks.md is replaced (raw results in .bench/).
  *
+ *   6. At the largest size, `backup list`, `health` and `expire --dry-run` run once more against MinIO through a proxy
+ *      that delays every packet by --latency-ms each way: what a real S3 region's round trips cost them.
+ *
  * Flags: --sizes 1000,10000,100000  --backups 10,100,300  --stores fs,minio  --data-mb N (default 24)
- *        --before DIR  --doc PATH  --quick (1000,10000 only, written to .bench/ not docs/).
+ *        --latency-ms N (default 25; 0: no such runs)  --before DIR  --doc PATH
+ *        --quick (1000,10000 only, written to .bench/ not docs/).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -25,6 +29,7 @@ import { openStore } from '../../src/storage/open-store.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { startMinio, type MinioServer } from '../harness/minio.js';
 import { onCleanup, runWithCleanup } from './lib/cleanup.js';
+import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.js';
 import { load1, machineInfo } from './lib/machine.js';
 import { BenchServer } from './lib/pg.js';
 import { asPg, chownToPg, PG_BIN, pgTempDir, timedAsPg } from './lib/proc.js';
@@ -43,7 +48,11 @@ const COMMANDS: { name: ScaleRun['command']; args: string[] }[] = [
 ];
 const DEFAULT_BACKUPS: Record<number, number> = { 1000: 10, 10000: 100, 100000: 300 };
 
+/** Run again through a proxy that adds S3-like round trips: the commands whose cost is per request. */
+const LATENCY_COMMANDS = COMMANDS.filter((c) => ['backup list', 'health', 'expire --dry-run'].includes(c.name));
+
 interface Options {
+  latencyMs: number;
   sizes: number[];
   backups: number[];
   stores: ('fs' | 'minio')[];
@@ -71,6 +80,7 @@ function parseOptions(argv: string[]): Options {
     backups,
     stores: (value('--stores') ?? 'fs,minio').split(',') as ('fs' | 'minio')[],
     dataMiB: Number(value('--data-mb') ?? 24),
+    latencyMs: Number(value('--latency-ms') ?? 25),
     before: before === undefined ? undefined : resolve(before),
     doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-scale-quick.md' : 'docs/benchmarks.md')),
     quick,
@@ -169,10 +179,18 @@ async function main(): Promise<void> {
     save();
 
     // 3. Time every repository-wide command.
+    const runs: { store: ScaleRun['store']; env: Record<string, string>; commands: typeof COMMANDS }[] = [];
     for (const store of opts.stores) {
-      const env = store === 'fs' ? baseEnv(fsUrl) : baseEnv(`s3://${minio!.bucket}/scale`, minio!.env());
+      runs.push({ store, env: store === 'fs' ? baseEnv(fsUrl) : baseEnv(`s3://${minio!.bucket}/scale`, minio!.env()), commands: COMMANDS });
+    }
+    let proxy: LatencyProxy | undefined;
+    if (minio && opts.latencyMs > 0 && i === opts.sizes.length - 1) {
+      proxy = await startLatencyProxy(new URL(minio.endpoint), opts.latencyMs);
+      runs.push({ store: 'minio-latency', env: baseEnv(`s3://${minio.bucket}/scale`, { ...minio.env(), PGDR_S3_ENDPOINT: proxy.endpoint }), commands: LATENCY_COMMANDS });
+    }
+    for (const { store, env, commands } of runs) {
       for (const build of builds) {
-        for (const command of COMMANDS) {
+        for (const command of commands) {
           try {
             const load = load1();
             const timed = await timedAsPg(process.execPath, [build.bin, ...command.args], env, root);
@@ -193,7 +211,7 @@ async function main(): Promise<void> {
               if (json.timings) run.timings = json.timings;
             }
             results.runs.push(run);
-            log(`  ${store} ${build.label} ${command.name}: ${fmtSeconds(run.wallSeconds)}, peak ${(run.peakKiB / 1024).toFixed(0)} MiB`);
+            log(`  ${store} ${build.label} ${command.name}: ${fmtSeconds(run.wallSeconds)} (CPU ${fmtSeconds(run.cpuSeconds)}), peak ${(run.peakKiB / 1024).toFixed(0)} MiB`);
           } catch (err) {
             const message = `${store} ${build.label} ${command.name} at ${size} WAL: ${(err as Error).message.split('\n').slice(0, 4).join(' | ')}`;
             results.errors.push(message);
@@ -203,6 +221,7 @@ async function main(): Promise<void> {
         }
       }
     }
+    await proxy?.close();
   }
 
   await server.stop();
