@@ -1,11 +1,12 @@
 /**
  * The scale section of docs/benchmarks.md, from one `npm run bench:scale` run. Kept apart from scale.ts so a saved
- * run can be re-rendered: `tsx test/bench/scale-doc.ts .bench/scale-results.json` prints the section.
+ * run can be re-rendered: `tsx test/bench/scale-doc.ts .bench/scale-results.json [docs/benchmarks.md]` prints the
+ * section, or replaces it in the doc.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { MachineInfo } from './lib/machine.js';
-import { fmtSeconds, markdownTable, type Cell } from './lib/report.js';
+import { fmtSeconds, markdownTable, replaceSection, type Cell } from './lib/report.js';
 
 export const SCALE_SECTION = 'scale';
 
@@ -60,7 +61,7 @@ export function renderScaleSection(r: ScaleResults): string {
   const out: string[] = [];
   const sizes = r.sizes;
   const largest = sizes[sizes.length - 1];
-  const before = r.options.before as string | null;
+  const before = (r.options.beforeLabel ?? r.options.before) as string | null;
   const stores = [...new Set(r.runs.map((x) => x.store))].filter((x) => x !== 'minio-latency') as ('fs' | 'minio')[];
   const m = r.machine;
   out.push(
@@ -72,9 +73,8 @@ export function renderScaleSection(r: ScaleResults): string {
       'new ids, times and LSNs spread over 30 days (data object linked, so its sha256 holds). The server was then moved past the ' +
       'synthetic archive (`pg_resetwal -l`) and archived its next segment for real, so `health` judges a live server against a ' +
       'current archive. The MinIO repository is an object-for-object copy. Each command ran as the built CLI (`node bin/pgdr …` as ' +
-      'the postgres user, under `/usr/bin/time`); a cell is wall time and peak RSS of the pgdr process. `health` runs the ' +
-      'repository, backup-age and wal-archive checks. A cell is wall time, CPU time of the pgdr process (user + system) and its ' +
-      'peak RSS.',
+      'the postgres user, under `/usr/bin/time`). A cell is wall time, CPU time of the pgdr process (user + system) and its ' +
+      'peak RSS. `health` runs the repository, backup-age and wal-archive checks.',
     '',
     markdownTable(
       ['machine', ''],
@@ -84,7 +84,7 @@ export function renderScaleSection(r: ScaleResults): string {
         ['disk', m.disk],
         ['Node.js', m.node],
         ['pgdr', m.pgdr],
-        ...(before ? [['before', `the same commands from the build in ${before}`] as Cell[]] : []),
+        ...(before ? [['before', `the same commands from ${before}`] as Cell[]] : []),
       ],
     ),
     '',
@@ -204,7 +204,9 @@ export function renderScaleSection(r: ScaleResults): string {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const file = process.argv[2];
-  if (!file) throw new Error('usage: tsx test/bench/scale-doc.ts .bench/scale-results.json');
-  process.stdout.write(renderScaleSection(JSON.parse(readFileSync(file, 'utf8')) as ScaleResults));
+  const [file, doc] = process.argv.slice(2);
+  if (!file) throw new Error('usage: tsx test/bench/scale-doc.ts .bench/scale-results.json [docs/benchmarks.md]');
+  const section = renderScaleSection(JSON.parse(readFileSync(file, 'utf8')) as ScaleResults);
+  if (doc === undefined) process.stdout.write(section);
+  else writeFileSync(doc, replaceSection(existsSync(doc) ? readFileSync(doc, 'utf8') : '', SCALE_SECTION, section));
 }

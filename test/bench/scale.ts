@@ -19,7 +19,7 @@
  *      that delays every packet by --latency-ms each way: what a real S3 region's round trips cost them.
  *
  * Flags: --sizes 1000,10000,100000  --backups 10,100,300  --stores fs,minio  --data-mb N (default 24)
- *        --latency-ms N (default 25; 0: no such runs)  --before DIR  --doc PATH
+ *        --latency-ms N (default 25; 0: no such runs)  --before DIR  --before-label TEXT  --doc PATH
  *        --quick (1000,10000 only, written to .bench/ not docs/).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -58,6 +58,8 @@ interface Options {
   stores: ('fs' | 'minio')[];
   dataMiB: number;
   before: string | undefined;
+  /** How the doc names the --before build (default: its directory). */
+  beforeLabel: string | undefined;
   doc: string;
   quick: boolean;
 }
@@ -82,6 +84,7 @@ function parseOptions(argv: string[]): Options {
     dataMiB: Number(value('--data-mb') ?? 24),
     latencyMs: Number(value('--latency-ms') ?? 25),
     before: before === undefined ? undefined : resolve(before),
+    beforeLabel: value('--before-label'),
     doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-scale-quick.md' : 'docs/benchmarks.md')),
     quick,
   };
@@ -108,7 +111,7 @@ async function main(): Promise<void> {
     startedAt: new Date().toISOString(),
     finishedAt: '',
     machine: await machineInfo(root, REPO_ROOT),
-    options: { ...opts, before: opts.before ?? null },
+    options: { ...opts, before: opts.before ?? null, beforeLabel: opts.beforeLabel ?? (opts.before ? `the build in ${opts.before}` : null) },
     sizes: [],
     runs: [],
     errors: [],
