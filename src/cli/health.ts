@@ -3,15 +3,18 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { loadPolicy, type Policy } from '../config/policy.js';
-import { UsageError } from '../errors.js';
+import { errorMessage, PgdrError, UsageError } from '../errors.js';
 import { CHECK_NAMES, evaluateHealth, type CheckName, type HealthReport } from '../health/evaluate.js';
+import { fleetFailure, fleetHealth, type FleetHealthReport } from '../health/fleet.js';
 import { gatherHealthFacts } from '../health/gather.js';
-import { healthJson, renderHealthText } from '../health/output.js';
-import { renderPrometheus } from '../health/prometheus.js';
+import { fleetHealthJson, healthJson, renderFleetHealthText, renderHealthText } from '../health/output.js';
+import { renderFleetPrometheus, renderPrometheus } from '../health/prometheus.js';
 import { healthSources } from '../health/sources.js';
 import type { PgEndpoint } from '../postgres/connection.js';
 import { parseTimestamp } from '../postgres/recovery-target.js';
-import type { RepositoryLayout } from '../repo/layout.js';
+import { listClusters } from '../repo/clusters.js';
+import { mapConcurrently } from '../repo/concurrent-reads.js';
+import { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
@@ -23,7 +26,16 @@ interface HealthOptions {
   check?: string;
   textfile?: string;
   now?: string;
+  all?: boolean;
+  cluster?: string;
 }
+
+/** Why `--all` skips the WAL check: one --pg-host cannot be every cluster's server. */
+export const FLEET_WAL_REASON =
+  'with --all only the repository is read; judge the WAL archive per cluster against its own server (pgdr health --cluster NAME with --pg-host or --patroni)';
+
+/** Clusters judged at once by --all; each reads its own manifests several at a time already. */
+export const CLUSTERS_IN_FLIGHT = 4;
 
 export function registerHealthCommands(program: Command, action: Action): void {
   addCommonOptions(
@@ -37,12 +49,17 @@ export function registerHealthCommands(program: Command, action: Action): void {
       .option('--check <names>', `only these checks, comma-separated: ${CHECK_NAMES.join(', ')}`)
       .option('--textfile <path>', "also write the Prometheus metrics to this file atomically (node_exporter's textfile collector)")
       .option('--now <timestamp>', 'judge ages as of this moment (ISO 8601 with a zone) instead of the clock: for tests and what-ifs')
+      .option('--all', 'every cluster in the repository in one run, grouped by cluster; the worst cluster sets the exit code')
       .addHelpText(
         'after',
         '\nA check whose input is not configured is SKIPPED and does not count: wal-archive without --pg-host/PGHOST or' +
           '\n--patroni; etcd-snapshot without --etcd and with no snapshot stored. A configured input that cannot be read' +
           '\nmakes its check UNKNOWN. Thresholds come from the policy file (health: section, see policies/README.md).' +
-          '\nMetric names for --format prometheus are listed in docs/kubernetes.md.',
+          '\nMetric names for --format prometheus are listed in docs/kubernetes.md.' +
+          '\n\n--all finds every cluster under the repository (a first-level name holding cluster.json, backups/ or wal/)' +
+          '\nand runs the checks for each. It reads only the repository, so wal-archive is SKIPPED: one server cannot be' +
+          '\nevery cluster\'s; check it per cluster with --cluster. --json prints {status, exitCode, clusters: [...]},' +
+          '\n--format prometheus labels every sample with its cluster.',
       ),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
@@ -50,6 +67,15 @@ export function registerHealthCommands(program: Command, action: Action): void {
       const format = healthFormat(ctx, opts.format);
       const only = parseCheckList(opts.check);
       const now = opts.now === undefined ? new Date() : parseTimestamp(opts.now, '--now').at;
+      if (opts.all === true) {
+        refuseClusterWithAll(opts.cluster);
+        const fleet = await runFleetHealthChecks(ctx, now, only);
+        if (opts.textfile !== undefined) await writeFileAtomically(opts.textfile, renderFleetPrometheus(fleet));
+        if (format === 'prometheus') process.stdout.write(renderFleetPrometheus(fleet));
+        else if (format === 'json') process.stdout.write(`${JSON.stringify(fleetHealthJson(fleet), null, 2)}\n`);
+        else process.stdout.write(renderFleetHealthText(fleet));
+        return fleet.exitCode;
+      }
       const report = await runHealthChecks(ctx, now, only);
       if (opts.textfile !== undefined) await writeFileAtomically(opts.textfile, renderPrometheus(report));
       if (format === 'prometheus') process.stdout.write(renderPrometheus(report));
@@ -60,15 +86,38 @@ export function registerHealthCommands(program: Command, action: Action): void {
   );
 }
 
+/** `--all` covers every cluster; a --cluster beside it would be silently ignored, so it is refused. */
+export function refuseClusterWithAll(cluster: string | undefined): void {
+  if (cluster !== undefined) {
+    throw new UsageError('--all covers every cluster in the repository; --cluster names one', 'drop --cluster, or drop --all to look at that cluster alone');
+  }
+}
+
 /** Reads the facts and judges them. */
 export async function runHealthChecks(ctx: CommandContext, now: Date, only?: readonly CheckName[]): Promise<HealthReport> {
   const policy = loadPolicy(ctx.settings.policy);
   const { store, layout } = ctx.openRepository();
   try {
-    return await evaluateRepositoryHealth(ctx, store, layout, policy, now, only);
+    return await evaluateRepositoryHealth(ctx, store, layout, policy, now, only === undefined ? {} : { only });
   } finally {
     await store.close();
   }
+}
+
+async function runFleetHealthChecks(ctx: CommandContext, now: Date, only?: readonly CheckName[]): Promise<FleetHealthReport> {
+  const policy = loadPolicy(ctx.settings.policy);
+  const { store } = ctx.openRepository();
+  try {
+    return await evaluateFleetHealth(ctx, store, policy, now, only);
+  } finally {
+    await store.close();
+  }
+}
+
+export interface ClusterHealthOptions {
+  only?: readonly CheckName[];
+  /** Part of an --all run: the WAL check is SKIPPED (FLEET_WAL_REASON) instead of using the configured server. */
+  fleet?: boolean;
 }
 
 /** The checks over an open repository; shared with `pgdr report`, which goes on reading the same store. */
@@ -78,17 +127,48 @@ export async function evaluateRepositoryHealth(
   layout: RepositoryLayout,
   policy: Policy,
   now: Date,
-  only?: readonly CheckName[],
+  options: ClusterHealthOptions = {},
 ): Promise<HealthReport> {
   const facts = await gatherHealthFacts(
     healthSources({
       store,
       layout,
-      primary: leaderEndpoint(ctx),
+      primary: options.fleet === true ? null : leaderEndpoint(ctx),
+      ...(options.fleet === true ? { serverNotConfiguredReason: FLEET_WAL_REASON } : {}),
       etcdConfigured: ctx.settings.etcd.length > 0,
     }),
   );
-  return evaluateHealth(facts, policy.health, now, only === undefined ? {} : { only });
+  return evaluateHealth(facts, policy.health, now, options.only === undefined ? {} : { only: options.only });
+}
+
+/** Every cluster of the repository judged; a repository that cannot be listed is the one CRITICAL finding. */
+export async function evaluateFleetHealth(
+  ctx: CommandContext,
+  store: ObjectStore,
+  policy: Policy,
+  now: Date,
+  only?: readonly CheckName[],
+): Promise<FleetHealthReport> {
+  const found = await findFleetClusters(store, now);
+  if ('failure' in found) return found.failure;
+  const reports = await mapConcurrently(found.clusters, CLUSTERS_IN_FLIGHT, (cluster) =>
+    evaluateRepositoryHealth(ctx, store, new RepositoryLayout(cluster), policy, now, { ...(only === undefined ? {} : { only }), fleet: true }),
+  );
+  return fleetHealth(store.location, now, reports);
+}
+
+/** The clusters --all covers, or the fleet report that says the repository could not be listed. */
+export async function findFleetClusters(store: ObjectStore, now: Date): Promise<{ clusters: string[] } | { failure: FleetHealthReport }> {
+  try {
+    return { clusters: await listClusters(store) };
+  } catch (err) {
+    return {
+      failure: fleetFailure(store.location, now, {
+        message: `repository unreachable: ${errorMessage(err)}`,
+        hint: err instanceof PgdrError ? err.hint : 'check --repo, the storage endpoint and credentials',
+      }),
+    };
+  }
 }
 
 /**

@@ -1,15 +1,27 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { loadPolicy } from '../config/policy.js';
+import { loadPolicy, type Policy } from '../config/policy.js';
 import { errorMessage, UsageError } from '../errors.js';
 import { renderBackupChart } from '../health/chart.js';
-import { chartPoints, renderReportHtml, renderReportMarkdown, type ReportInput } from '../health/report.js';
+import { fleetHealth } from '../health/fleet.js';
+import {
+  chartPoints,
+  renderFleetReportHtml,
+  renderFleetReportMarkdown,
+  renderReportHtml,
+  renderReportMarkdown,
+  type FleetReportInput,
+  type ReportInput,
+} from '../health/report.js';
 import { parseTimestamp } from '../postgres/recovery-target.js';
 import { readBackupCatalog, type BackupCatalog } from '../repo/catalog.js';
+import { mapConcurrently } from '../repo/concurrent-reads.js';
+import { RepositoryLayout } from '../repo/layout.js';
 import { planRetention } from '../retention/plan.js';
+import type { ObjectStore } from '../storage/object-store.js';
 import { addCommonOptions, type CommandContext } from './context.js';
-import { evaluateRepositoryHealth } from './health.js';
+import { CLUSTERS_IN_FLIGHT, evaluateRepositoryHealth, findFleetClusters, refuseClusterWithAll } from './health.js';
 import type { Action } from './main.js';
 
 const CHART_FILE = 'chart.svg';
@@ -20,11 +32,17 @@ export function registerReportCommands(program: Command, action: Action): void {
       .command('report')
       .description(`write a health report (report.md, report.html and ${CHART_FILE}): health checks, backups, retention plan, size and duration chart`)
       .option('--out <dir>', 'directory to write the report into (created if missing)', '.')
-      .option('--now <timestamp>', 'judge ages and plan retention as of this moment (ISO 8601 with a zone) instead of the clock'),
+      .option('--now <timestamp>', 'judge ages and plan retention as of this moment (ISO 8601 with a zone) instead of the clock')
+      .option('--all', `every cluster in the repository on one page (report.md, report.html, chart-<cluster>.svg), a section per cluster`),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
-      const opts = options as { out: string; now?: string };
+      const opts = options as { out: string; now?: string; all?: boolean; cluster?: string };
       const now = opts.now === undefined ? new Date() : parseTimestamp(opts.now, '--now').at;
+      if (opts.all === true) {
+        refuseClusterWithAll(opts.cluster);
+        await writeFleetReport(ctx, now, resolve(opts.out));
+        return;
+      }
       const input = await gatherReport(ctx, now);
       const outDir = resolve(opts.out);
       const files = { markdown: join(outDir, 'report.md'), html: join(outDir, 'report.html'), chart: join(outDir, CHART_FILE) };
@@ -49,17 +67,57 @@ async function gatherReport(ctx: CommandContext, now: Date): Promise<ReportInput
   const policy = loadPolicy(ctx.settings.policy);
   const { store, layout } = ctx.openRepository();
   try {
-    const health = await evaluateRepositoryHealth(ctx, store, layout, policy, now);
-    let catalog: BackupCatalog = { complete: [], incomplete: [], invalid: [] };
-    let retention: ReportInput['retention'];
-    try {
-      catalog = await readBackupCatalog(store, layout);
-      retention = { plan: planRetention(catalog.complete, policy, now), policy };
-    } catch (err) {
-      retention = { error: errorMessage(err) };
-    }
-    return { generatedAt: now, health, catalog, retention };
+    return await clusterReport(ctx, store, layout, policy, now, false);
   } finally {
     await store.close();
   }
+}
+
+async function clusterReport(ctx: CommandContext, store: ObjectStore, layout: RepositoryLayout, policy: Policy, now: Date, fleet: boolean): Promise<ReportInput> {
+  const health = await evaluateRepositoryHealth(ctx, store, layout, policy, now, { fleet });
+  let catalog: BackupCatalog = { complete: [], incomplete: [], invalid: [] };
+  let retention: ReportInput['retention'];
+  try {
+    catalog = await readBackupCatalog(store, layout);
+    retention = { plan: planRetention(catalog.complete, policy, now), policy };
+  } catch (err) {
+    retention = { error: errorMessage(err) };
+  }
+  return { generatedAt: now, health, catalog, retention };
+}
+
+/** `pgdr report --all`: one page for the whole repository, a chart file per cluster beside it. */
+async function writeFleetReport(ctx: CommandContext, now: Date, outDir: string): Promise<void> {
+  const policy = loadPolicy(ctx.settings.policy);
+  const { store } = ctx.openRepository();
+  let input: FleetReportInput;
+  try {
+    const found = await findFleetClusters(store, now);
+    if ('failure' in found) {
+      input = { generatedAt: now, fleet: found.failure, clusters: [] };
+    } else {
+      const clusters = await mapConcurrently(found.clusters, CLUSTERS_IN_FLIGHT, (cluster) => clusterReport(ctx, store, new RepositoryLayout(cluster), policy, now, true));
+      const fleet = fleetHealth(store.location, now, clusters.map((c) => c.health));
+      // In the fleet's order (by name), which is the order its page shows them.
+      const byName = new Map(clusters.map((c) => [c.health.cluster, c]));
+      input = { generatedAt: now, fleet, clusters: fleet.clusters.map((h) => byName.get(h.cluster)!) };
+    }
+  } finally {
+    await store.close();
+  }
+  const chartFile = (cluster: string): string => `chart-${cluster}.svg`;
+  const files = [join(outDir, 'report.md'), join(outDir, 'report.html'), ...input.clusters.map((c) => join(outDir, chartFile(c.health.cluster)))];
+  try {
+    await mkdir(outDir, { recursive: true });
+    await writeFile(files[0]!, renderFleetReportMarkdown(input, chartFile));
+    await writeFile(files[1]!, renderFleetReportHtml(input));
+    for (const cluster of input.clusters) await writeFile(join(outDir, chartFile(cluster.health.cluster)), renderBackupChart(chartPoints(cluster.catalog)));
+  } catch (err) {
+    throw new UsageError(`cannot write the report into ${outDir}: ${errorMessage(err)}`, 'choose a writable directory with --out');
+  }
+  const { fleet } = input;
+  ctx.emit(
+    { outDir, files, status: fleet.status, exitCode: fleet.exitCode, clusters: fleet.clusters.map((c) => ({ cluster: c.cluster, status: c.status, exitCode: c.exitCode })) },
+    `report on ${fleet.clusters.length} cluster(s) written to ${files[0]} and ${files[1]}; health ${fleet.status}`,
+  );
 }

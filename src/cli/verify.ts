@@ -29,6 +29,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
           notes: report.notes,
           objects: report.objects,
           archiveEnd: report.archiveEnd,
+          timings: report.timings,
         },
         formatVerifyReport(report),
       );

@@ -1,4 +1,5 @@
 import { RepositoryError, UsageError } from '../errors.js';
+import { mapConcurrently, MANIFEST_READS_IN_FLIGHT } from '../repo/concurrent-reads.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
 import { isSnapshotId, parseEtcdSnapshotManifest, type EtcdSnapshotManifest } from './manifest.js';
@@ -33,16 +34,26 @@ export async function readEtcdSnapshots(store: ObjectStore, layout: RepositoryLa
     groups.set(snapshotId, group);
   }
   const catalog: EtcdSnapshotCatalog = { complete: [], incomplete: [], invalid: [] };
-  for (const [snapshotId, group] of [...groups.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+  const ordered = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const manifests = await mapConcurrently(
+    ordered.filter(([, group]) => group.hasManifest).map(([snapshotId]) => snapshotId),
+    MANIFEST_READS_IN_FLIGHT,
+    async (snapshotId): Promise<EtcdSnapshotManifest | { snapshotId: string; problem: string }> => {
+      try {
+        return await readEtcdSnapshotManifest(store, layout, snapshotId);
+      } catch (err) {
+        if (err instanceof RepositoryError) return { snapshotId, problem: err.message };
+        throw err;
+      }
+    },
+  );
+  for (const read of manifests) {
+    if ('problem' in read) catalog.invalid.push(read);
+    else catalog.complete.push(read);
+  }
+  for (const [snapshotId, group] of ordered) {
     if (!group.hasManifest) {
       catalog.incomplete.push({ snapshotId, objectCount: group.objectCount, storedBytes: group.storedBytes, lastModified: group.lastModified });
-      continue;
-    }
-    try {
-      catalog.complete.push(await readEtcdSnapshotManifest(store, layout, snapshotId));
-    } catch (err) {
-      if (err instanceof RepositoryError) catalog.invalid.push({ snapshotId, problem: err.message });
-      else throw err;
     }
   }
   return catalog;

@@ -250,6 +250,7 @@ function checkWalArchive(fact: Fact<WalArchiveFacts>, thresholds: HealthPolicy['
       measurements: base,
     };
   }
+  if (fact.value.aheadOfServer !== null) return archiveAhead(fact.value, base, now);
   const { archiver } = server;
   const failing =
     archiver.failedCount > 0 &&
@@ -288,6 +289,37 @@ function checkWalArchive(fact: Fact<WalArchiveFacts>, thresholds: HealthPolicy['
     hint = 'read the archive_command error in the PostgreSQL log; try `pgdr wal push` by hand as the postgres user';
   }
   return { check: 'wal-archive', status, message, ...(hint === undefined ? {} : { hint }), measurements };
+}
+
+/**
+ * The repository holds WAL this server cannot have written. CRITICAL, not WARNING: a second server archives under
+ * this cluster's name, so its segments take names the real primary will need (the conditional write then refuses
+ * the primary's own segment and its archive_command fails), and a recovery that follows the latest timeline may
+ * replay the other server's history instead of this one's. Both lose data without anyone noticing, which is what
+ * CRITICAL is for.
+ */
+function archiveAhead(facts: WalArchiveFacts, base: CheckMeasurements, now: Date): CheckResult {
+  const { server } = facts;
+  const ahead = facts.aheadOfServer!;
+  const serverTimeline = parseInt(server.currentWalFile.slice(0, 8), 16);
+  const aheadTimeline = parseInt(ahead.name.slice(0, 8), 16);
+  const lag = walArchiveLag(facts, now);
+  const stored = ahead.storedAt.toISOString();
+  const message =
+    aheadTimeline > serverTimeline
+      ? `the repository holds WAL of timeline ${aheadTimeline} (${ahead.name}, stored ${stored}), but server ${server.source} is on timeline ${serverTimeline}: ` +
+        'a server promoted from a copy of this cluster archives under its name'
+      : `the repository holds ${ahead.name} (stored ${stored}), ${aheadTimeline === serverTimeline ? 'at or past' : 'past'} the segment server ${server.source} writes (${server.currentWalFile}): ` +
+        'another server archives under this cluster\'s name';
+  return {
+    check: 'wal-archive',
+    status: 'CRITICAL',
+    message,
+    hint:
+      'find the other server whose archive_command uses this --cluster (a restored copy, an old primary still running) and stop its archiving; ' +
+      'then run `pgdr verify`: recovery to the latest timeline would replay its WAL',
+    measurements: 'error' in lag ? base : { ...base, lagSegments: lag.lagSegments, lagSeconds: lag.lagMs / 1000 },
+  };
 }
 
 function checkEtcdSnapshot(facts: HealthFacts, thresholds: AgeThresholds, now: Date): CheckResult {

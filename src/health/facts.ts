@@ -57,8 +57,17 @@ export interface ServerWalFacts {
 
 export interface WalArchiveFacts {
   server: ServerWalFacts;
-  /** The newest plain WAL segment stored in the repository on any timeline up to the server's, or null. */
+  /**
+   * The newest plain WAL segment in the repository before the one the server writes: on the server's timeline, or
+   * when that has none yet, on an older one. null when there is none.
+   */
   newestArchived: { name: string; storedAt: Date } | null;
+  /**
+   * WAL in the repository that this server cannot have written: a segment at or past the one it writes on its own
+   * timeline, past it on an older timeline, or any WAL of a newer timeline. Another server archives under this
+   * cluster's name. null when there is none.
+   */
+  aheadOfServer: { name: string; storedAt: Date } | null;
 }
 
 export interface EtcdSnapshotFacts {

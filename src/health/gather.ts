@@ -23,8 +23,8 @@ export interface HealthSources {
   repositoryLocation: string;
   /** Lists the backups; its failure means the repository is unreachable. */
   readBackupCatalog(): Promise<BackupCatalog>;
-  /** The newest plain WAL segment in the repository on a timeline <= maxTimeline. */
-  newestArchivedWal(maxTimeline: number): Promise<{ name: string; storedAt: Date } | null>;
+  /** Where the archive stands against the server: its newest segment before the server's, and WAL it cannot have written. */
+  archivedWalPosition(server: ServerWalFacts): Promise<{ newest: WalArchiveFacts['newestArchived']; ahead: WalArchiveFacts['aheadOfServer'] }>;
   /** The server's archiving state; null when no PostgreSQL is configured (the WAL check is then SKIPPED). */
   serverWal: (() => Promise<ServerWalFacts>) | null;
   /** Why serverWal is null, for the SKIPPED line. */
@@ -95,9 +95,8 @@ async function readWal(sources: HealthSources): Promise<Fact<WalArchiveFacts>> {
     return failed(reason.message, reason.hint);
   }
   try {
-    const timeline = parseInt(server.currentWalFile.slice(0, 8), 16);
-    const newestArchived = await sources.newestArchivedWal(Number.isInteger(timeline) && timeline > 0 ? timeline : 0xffff_ffff);
-    return known({ server, newestArchived });
+    const position = await sources.archivedWalPosition(server);
+    return known({ server, newestArchived: position.newest, aheadOfServer: position.ahead });
   } catch (err) {
     const reason = describe(err);
     return failed(`listing the WAL archive failed: ${reason.message}`, reason.hint);

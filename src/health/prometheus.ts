@@ -1,11 +1,13 @@
 import type { CheckMeasurements, CheckResult, HealthReport } from './evaluate.js';
 import { STATE_VALUE } from './evaluate.js';
+import type { FleetHealthReport } from './fleet.js';
 
 /**
  * `pgdr health --format prometheus`: the Prometheus text exposition format (version 0.0.4), for node_exporter's
  * textfile collector (`--textfile FILE` writes it atomically) or any scraper that runs the command.
  *
- * Metric names (every sample has the label cluster="<name>"; a sample is left out when its value is unknown):
+ * Metric names (every sample has the label cluster="<name>"; a sample is left out when its value is unknown). With
+ * --all every cluster's samples are in one document, each metric family once (one HELP and TYPE line):
  *
  *   pgdr_health_status                         overall state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
  *   pgdr_check_status{check}                   state of one check, same values; SKIPPED checks have no sample
@@ -41,31 +43,74 @@ interface Family {
 }
 
 export function renderPrometheus(report: HealthReport): string {
-  const cluster = report.cluster;
-  const families = new Map<string, Family>();
-  const add = (name: string, help: string, value: number | undefined, labels: Record<string, string> = {}): void => {
+  const metrics = new Metrics();
+  addReport(metrics, report);
+  return metrics.render();
+}
+
+/**
+ * `pgdr health --all --format prometheus`. When no cluster could be judged (the repository did not answer), the
+ * overall state and pgdr_repository_up are given once without a cluster label, so an alert on them still fires.
+ */
+export function renderFleetPrometheus(fleet: FleetHealthReport): string {
+  const metrics = new Metrics();
+  if (fleet.problem) {
+    metrics.add('pgdr_health_status', HELP.status, STATE_VALUE[fleet.status], {});
+    metrics.add('pgdr_health_evaluated_timestamp_seconds', HELP.evaluated, fleet.evaluatedAt.getTime() / 1000, {});
+    metrics.add('pgdr_repository_up', HELP.repositoryUp, 0, {});
+  }
+  for (const report of fleet.clusters) addReport(metrics, report);
+  return metrics.render();
+}
+
+const HELP = {
+  status: 'Overall pgdr health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.',
+  evaluated: 'When pgdr health evaluated the checks (Unix time).',
+  repositoryUp: 'Whether the repository answered (1) or not (0).',
+};
+
+/** Metric families in order of first appearance, each with its samples from every cluster. */
+class Metrics {
+  private readonly families = new Map<string, Family>();
+
+  add(name: string, help: string, value: number | undefined, labels: Record<string, string>): void {
     if (value === undefined || !Number.isFinite(value)) return;
-    let family = families.get(name);
+    let family = this.families.get(name);
     if (!family) {
       family = { name, help, samples: [] };
-      families.set(name, family);
+      this.families.set(name, family);
     }
-    family.samples.push({ labels: { cluster, ...labels }, value });
-  };
+    family.samples.push({ labels, value });
+  }
 
-  add('pgdr_health_status', 'Overall pgdr health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.', STATE_VALUE[report.status]);
+  render(): string {
+    const lines: string[] = [];
+    for (const family of this.families.values()) {
+      lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
+      lines.push(`# TYPE ${family.name} gauge`);
+      for (const sample of family.samples) lines.push(`${family.name}${formatLabels(sample.labels)} ${formatValue(sample.value)}`);
+    }
+    return `${lines.join('\n')}\n`;
+  }
+}
+
+function addReport(metrics: Metrics, report: HealthReport): void {
+  const cluster = report.cluster;
+  const add = (name: string, help: string, value: number | undefined, labels: Record<string, string> = {}): void =>
+    metrics.add(name, help, value, { cluster, ...labels });
+
+  add('pgdr_health_status', HELP.status, STATE_VALUE[report.status]);
   for (const check of report.checks) {
     if (check.status === 'SKIPPED') continue;
     add('pgdr_check_status', 'State of one pgdr health check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.', STATE_VALUE[check.status], {
       check: check.check,
     });
   }
-  add('pgdr_health_evaluated_timestamp_seconds', 'When pgdr health evaluated the checks (Unix time).', report.evaluatedAt.getTime() / 1000);
+  add('pgdr_health_evaluated_timestamp_seconds', HELP.evaluated, report.evaluatedAt.getTime() / 1000);
 
   const byName = new Map(report.checks.map((c) => [c.check, c] as const));
   const repo = byName.get('repository');
-  if (repo && repo.status !== 'SKIPPED') add('pgdr_repository_up', 'Whether the repository answered (1) or not (0).', repo.status === 'OK' ? 1 : 0);
-
+  if (repo && repo.status !== 'SKIPPED') add('pgdr_repository_up', HELP.repositoryUp, repo.status === 'OK' ? 1 : 0);
   const backup = measured(byName.get('backup-age'));
   if (backup) {
     add('pgdr_backup_age_seconds', 'Age of the newest complete base backup, from its stop time.', backup.ageSeconds);
@@ -105,14 +150,6 @@ export function renderPrometheus(report: HealthReport): string {
     add('pgdr_check_threshold_segments', segHelp, m.warningSegments, { check: check.check, level: 'warning' });
     add('pgdr_check_threshold_segments', segHelp, m.criticalSegments, { check: check.check, level: 'critical' });
   }
-
-  const lines: string[] = [];
-  for (const family of families.values()) {
-    lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
-    lines.push(`# TYPE ${family.name} gauge`);
-    for (const sample of family.samples) lines.push(`${family.name}${formatLabels(sample.labels)} ${formatValue(sample.value)}`);
-  }
-  return `${lines.join('\n')}\n`;
 }
 
 function measured(check: CheckResult | undefined): CheckMeasurements | undefined {

@@ -3,7 +3,15 @@ import { ServiceError } from '../errors.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import { describeEndpoint, withConnection, type PgEndpoint } from '../postgres/connection.js';
 import { parseLsn } from '../postgres/lsn.js';
-import { formatWalSegmentName, parseWalFileName, walSegmentForLsn } from '../postgres/wal-file-name.js';
+import {
+  formatWalSegmentName,
+  parseWalFileName,
+  parseWalSegmentName,
+  timelineHex,
+  walSegmentForLsn,
+  walSegmentFromNumber,
+  walSegmentNumber,
+} from '../postgres/wal-file-name.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -21,6 +29,8 @@ export interface RepositorySourceOptions {
   layout: RepositoryLayout;
   /** How to reach the primary; null when none is configured (the WAL check is then SKIPPED). */
   primary: (() => Promise<PgEndpoint>) | null;
+  /** Why the WAL check is SKIPPED when `primary` is null; by default, that no PostgreSQL is configured. */
+  serverNotConfiguredReason?: string;
   etcdConfigured: boolean;
 }
 
@@ -30,49 +40,158 @@ export function healthSources(options: RepositorySourceOptions): HealthSources {
     cluster: layout.cluster,
     repositoryLocation: store.location,
     readBackupCatalog: () => readBackupCatalog(store, layout),
-    newestArchivedWal: (maxTimeline) => newestArchivedWal(store, layout, maxTimeline),
+    archivedWalPosition: (server) => archivedWalPosition(store, layout, server),
     serverWal: primary === null ? null : async () => readServerWalFacts(await primary()),
-    serverNotConfiguredReason: 'no PostgreSQL configured (--pg-host/PGHOST, --patroni/PGDR_PATRONI or --etcd/PGDR_ETCD)',
+    serverNotConfiguredReason: options.serverNotConfiguredReason ?? 'no PostgreSQL configured (--pg-host/PGHOST, --patroni/PGDR_PATRONI or --etcd/PGDR_ETCD)',
     newestEtcdSnapshot: () => newestEtcdSnapshot(store, layout),
     etcdConfigured: options.etcdConfigured,
     lastDrill: () => lastDrill(store, layout),
   };
 }
 
-/**
- * The newest plain segment under <cluster>/wal/ on a timeline up to `maxTimeline`. Names compare by their last 16
- * hex digits (log id and segment, fixed width), which is WAL position whatever the segment size; the timeline
- * breaks ties.
- */
-export async function newestArchivedWal(
-  store: ObjectStore,
-  layout: RepositoryLayout,
-  maxTimeline: number,
-): Promise<{ name: string; storedAt: Date } | null> {
-  const prefix = layout.walPrefix();
-  let best: { name: string; storedAt: Date } | null = null;
-  for await (const info of store.list(prefix)) {
-    const slash = info.key.lastIndexOf('/');
-    const file = info.key.slice(slash + 1);
-    if (!file.endsWith('.zst')) continue;
-    const name = file.slice(0, -'.zst'.length);
-    let timeline: number;
-    try {
-      const parsed = parseWalFileName(name);
-      if (parsed.kind !== 'segment') continue;
-      timeline = parsed.segmentName.timeline;
-    } catch {
-      continue; // not a WAL file: verify reports foreign objects, health does not care
-    }
-    if (timeline > maxTimeline) continue;
-    if (best === null || compareSegmentNames(name, best.name) > 0) best = { name, storedAt: info.lastModified };
-  }
-  return best;
+/** A WAL file in the repository, by its name and when it was stored. */
+export interface StoredWalFile {
+  name: string;
+  storedAt: Date;
 }
 
-function compareSegmentNames(a: string, b: string): number {
-  const position = a.slice(8).localeCompare(b.slice(8));
-  return position !== 0 ? position : a.slice(0, 8).localeCompare(b.slice(0, 8));
+export interface ArchivedWalPosition {
+  /**
+   * The newest plain segment on the server's timeline before the one it writes (the lag is counted from it); when
+   * that timeline has none, the newest such segment on an older timeline. null when there is none at all.
+   */
+  newest: StoredWalFile | null;
+  /** WAL the server cannot have written (see archivedWalPosition), or null. */
+  ahead: StoredWalFile | null;
+}
+
+/** How far below the server's segment the first look starts; each further look goes this many times deeper. */
+const FIRST_WINDOW = 64;
+const WINDOW_GROWTH = 16;
+
+/**
+ * Where the archive stands against a server, without listing the whole archive: each timeline directory is listed
+ * from a little before the server's current segment (StartAfter), and deeper only while nothing is found below it,
+ * so the cost follows the lag, not the archive's size.
+ *
+ * WAL the server cannot have written counts as `ahead`:
+ * - a segment of the server's own timeline at or past the segment it is still writing (it archives only completed
+ *   segments: another server with the same timeline archives into this cluster);
+ * - a segment of an older timeline past the server's segment: an old primary still writing after a failover (one
+ *   at the same position is the expected tail of the old timeline, archived before the switch, and is not flagged);
+ * - any WAL of a newer timeline: a copy or a restored server promoted and archiving here, whose timeline a
+ *   recovery that follows the latest timeline would take.
+ */
+export async function archivedWalPosition(
+  store: ObjectStore,
+  layout: RepositoryLayout,
+  server: Pick<ServerWalFacts, 'currentWalFile' | 'walSegmentSize'>,
+): Promise<ArchivedWalPosition> {
+  const segmentSize = server.walSegmentSize;
+  const current = parseWalSegmentName(server.currentWalFile, segmentSize);
+  const currentN = walSegmentNumber(current, segmentSize);
+  const timelines: number[] = [];
+  for await (const dir of store.listPrefixes(layout.walPrefix())) {
+    const hex = dir.slice(layout.walPrefix().length, -1);
+    if (/^[0-9A-F]{8}$/.test(hex) && parseInt(hex, 16) > 0) timelines.push(parseInt(hex, 16));
+  }
+  timelines.sort((a, b) => a - b);
+
+  let ahead: StoredWalFile | null = null;
+  for (const timeline of timelines.filter((t) => t > current.timeline)) {
+    ahead = await firstWalFile(store, layout, timeline);
+    if (ahead !== null) break;
+  }
+
+  let newest: SegmentAt | null = null;
+  let ownHasBelow = false;
+  // The server's own timeline first: its newest segment is where the lag counts from whenever it has one. Older
+  // timelines are still looked at (from the same place) for an old primary writing past the server.
+  for (const timeline of timelines.filter((t) => t <= current.timeline).reverse()) {
+    const own = timeline === current.timeline;
+    const found = await segmentsAround(store, layout, timeline, currentN, segmentSize, own || !ownHasBelow);
+    const past = own ? found.atOrPast : found.past;
+    if (ahead === null && past !== null) ahead = past.file;
+    if (own) {
+      newest = found.below;
+      ownHasBelow = newest !== null;
+    } else if (!ownHasBelow && found.below !== null && (newest === null || found.below.n > newest.n)) {
+      newest = found.below;
+    }
+  }
+  return { newest: newest?.file ?? null, ahead };
+}
+
+interface SegmentAt {
+  file: StoredWalFile;
+  n: bigint;
+}
+
+/**
+ * One timeline's segments around segment number `currentN`: the newest below it (looking deeper while none is
+ * found, when `findBelow`), the newest at or past it, and the newest strictly past it.
+ */
+async function segmentsAround(
+  store: ObjectStore,
+  layout: RepositoryLayout,
+  timeline: number,
+  currentN: bigint,
+  segmentSize: number,
+  findBelow: boolean,
+): Promise<{ below: SegmentAt | null; atOrPast: SegmentAt | null; past: SegmentAt | null }> {
+  let window = BigInt(FIRST_WINDOW);
+  for (;;) {
+    const fromN = currentN > window ? currentN - window : 0n;
+    const found = { below: null as SegmentAt | null, atOrPast: null as SegmentAt | null, past: null as SegmentAt | null };
+    // Every key of a segment numbered fromN or later sorts after its bare name.
+    const startAfter = layout.walObject(formatWalSegmentName(walSegmentFromNumber(timeline, fromN, segmentSize))).slice(0, -'.zst'.length);
+    for await (const info of store.list(layout.walTimelinePrefix(timelineHex(timeline)), { startAfter })) {
+      const n = segmentNumberOfKey(info.key, timeline, segmentSize);
+      if (n === undefined) continue;
+      const at: SegmentAt = { file: { name: formatWalSegmentName(walSegmentFromNumber(timeline, n, segmentSize)), storedAt: info.lastModified }, n };
+      // Keys come in name order, which is segment order within a timeline: the last seen of each kind is the newest.
+      if (n < currentN) found.below = at;
+      else found.atOrPast = at;
+      if (n > currentN) found.past = at;
+    }
+    if (found.below !== null || !findBelow || fromN === 0n) return found;
+    window *= BigInt(WINDOW_GROWTH);
+  }
+}
+
+/** The first segment or .history file stored under a timeline, if any. */
+async function firstWalFile(store: ObjectStore, layout: RepositoryLayout, timeline: number): Promise<StoredWalFile | null> {
+  for await (const info of store.list(layout.walTimelinePrefix(timelineHex(timeline)))) {
+    const name = walNameOfKey(info.key, timeline);
+    if (name === undefined) continue;
+    const kind = parseWalFileName(name).kind;
+    if (kind === 'segment' || kind === 'history') return { name, storedAt: info.lastModified };
+  }
+  return null;
+}
+
+/** The file name of a WAL object filed where wal fetch looks for it, or undefined for anything else. */
+function walNameOfKey(key: string, timeline: number): string | undefined {
+  const file = key.slice(key.lastIndexOf('/') + 1);
+  if (!file.endsWith('.zst')) return undefined;
+  const name = file.slice(0, -'.zst'.length);
+  try {
+    parseWalFileName(name);
+  } catch {
+    return undefined; // not a WAL file: verify reports foreign objects, health does not care
+  }
+  return name.slice(0, 8) === timelineHex(timeline) ? name : undefined;
+}
+
+function segmentNumberOfKey(key: string, timeline: number, segmentSize: number): bigint | undefined {
+  const name = walNameOfKey(key, timeline);
+  if (name === undefined) return undefined;
+  try {
+    const parsed = parseWalFileName(name, segmentSize);
+    return parsed.kind === 'segment' ? walSegmentNumber(parsed.segmentName, segmentSize) : undefined;
+  } catch {
+    return undefined; // a segment part that does not exist at this segment size
+  }
 }
 
 async function newestEtcdSnapshot(store: ObjectStore, layout: RepositoryLayout): Promise<EtcdSnapshotFacts['newest']> {

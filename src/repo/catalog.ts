@@ -1,5 +1,6 @@
 import { RepositoryError } from '../errors.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
+import { mapConcurrently, MANIFEST_READS_IN_FLIGHT } from './concurrent-reads.js';
 import { isBackupId, type RepositoryLayout } from './layout.js';
 import { BackupManifestSchema, type BackupManifest } from './manifest.js';
 
@@ -39,17 +40,25 @@ export async function readBackupCatalog(store: ObjectStore, layout: RepositoryLa
     groups.set(backupId, group);
   }
   const catalog: BackupCatalog = { complete: [], incomplete: [], invalid: [] };
-  for (const [backupId, group] of [...groups.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    if (!group.hasManifest) {
-      catalog.incomplete.push({ backupId, objectCount: group.keys.length, storedBytes: group.bytes, lastModified: group.lastModified });
-      continue;
-    }
-    try {
-      catalog.complete.push(await readBackupManifest(store, layout, backupId));
-    } catch (err) {
-      if (err instanceof RepositoryError) catalog.invalid.push({ backupId, problem: err.message });
-      else throw err;
-    }
+  const ordered = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const manifests = await mapConcurrently(
+    ordered.filter(([, group]) => group.hasManifest).map(([backupId]) => backupId),
+    MANIFEST_READS_IN_FLIGHT,
+    async (backupId): Promise<BackupManifest | { backupId: string; problem: string }> => {
+      try {
+        return await readBackupManifest(store, layout, backupId);
+      } catch (err) {
+        if (err instanceof RepositoryError) return { backupId, problem: err.message };
+        throw err;
+      }
+    },
+  );
+  for (const read of manifests) {
+    if ('problem' in read) catalog.invalid.push(read);
+    else catalog.complete.push(read);
+  }
+  for (const [backupId, group] of ordered) {
+    if (!group.hasManifest) catalog.incomplete.push({ backupId, objectCount: group.keys.length, storedBytes: group.bytes, lastModified: group.lastModified });
   }
   return catalog;
 }

@@ -14,7 +14,7 @@
  */
 export class RepositoryLayout {
   constructor(readonly cluster: string) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(cluster)) {
+    if (!isClusterName(cluster)) {
       throw new Error(`invalid cluster name ${JSON.stringify(cluster)}`);
     }
   }
@@ -109,6 +109,11 @@ export class RepositoryLayout {
   probeScratch(id: string): string {
     return `${this.cluster}/state/probe-${id}`;
   }
+}
+
+/** Letters, digits, '.', '_', '-', at most 63 characters, starting with a letter or digit. */
+export function isClusterName(value: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(value);
 }
 
 /** Backup ids sort by time: 20261123T125304Z. */

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { GetOptions, ObjectInfo, ObjectStore, PendingWrite, PutBody, PutOptions, PutResult } from './object-store.js';
+import type { GetOptions, ListOptions, ObjectInfo, ObjectStore, PendingWrite, PutBody, PutOptions, PutResult } from './object-store.js';
 
 /**
  * An ObjectStore whose driver is created on first use. archive_command and restore_command start pgdr once per WAL
@@ -14,9 +14,14 @@ export function createLazyStore(location: string, create: () => Promise<ObjectSt
     get: async (key: string, options?: GetOptions): Promise<Readable> => (await store()).get(key, options),
     getBuffer: async (key: string): Promise<Buffer> => (await store()).getBuffer(key),
     head: async (key: string): Promise<ObjectInfo | null> => (await store()).head(key),
-    list: (prefix: string): AsyncIterable<ObjectInfo> => ({
+    list: (prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo> => ({
       async *[Symbol.asyncIterator]() {
-        yield* (await store()).list(prefix);
+        yield* (await store()).list(prefix, options);
+      },
+    }),
+    listPrefixes: (prefix: string): AsyncIterable<string> => ({
+      async *[Symbol.asyncIterator]() {
+        yield* (await store()).listPrefixes(prefix);
       },
     }),
     delete: async (keys: readonly string[]): Promise<void> => (await store()).delete(keys),

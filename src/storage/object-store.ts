@@ -38,6 +38,14 @@ export interface PutResult {
   size: number;
 }
 
+export interface ListOptions {
+  /**
+   * Only keys that sort after this one (byte order, as S3 ListObjectsV2 StartAfter): a reader that knows roughly
+   * where the interesting keys begin (the server's current WAL segment) lists from there instead of from the start.
+   */
+  startAfter?: string;
+}
+
 export interface GetOptions {
   /** Inclusive byte range. */
   range?: { start: number; end: number };
@@ -70,7 +78,12 @@ export interface ObjectStore {
   /** null when the key does not exist. */
   head(key: string): Promise<ObjectInfo | null>;
   /** Every object whose key starts with `prefix`, in lexical key order. */
-  list(prefix: string): AsyncIterable<ObjectInfo>;
+  list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo>;
+  /**
+   * The "directories" right below `prefix`: each distinct `prefix + name + '/'` that begins the key of at least one
+   * object, in lexical order (S3 CommonPrefixes with Delimiter '/'). Objects directly under `prefix` are not named.
+   */
+  listPrefixes(prefix: string): AsyncIterable<string>;
   /** Deleting a key that does not exist is not an error. */
   delete(keys: readonly string[]): Promise<void>;
   /** Writes under `prefix` that never finished (see PendingWrite). */

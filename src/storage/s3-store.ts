@@ -9,6 +9,7 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -28,6 +29,7 @@ import {
   ObjectExistsError,
   ObjectNotFoundError,
   type GetOptions,
+  type ListOptions,
   type ObjectInfo,
   type ObjectStore,
   type PendingWrite,
@@ -681,24 +683,11 @@ class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     assertListPrefix(prefix);
-    let continuationToken: string | undefined;
-    do {
-      let response;
-      try {
-        response = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: this.fullKey(prefix),
-            ...(continuationToken !== undefined ? { ContinuationToken: continuationToken } : {}),
-          }),
-        );
-      } catch (err) {
-        throw this.failure(err, 'list', prefix === '' ? undefined : prefix);
-      }
-      this.bucketConfirmed = true;
-      for (const item of response.Contents ?? []) {
+    if (options.startAfter !== undefined) assertListPrefix(options.startAfter);
+    for await (const page of this.listPages(prefix, undefined, options.startAfter)) {
+      for (const item of page.Contents ?? []) {
         const fullKey = item.Key;
         // Folder markers made by consoles ("dir/") are not objects.
         if (fullKey === undefined || !fullKey.startsWith(this.root) || fullKey.endsWith('/')) continue;
@@ -708,6 +697,40 @@ class S3ObjectStore implements ObjectStore {
           lastModified: item.LastModified ?? new Date(0),
         };
       }
+    }
+  }
+
+  async *listPrefixes(prefix: string): AsyncIterable<string> {
+    assertListPrefix(prefix);
+    for await (const page of this.listPages(prefix, '/', undefined)) {
+      for (const common of page.CommonPrefixes ?? []) {
+        const full = common.Prefix;
+        if (full === undefined || !full.startsWith(this.root)) continue;
+        yield full.slice(this.root.length);
+      }
+    }
+  }
+
+  /** ListObjectsV2 page after page; StartAfter goes with the first request only (the token carries it on). */
+  private async *listPages(prefix: string, delimiter: string | undefined, startAfter: string | undefined): AsyncGenerator<ListObjectsV2CommandOutput> {
+    let continuationToken: string | undefined;
+    do {
+      let response;
+      try {
+        response = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.fullKey(prefix),
+            ...(delimiter !== undefined ? { Delimiter: delimiter } : {}),
+            ...(continuationToken !== undefined ? { ContinuationToken: continuationToken } : {}),
+            ...(startAfter !== undefined && continuationToken === undefined ? { StartAfter: this.fullKey(startAfter) } : {}),
+          }),
+        );
+      } catch (err) {
+        throw this.failure(err, 'list', prefix === '' ? undefined : prefix);
+      }
+      this.bucketConfirmed = true;
+      yield response;
       continuationToken = response.IsTruncated ? response.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
   }

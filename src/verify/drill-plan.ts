@@ -3,7 +3,7 @@ import { formatLsn, parseLsn, type Lsn } from '../postgres/lsn.js';
 import type { RecoveryTarget } from '../postgres/recovery-target.js';
 import type { BackupManifest } from '../repo/manifest.js';
 import { describeBackups, formatMoment } from './problems.js';
-import { pathsOfBackup, walNeededOnPath, type BackupWalNeed, type WalIndex, type WalPath } from './wal-coverage.js';
+import { pathsOfBackup, segmentArchivedAt, walNeededOnPath, type BackupWalNeed, type WalIndex, type WalPath } from './wal-coverage.js';
 
 /**
  * What a restore drill restores, decided without touching anything: pure, so the choice of backup, target and the
@@ -88,7 +88,7 @@ function byStop(a: BackupManifest, b: BackupManifest): number {
 }
 
 /** The WAL pre-check of a drill, as a check result: ok, or which segments are missing and what that breaks. */
-export function describeWalNeed(need: BackupWalNeed, archivedAt: ReadonlyMap<string, Date>): { ok: boolean; detail: string } {
+export function describeWalNeed(need: BackupWalNeed, index: WalIndex): { ok: boolean; detail: string } {
   const segments = need.segments;
   const missing = segments.filter((s) => !s.present);
   const range = segments.length === 0 ? 'no segments' : `${segments.length} segments, ${segments[0]!.name} to ${segments[segments.length - 1]!.name}`;
@@ -97,7 +97,7 @@ export function describeWalNeed(need: BackupWalNeed, archivedAt: ReadonlyMap<str
   const who = describeBackups([need.backupId]);
   const firstIndex = segments.indexOf(first);
   const nextPresent = segments.slice(firstIndex + 1).find((s) => s.present);
-  const when = nextPresent ? archivedAt.get(nextPresent.name) : undefined;
+  const when = nextPresent ? segmentArchivedAt(index, nextPresent.name) : undefined;
   const consequence =
     first.role === 'consistency'
       ? `${who} cannot become consistent`

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { RepositoryError } from '../errors.js';
+import { mapConcurrently, MANIFEST_READS_IN_FLIGHT } from '../repo/concurrent-reads.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 
@@ -89,14 +90,17 @@ export async function readDrillReports(store: ObjectStore, layout: RepositoryLay
     const name = info.key.slice(prefix.length);
     if (/^\d{8}T\d{6}Z\.json$/.test(name)) keys.push(info.key);
   }
-  for (const key of keys.sort()) {
-    const drillId = key.slice(prefix.length, -'.json'.length);
+  const reads = await mapConcurrently(keys.sort(), MANIFEST_READS_IN_FLIGHT, async (key): Promise<DrillReport | { key: string; problem: string }> => {
     try {
-      reports.push(parseDrillReport(await store.getBuffer(key), drillId));
+      return parseDrillReport(await store.getBuffer(key), key.slice(prefix.length, -'.json'.length));
     } catch (err) {
       if (!(err instanceof RepositoryError)) throw err;
-      options.onInvalid?.(key, err.message);
+      return { key, problem: err.message };
     }
+  });
+  for (const read of reads) {
+    if ('problem' in read) options.onInvalid?.(read.key, read.problem);
+    else reports.push(read);
   }
   return reports;
 }

@@ -158,7 +158,7 @@ async function planFromRepository(options: DrillOptions): Promise<PlannedDrill |
   if (catalog.complete.length === 0) return undefined;
   const archive = await readWalArchive(store, layout, undefined, log);
   const plan = planDrill(catalog.complete, archive.index, { random: options.random, random01: options.random01 ?? Math.random });
-  return { plan, wal: describeWalNeed(plan.walNeed, archive.index.segments) };
+  return { plan, wal: describeWalNeed(plan.walNeed, archive.index) };
 }
 
 async function restoreAndCheck(options: DrillOptions, plan: DrillPlan, scratch: ScratchServer, report: DrillReport, failures: string[]): Promise<void> {

@@ -58,6 +58,22 @@ export interface VerifyReport {
   objects: ObjectCheck[];
   /** The newest archived segment of the latest timeline path: how far the archive reaches. */
   archiveEnd: { segment: string; archivedAt: string } | null;
+  timings: VerifyTimings;
+}
+
+/** Where the time went, in seconds: on a large repository a full verify should be mostly `backupObjects` (hashing). */
+export interface VerifyTimings {
+  /** Listing the cluster's namespace. */
+  listing: number;
+  /** Reading the backup manifests. */
+  manifests: number;
+  /** Checking the objects the manifests name: sizes, and with a full verify reading and hashing them. */
+  backupObjects: number;
+  /** Reading .history files and the segment size, and checking every backup's WAL. */
+  wal: number;
+  /** etcd snapshots (hashed too with a full verify), drill reports, foreign objects. */
+  rest: number;
+  total: number;
 }
 
 /**
@@ -69,12 +85,15 @@ export interface VerifyReport {
  */
 export async function verifyRepository(options: VerifyOptions): Promise<VerifyReport> {
   const { store, layout, log } = options;
+  const clock = stopwatch();
   // The listing comes first: a backup that commits while verify runs then has its objects already listed, and
   // one that starts later is simply not seen.
   const listing: ObjectInfo[] = [];
   for await (const info of store.list(layout.root)) listing.push(info);
   const byKey = new Map(listing.map((o) => [o.key, o]));
+  const listingSeconds = clock.lap();
   const catalog = await readBackupCatalog(store, layout);
+  const manifestsSeconds = clock.lap();
   log(
     `verify: ${listing.length} objects under ${store.location}/${layout.root}; ` +
       `${catalog.complete.length} complete backups, ${catalog.incomplete.length} incomplete, ${catalog.invalid.length} invalid`,
@@ -130,14 +149,20 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
       }
     }
   }
-  log(`verify: ${objects.length} backup objects checked${options.quick ? ' (existence and size)' : ` (${bytesHashed} bytes hashed)`}`);
+  const objectsSeconds = clock.lap();
+  log(
+    `verify: ${objects.length} backup objects checked${options.quick ? ' (existence and size)' : ` (${bytesHashed} bytes hashed)`} in ${objectsSeconds.toFixed(1)} s`,
+  );
 
   // WAL.
   const wal = await readWalArchive(store, layout, listing, log);
   problems.push(...wal.problems);
   const coverage = checkWalCoverage(wal.index, catalog.complete, layout);
   problems.push(...coverage.problems);
-  log(`verify: ${wal.files} WAL files archived; ${coverage.neededSegments} segments needed by the backups, ${coverage.missingSegments} missing`);
+  const walSeconds = clock.lap();
+  log(
+    `verify: ${wal.files} WAL files archived; ${coverage.neededSegments} segments needed by the backups, ${coverage.missingSegments} missing (${walSeconds.toFixed(1)} s)`,
+  );
 
   // etcd snapshots, drill reports, then everything nobody names.
   const etcd = await checkEtcdSnapshots(store, layout, listing, byKey, options.quick, problems, notes);
@@ -173,6 +198,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   }
 
   const latest = wal.index.paths[wal.index.paths.length - 1];
+  const restSeconds = clock.lap();
   return {
     ok: problems.length === 0,
     quick: options.quick,
@@ -196,6 +222,29 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     notes,
     objects,
     archiveEnd: latest?.end ? { segment: latest.end.segment, archivedAt: latest.end.archivedAt.toISOString() } : null,
+    timings: {
+      listing: listingSeconds,
+      manifests: manifestsSeconds,
+      backupObjects: objectsSeconds,
+      wal: walSeconds,
+      rest: restSeconds,
+      total: clock.total(),
+    },
+  };
+}
+
+function stopwatch(): { lap(): number; total(): number } {
+  const began = performance.now();
+  let last = began;
+  const seconds = (ms: number) => Math.round(ms) / 1000;
+  return {
+    lap() {
+      const now = performance.now();
+      const lap = seconds(now - last);
+      last = now;
+      return lap;
+    },
+    total: () => seconds(performance.now() - began),
   };
 }
 
@@ -313,8 +362,9 @@ export async function readWalArchive(
  * segment can be read.
  */
 async function readSegmentSize(store: ObjectStore, files: readonly (ArchivedWalObject & { key: string })[], log: (message: string) => void): Promise<number> {
-  const segments = files.filter((f) => /^[0-9A-F]{24}$/.test(f.name)).sort((a, b) => a.name.localeCompare(b.name));
-  const newest = segments[segments.length - 1];
+  // The greatest name, timeline first: one pass, not a sort of the whole archive.
+  let newest: (ArchivedWalObject & { key: string }) | undefined;
+  for (const f of files) if (/^[0-9A-F]{24}$/.test(f.name) && (newest === undefined || f.name > newest.name)) newest = f;
   if (!newest) return DEFAULT_WAL_SEGMENT_SIZE;
   try {
     const header = readWalSegmentHeader(await zstdDecompressBuffer(await store.getBuffer(newest.key)));

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pushReadyFiles, type WalPushOptions } from './push.js';
-import { markedFiles, pusherPidFile as pidFile, runningPusher } from './spool.js';
+import { pusherPidFile as pidFile, runningPusher, sweepMarkers } from './spool.js';
 
 /**
  * One background process per cluster and spool that archives WAL ahead of PostgreSQL. PostgreSQL runs
@@ -12,7 +12,6 @@ import { markedFiles, pusherPidFile as pidFile, runningPusher } from './spool.js
  * `wal push` still stores or verifies its own file: the pusher only makes that the fast path.
  */
 const IDLE_EXIT_MS = 5_000;
-const MAX_LINGER_MS = 60_000;
 const POLL_MS = 100;
 const BATCH = 16;
 
@@ -69,22 +68,20 @@ function claim(spoolDir: string, cluster: string): boolean {
 }
 
 /** The pusher's body (`pgdr wal push-ahead PG_WAL_DIR`): push until idle, then release the pid file. */
-export async function runPusher(pgWalDir: string, options: WalPushOptions, timing: { maxLingerMs?: number } = {}): Promise<void> {
-  const maxLingerMs = timing.maxLingerMs ?? MAX_LINGER_MS;
+export async function runPusher(pgWalDir: string, options: WalPushOptions): Promise<void> {
   const { spoolDir } = options;
   const cluster = options.layout.cluster;
   if (!claim(spoolDir, cluster)) return;
   try {
     let idleSince = Date.now();
     const failed = new Set<string>();
-    // Idle, the pusher still lingers while a marker waits for PostgreSQL (its sweep removes each once PostgreSQL marks
-    // the file done), so the spool is empty when the archive is; a server that stopped does not keep it for long.
-    const idle = (): number => Date.now() - idleSince;
-    while (idle() < IDLE_EXIT_MS || (idle() < maxLingerMs && markedFiles(spoolDir, cluster).length > 0)) {
+    while (Date.now() - idleSince < IDLE_EXIT_MS) {
       const stored = await pushReadyFiles(pgWalDir, options, BATCH, failed);
       if (stored > 0) idleSince = Date.now();
       else await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
+    // What PostgreSQL took meanwhile through its own calls: no marker outlives its file's ready state.
+    sweepMarkers(spoolDir, cluster, pgWalDir);
   } finally {
     try {
       if (Number(readFileSync(pidFile(spoolDir, cluster), 'utf8').trim()) === process.pid) unlinkSync(pidFile(spoolDir, cluster));

@@ -14,7 +14,7 @@
  * --load-seconds S, --pgbench-scale N, --latency-n N, --zstd-mib N, --settle S (wait up to S seconds before each step
  * for the load average to drop below nproc; default 30, 0 with --quick), --skip-zstd, --skip-wal, --doc PATH.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,10 +23,11 @@ import { runWithCleanup } from './lib/cleanup.js';
 import { load1, machineInfo } from './lib/machine.js';
 import { BenchServer } from './lib/pg.js';
 import { asPg, duBytes, pgTempDir } from './lib/proc.js';
-import { fmtBytes, fmtSeconds } from './lib/report.js';
+import { carrySection, fmtBytes, fmtSeconds } from './lib/report.js';
 import { PgBackRestSide } from './pgbackrest.js';
 import { PgdrSide, pgdrAvailable } from './pgdr.js';
 import { renderDoc, type BenchResults, type StepResult } from './report-doc.js';
+import { SCALE_SECTION } from './scale-doc.js';
 import { initPgbench, pushLatency, runWalLoad, segmentCopies, WAL_LOAD_SETTINGS, waitForArchiveIdle } from './wal-load.js';
 import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
 
@@ -254,7 +255,8 @@ async function main(): Promise<void> {
   // 6. The report.
   const doc = renderDoc(results);
   mkdirSync(resolve(opts.doc, '..'), { recursive: true });
-  writeFileSync(opts.doc, doc);
+  // The scale section comes from its own run (npm run bench:scale) and stays as it was.
+  writeFileSync(opts.doc, carrySection(doc, existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '', SCALE_SECTION));
   log(`\nwrote ${opts.doc}`);
   const summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   process.stdout.write(summary);

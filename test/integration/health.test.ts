@@ -9,6 +9,7 @@ import { freePort } from '../harness/ports.js';
 import { startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { makeTempDir } from '../harness/temp.js';
 import { parseExposition, sampleValue } from '../unit/health/exposition-parser.js';
+import { formatWalSegmentName, parseWalSegmentName, walSegmentFromNumber, walSegmentNumber } from '../../src/postgres/wal-file-name.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
@@ -178,6 +179,25 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
     const healed = await health(['--json', '--check', 'wal-archive']);
     expect(healed.exitCode).toBe(0);
     expect(check(healed.json<HealthJson>(), 'wal-archive')).toMatchObject({ status: 'OK', lagSegments: 0 });
+  });
+
+  it('is CRITICAL while the repository holds a segment past the one the server writes, found without listing the archive', async () => {
+    const [{ walfile }] = (await server.query<{ walfile: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS walfile')) as [{ walfile: string }];
+    const current = parseWalSegmentName(walfile);
+    // Five segments ahead of the server, on its timeline: what a second server archiving as this cluster leaves.
+    const foreign = formatWalSegmentName(walSegmentFromNumber(current.timeline, walSegmentNumber(current) + 5n));
+    await store.put(layout.walObject(foreign), { kind: 'buffer', data: Buffer.from('not really WAL') });
+    try {
+      const ahead = await health(['--json', '--check', 'wal-archive']);
+      expect(ahead.exitCode).toBe(2);
+      const wal = check(ahead.json<HealthJson>(), 'wal-archive');
+      expect(wal.status).toBe('CRITICAL');
+      expect(wal.message).toMatch(new RegExp(`^the repository holds ${foreign} \\(stored .*\\), at or past the segment server 127\\.0\\.0\\.1:\\d+ writes`));
+      expect(wal.message).toContain("another server archives under this cluster's name");
+    } finally {
+      await store.delete([layout.walObject(foreign)]);
+    }
+    expect(check((await health(['--json', '--check', 'wal-archive'])).json<HealthJson>(), 'wal-archive').status).toBe('OK');
   });
 
   it('writes report.md, report.html and chart.svg with the checks, the backup list and the retention plan', async () => {

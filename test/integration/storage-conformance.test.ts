@@ -333,6 +333,94 @@ function describeObjectStoreConformance(driver: string, setup: () => Promise<Sto
       expect(everything).toEqual(expect.arrayContaining(keys));
     });
 
+    it('lists from a startAfter key in byte order, wherever it falls among keys and directories', async () => {
+      const keys = [
+        'after/a-c',
+        'after/a.b',
+        'after/a/b',
+        'after/a/b-c/d',
+        'after/a/bc',
+        'after/b/c/d/e',
+        'after/wal/00000001/000000010000000000000005.00000028.backup.zst',
+        'after/wal/00000001/000000010000000000000005.zst',
+        'after/wal/00000001/000000010000000000000006.zst',
+        'after/wal/00000001/0000000100000000000000FF.zst',
+        'after/wal/00000001/000000010000000100000000.zst',
+        'after/wal/00000002/00000002.history.zst',
+        'after/Z',
+      ];
+      await putMany(store, keys);
+      const sorted = byteSorted(keys);
+      const listedAfter = async (prefix: string, startAfter: string): Promise<string[]> =>
+        (await collect(store.list(prefix, { startAfter }))).map((o) => o.key);
+      const expected = (prefix: string, startAfter: string): string[] =>
+        sorted.filter((k) => k.startsWith(prefix) && Buffer.compare(Buffer.from(k), Buffer.from(startAfter)) > 0);
+      const cases: Array<[string, string]> = [
+        // An existing key is itself left out.
+        ['after/', 'after/a/b'],
+        // Between keys, before all, after all, and mid-name inside a directory's own name.
+        ['after/', 'after/a/b-'],
+        ['after/', 'after/'],
+        ['after/', 'after/zzz'],
+        ['after/', 'after/a'],
+        ['after/', 'after/a/'],
+        ['after/', 'after/b/c'],
+        // The way health lists WAL: from a name just before the segment it looks for.
+        ['after/wal/00000001/', 'after/wal/00000001/000000010000000000000005'],
+        ['after/wal/00000001/', 'after/wal/00000001/000000010000000000000005.zst'],
+        ['after/wal/00000001/', 'after/wal/00000001/0000000100000000000000FF'],
+        // A startAfter outside the prefix, before and after it.
+        ['after/wal/', 'after/a'],
+        ['after/a/', 'after/b'],
+      ];
+      for (const [prefix, startAfter] of cases) {
+        expect({ prefix, startAfter, keys: await listedAfter(prefix, startAfter) }).toEqual({ prefix, startAfter, keys: expected(prefix, startAfter) });
+      }
+      expect(await listedAfter('after/wal/00000001/', 'after/wal/00000001/000000010000000000000005')).toEqual([
+        'after/wal/00000001/000000010000000000000005.00000028.backup.zst',
+        'after/wal/00000001/000000010000000000000005.zst',
+        'after/wal/00000001/000000010000000000000006.zst',
+        'after/wal/00000001/0000000100000000000000FF.zst',
+        'after/wal/00000001/000000010000000100000000.zst',
+      ]);
+      // Sizes and times come with keys listed this way too.
+      for (const item of await collect(store.list('after/', { startAfter: 'after/a' }))) {
+        expect(item.size).toBe(Buffer.byteLength(item.key));
+        expect(item.lastModified).toBeInstanceOf(Date);
+      }
+    });
+
+    it('lists the prefixes one level below a prefix, as S3 common prefixes with delimiter /', async () => {
+      await putMany(store, [
+        'fleet/alpha/cluster.json',
+        'fleet/alpha/wal/00000001/000000010000000000000001.zst',
+        'fleet/beta/backups/20240503T090000Z/manifest.json',
+        'fleet/beta-2/x',
+        'fleet/gamma.json',
+        'fleet/a/b/c/d',
+        'fleet/\u00e9t\u00e9/x',
+      ]);
+      const prefixesOf = async (prefix: string): Promise<string[]> => {
+        const out: string[] = [];
+        for await (const p of store.listPrefixes(prefix)) out.push(p);
+        return out;
+      };
+      expect(await prefixesOf('fleet/')).toEqual(
+        byteSorted(['fleet/a/', 'fleet/alpha/', 'fleet/beta/', 'fleet/beta-2/', 'fleet/\u00e9t\u00e9/']),
+      );
+      expect(await prefixesOf('fleet/alpha/')).toEqual(['fleet/alpha/wal/']);
+      expect(await prefixesOf('fleet/be')).toEqual(byteSorted(['fleet/beta/', 'fleet/beta-2/']));
+      expect(await prefixesOf('fleet/a/b/')).toEqual(['fleet/a/b/c/']);
+      expect(await prefixesOf('fleet/gamma.json')).toEqual([]);
+      expect(await prefixesOf('fleet/nothing/')).toEqual([]);
+      // A "directory" whose last object was deleted is no prefix any more.
+      await store.delete(['fleet/beta-2/x']);
+      expect(await prefixesOf('fleet/')).not.toContain('fleet/beta-2/');
+      const top = await prefixesOf('');
+      expect(top).toEqual(byteSorted(top));
+      expect(top).toEqual(expect.arrayContaining(['fleet/', 'after/', 'list/']));
+    });
+
     it('deletes idempotently, and in batches larger than one S3 request', async () => {
       await store.put('del/one', { kind: 'buffer', data: Buffer.from('1') });
       await store.put('del/deep/er/two', { kind: 'buffer', data: Buffer.from('2') });

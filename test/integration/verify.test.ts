@@ -99,6 +99,11 @@ describe('pgdr verify on a MinIO repository', () => {
     expect(report.checked.walSegmentsNeeded).toBeGreaterThanOrEqual(5);
     expect(report.checked.foreignObjects).toBe(0);
     expect(report.objects.map((o) => o.status)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    // Where the time went, for the scale bench's split between hashing and the rest.
+    const timings = (report as VerifyJson & { timings: Record<string, number> }).timings;
+    expect(Object.keys(timings)).toEqual(['listing', 'manifests', 'backupObjects', 'wal', 'rest', 'total']);
+    for (const seconds of Object.values(timings)) expect(seconds).toBeGreaterThanOrEqual(0);
+    expect(timings.total).toBeGreaterThanOrEqual(timings.backupObjects!);
 
     const quick = await verify(['--quick', '--json']);
     expect(quick.exitCode, quick.stderr).toBe(0);

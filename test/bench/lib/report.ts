@@ -41,3 +41,31 @@ export function median(values: number[]): number {
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+/**
+ * docs/benchmarks.md holds sections written by different bench runs (`npm run bench`, `npm run bench:scale`).
+ * Each such section sits between `<!-- NAME:begin -->` and `<!-- NAME:end -->`; a run replaces only its own.
+ */
+function markers(name: string): { begin: string; end: string } {
+  return { begin: `<!-- ${name}:begin -->`, end: `<!-- ${name}:end -->` };
+}
+
+/** `doc` with the section `name` replaced by `content`, or with it appended when the doc has none yet. */
+export function replaceSection(doc: string, name: string, content: string): string {
+  const { begin, end } = markers(name);
+  const block = `${begin}\n${content.endsWith('\n') ? content : `${content}\n`}${end}\n`;
+  const from = doc.indexOf(begin);
+  const to = doc.indexOf(end);
+  if (from >= 0 && to > from) return doc.slice(0, from) + block + doc.slice(to + end.length).replace(/^\n/, '');
+  if (doc.trim() === '') return block;
+  return `${doc.replace(/\n*$/, '\n')}\n${block}`;
+}
+
+/** The section `name` of `oldDoc` (markers included), carried over to the end of `newDoc`; `newDoc` when it has none. */
+export function carrySection(newDoc: string, oldDoc: string, name: string): string {
+  const { begin, end } = markers(name);
+  const from = oldDoc.indexOf(begin);
+  const to = oldDoc.indexOf(end);
+  if (from < 0 || to < from) return newDoc;
+  return replaceSection(newDoc, name, oldDoc.slice(from + begin.length + 1, to));
+}

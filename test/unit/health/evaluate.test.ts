@@ -41,7 +41,7 @@ function healthyFacts(): HealthFacts {
       incompleteCount: 0,
       invalidIds: [],
     }),
-    wal: known({ server: server(), newestArchived: { name: '00000001000000000000000F', storedAt: ago(60_000) } }),
+    wal: known({ server: server(), newestArchived: { name: '00000001000000000000000F', storedAt: ago(60_000) }, aheadOfServer: null }),
     etcd: known({ newest: { snapshotId: '20240510T060000Z', takenAt: ago(6 * H) } }),
     drill: known({ last: { drillId: '20240501T070000Z', at: ago(9 * D), passed: true } }),
   };
@@ -193,9 +193,31 @@ describe('evaluateHealth', () => {
   describe('WAL archive', () => {
     const walFacts = (current: string, newest: string | null, overrides: Partial<ServerWalFacts> = {}, storedAt = ago(60_000)): HealthFacts => {
       const facts = healthyFacts();
-      facts.wal = known({ server: server({ currentWalFile: current, ...overrides }), newestArchived: newest === null ? null : { name: newest, storedAt } });
+      facts.wal = known({ server: server({ currentWalFile: current, ...overrides }), newestArchived: newest === null ? null : { name: newest, storedAt }, aheadOfServer: null });
       return facts;
     };
+
+    it('is CRITICAL when the repository holds WAL the server cannot have written', () => {
+      const ahead = (name: string): HealthFacts => {
+        const facts = walFacts('000000020000000000000010', '00000002000000000000000F');
+        if (facts.wal.kind === 'known') facts.wal.value.aheadOfServer = { name, storedAt: ago(30_000) };
+        return facts;
+      };
+      const own = check(ahead('000000020000000000000011'), 'wal-archive');
+      expect(own.status).toBe('CRITICAL');
+      expect(own.message).toBe(
+        `the repository holds 000000020000000000000011 (stored ${ago(30_000).toISOString()}), at or past the segment server 127.0.0.1:5432 writes ` +
+          "(000000020000000000000010): another server archives under this cluster's name",
+      );
+      expect(own.hint).toMatch(/^find the other server whose archive_command uses this --cluster/);
+      // The lag is still measured: the server's own archiving may be fine.
+      expect(own.measurements.lagSegments).toBe(0);
+      expect(check(ahead('000000010000000000000012'), 'wal-archive').message).toMatch(/^the repository holds 000000010000000000000012 .*, past the segment server/);
+      expect(check(ahead('00000003.history'), 'wal-archive').message).toMatch(
+        /^the repository holds WAL of timeline 3 \(00000003\.history, stored .*\), but server 127\.0\.0\.1:5432 is on timeline 2: a server promoted from a copy/,
+      );
+      expect(evaluateHealth(ahead('000000020000000000000011'), defaultPolicy().health, NOW).exitCode).toBe(2);
+    });
 
     it('is OK when the newest archived segment is the one before the current', () => {
       const c = check(walFacts('000000010000000000000010', '00000001000000000000000F'), 'wal-archive');
@@ -207,7 +229,7 @@ describe('evaluateHealth', () => {
     it('counts the missing segments across a log id boundary and a timeline switch', () => {
       // 2/00000003 on timeline 2 against 1/000000FE on timeline 1: FF, 2/00, 2/01, 2/02 are missing.
       const lag = walArchiveLag(
-        { server: server({ currentWalFile: '000000020000000200000003', walFiles: null }), newestArchived: { name: '0000000100000001000000FE', storedAt: ago(5 * 60_000) } },
+        { server: server({ currentWalFile: '000000020000000200000003', walFiles: null }), newestArchived: { name: '0000000100000001000000FE', storedAt: ago(5 * 60_000) }, aheadOfServer: null },
         NOW,
       );
       expect(lag).toEqual({ lagSegments: 4, lagMs: 5 * 60_000, firstMissing: null });

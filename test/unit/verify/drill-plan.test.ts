@@ -64,17 +64,17 @@ describe('describeWalNeed', () => {
   it('says what a missing segment breaks', () => {
     const index = archive([...range(1, 5, 6), ...range(1, 8, 9)]);
     const plan = planDrill([b], index, { random: false, random01: () => 0 });
-    expect(describeWalNeed(plan.walNeed, index.segments)).toEqual({
+    expect(describeWalNeed(plan.walNeed, index)).toEqual({
       ok: false,
       detail: `backup 20240503T093000Z cannot reach 2024-05-03 10:08:00 UTC: segment ${seg(1, 7)} missing`,
     });
     const whole = archive(range(1, 5, 9));
-    expect(describeWalNeed(planDrill([b], whole, { random: false, random01: () => 0 }).walNeed, whole.segments)).toEqual({
+    expect(describeWalNeed(planDrill([b], whole, { random: false, random01: () => 0 }).walNeed, whole)).toEqual({
       ok: true,
       detail: `all WAL the restore reads is archived (5 segments, ${seg(1, 5)} to ${seg(1, 9)})`,
     });
     const none = archive([seg(1, 9)]);
-    expect(describeWalNeed(planDrill([b], none, { random: false, random01: () => 0 }).walNeed, none.segments).detail).toBe(
+    expect(describeWalNeed(planDrill([b], none, { random: false, random01: () => 0 }).walNeed, none).detail).toBe(
       `backup 20240503T093000Z cannot become consistent: segment ${seg(1, 5)} missing (and 3 more of the 5 needed)`,
     );
   });

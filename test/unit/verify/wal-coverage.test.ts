@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/postgres/lsn.js';
 import { rootTimelineHistory, parseTimelineHistory } from '../../../src/postgres/timeline-history.js';
-import { checkWalCoverage, timelineForSegment, walNeededOnPath } from '../../../src/verify/wal-coverage.js';
-import { archive, backup, layout, range, seg } from './fixtures.js';
+import { buildWalIndex, checkWalCoverage, timelineForSegment, walNeededOnPath } from '../../../src/verify/wal-coverage.js';
+import { archive, archivedAt, backup, layout, range, seg } from './fixtures.js';
 
 const MIB16 = 16 * 1024 * 1024;
 // Two backups on timeline 1: A runs in segment 2, B in segment 3.
@@ -73,7 +73,8 @@ describe('checkWalCoverage', () => {
     expect(index.paths.map((p) => p.timeline)).toEqual([2]);
     const report = checkWalCoverage(index, [a], layout);
     expect(report.problems).toEqual([]);
-    expect(report.needs[0]!.segments.map((s) => s.name)).toEqual([...range(1, 2, 4), ...range(2, 5, 7)]);
+    expect(report.neededSegments).toBe(6);
+    expect(walNeededOnPath(index, a, index.paths[0]).segments.map((s) => s.name)).toEqual([...range(1, 2, 4), ...range(2, 5, 7)]);
 
     const gap = archive(files.filter((f) => f !== seg(2, 6)), history);
     expect(checkWalCoverage(gap, [a], layout).problems.map((p) => p.detail)).toEqual([
@@ -93,6 +94,26 @@ describe('checkWalCoverage', () => {
     const broken = archive([...range(1, 2, 3), seg(1, 5), seg(2, 5), ...range(3, 6, 7)], histories);
     expect(checkWalCoverage(broken, [a], layout).problems.map((p) => p.detail)).toEqual([
       `backup 20240503T090000Z cannot reach 2024-05-03 10:05:00 UTC: segment ${seg(1, 4)} missing`,
+    ]);
+  });
+
+  it('takes the moment a gap keeps out of reach only from backups that need WAL that far', () => {
+    // Timeline 2 branches off at segment 5. Backup x claims timeline 1 but stops past the switch, so no stored path
+    // holds it: it needs 1/2..1/6 on timeline 1 alone. Backup a lies on the path to 2 and reaches its end, 2/9.
+    // Segments 1/3 to 1/7 are missing: for a the next archived one is 2/5; for x none it needs (1/8 is past its
+    // stop, and is needed only by the later stray backup y), so 1/8's earlier arrival must not be used.
+    const x = backup({ backupId: '20240503T091000Z', startLsn: '0/2000028', stopLsn: '0/6000100', timeline: 1 });
+    const y = backup({ backupId: '20240503T092000Z', startLsn: '0/9000028', stopLsn: '0/9000100', timeline: 1 });
+    const files = [seg(1, 2), seg(1, 8), seg(1, 9), ...range(2, 5, 9)].map((name) => ({
+      name,
+      // 1/8 arrived before 2/5.
+      lastModified: name === seg(1, 8) ? archivedAt(1) : archivedAt(parseInt(name.slice(16), 16)),
+    }));
+    files.push({ name: '00000002.history', lastModified: archivedAt(0) });
+    const index = buildWalIndex({ files, histories: new Map([[2, parseTimelineHistory(2, '1\t0/5000000\tfailover\n')]]), segmentSize: MIB16 });
+    expect(checkWalCoverage(index, [a, x, y], layout).problems.map((p) => p.detail)).toEqual([
+      `backup 20240503T091000Z cannot become consistent and backup 20240503T090000Z cannot reach 2024-05-03 10:05:00 UTC: segments ${seg(1, 3)} to ${seg(1, 4)} (2) missing`,
+      `backup 20240503T091000Z cannot become consistent: segments ${seg(1, 5)} to ${seg(1, 6)} (2) missing`,
     ]);
   });
 
