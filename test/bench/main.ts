@@ -13,6 +13,9 @@
  * Flags: --quick (200 MB dataset, 20 s load: a smoke run, written to .bench/ not docs/), --scale S, --rounds N,
  * --load-seconds S, --pgbench-scale N, --latency-n N, --zstd-mib N, --settle S (wait up to S seconds before each step
  * for the load average to drop below nproc; default 30, 0 with --quick), --skip-zstd, --skip-wal, --doc PATH.
+ *
+ * --only push-latency|wal-load (comma-separated for both): just those steps, on a server without the dataset (pgbench
+ * makes the WAL); the doc keeps everything else and gets only those sections and their summary rows replaced.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -22,13 +25,24 @@ import { ARCHIVE_SETTINGS, databaseDir, LOAD_SETTINGS, loadDataset, measureRatio
 import { runWithCleanup } from './lib/cleanup.js';
 import { load1, machineInfo } from './lib/machine.js';
 import { BenchServer } from './lib/pg.js';
-import { asPg, duBytes, pgTempDir } from './lib/proc.js';
+import { execa } from 'execa';
+import { asPg, duBytes, pgTempDir, timedAsPg } from './lib/proc.js';
 import { carrySection, fmtBytes, fmtSeconds } from './lib/report.js';
 import { PgBackRestSide } from './pgbackrest.js';
 import { PgdrSide, pgdrAvailable } from './pgdr.js';
-import { renderDoc, type BenchResults, type StepResult } from './report-doc.js';
+import { PUSH_BREAKDOWN_SECTION, renderDoc, renderPartialDoc, type BenchResults, type StepResult } from './report-doc.js';
 import { SCALE_SECTION } from './scale-doc.js';
-import { initPgbench, pushLatency, runWalLoad, segmentCopies, WAL_LOAD_SETTINGS, waitForArchiveIdle } from './wal-load.js';
+import {
+  initPgbench,
+  interleavedLatency,
+  runPgbench,
+  runWalLoad,
+  segmentCopies,
+  WAL_LOAD_SETTINGS,
+  waitForArchiveIdle,
+  type LatencyCandidate,
+  type LatencyResult,
+} from './wal-load.js';
 import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -46,6 +60,20 @@ interface Options {
   /** Before each measured step, wait up to this many seconds for the 1-minute load average to fall below nproc. */
   settleSeconds: number;
   doc: string;
+  /** Only these steps (--only), on a server without the dataset; empty: the whole bench. */
+  only: Set<OnlyStep>;
+}
+
+const ONLY_STEPS = ['push-latency', 'wal-load'] as const;
+type OnlyStep = (typeof ONLY_STEPS)[number];
+
+function parseOnly(text: string | undefined): Set<OnlyStep> {
+  const steps = new Set<OnlyStep>();
+  for (const word of (text ?? '').split(',').filter((w) => w !== '')) {
+    if (!(ONLY_STEPS as readonly string[]).includes(word)) throw new Error(`--only ${word}: expected ${ONLY_STEPS.join(', ')} (comma-separated)`);
+    steps.add(word as OnlyStep);
+  }
+  return steps;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -67,6 +95,7 @@ function parseOptions(argv: string[]): Options {
     settleSeconds: Number(value('--settle') ?? (quick ? 0 : 30)),
     // A smoke run must not overwrite the real figures.
     doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-quick.md' : 'docs/benchmarks.md')),
+    only: parseOnly(value('--only')),
   };
 }
 
@@ -79,7 +108,7 @@ async function main(): Promise<void> {
     startedAt,
     finishedAt: '',
     quick: opts.quick,
-    options: { ...opts },
+    options: { ...opts, only: [...opts.only] },
     machine: await machineInfo(process.env.BENCH_TMPDIR ?? process.env.TMPDIR ?? '/var/tmp', REPO_ROOT),
     pgdrAvailable: pgdrAvailable(),
     errors: [],
@@ -90,52 +119,137 @@ async function main(): Promise<void> {
   if (!results.pgdrAvailable) {
     results.errors.push('pgdr is not built (no dist/cli/entry.js): run `npm run build`; only the pgBackRest side was measured');
   }
+  const resultsName = opts.only.size > 0 ? [...opts.only].sort().join('+') : opts.quick ? 'quick' : 'full';
   const save = () => {
     results.finishedAt = new Date().toISOString();
     mkdirSync(join(REPO_ROOT, '.bench'), { recursive: true });
-    writeFileSync(join(REPO_ROOT, '.bench', `results-${opts.quick ? 'quick' : 'full'}.json`), JSON.stringify(results, null, 2));
+    writeFileSync(join(REPO_ROOT, '.bench', `results-${resultsName}.json`), JSON.stringify(results, null, 2));
   };
-
-  // 1. Dataset.
-  log(`== dataset (scale ${opts.scale})`);
-  const server = await BenchServer.create({ label: 'main', settings: LOAD_SETTINGS });
-  await server.start();
-  const dataset = await loadDataset(server, opts.scale, 'bench', log);
-  const ratio = await measureRatio(server, dataset.database);
-  results.dataset = { ...dataset, zstd3: ratio };
-  log(`dataset: ${fmtBytes(dataset.bytes)} (pg_database_size) in ${fmtSeconds(dataset.loadSeconds)}; zstd -3 ratio ${ratio.ratio.toFixed(2)}`);
-
-  // 2. zstd bindings, on the dataset's own relation files.
-  if (!opts.skipZstd) {
-    log('== zstd bindings');
-    results.zstd = await runZstdBindingsBench({
-      input: join(server.pgdata, await databaseDir(server, dataset.database)),
-      sizeMiB: opts.zstdMiB,
-      repeat: opts.quick ? 1 : 2,
-      log,
-    });
-    log(zstdTable(results.zstd.rows));
-  }
-  save();
-
-  // 3. Backups and restores.
-  log('== backups and restores');
-  server.appendConf(ARCHIVE_SETTINGS);
-  await server.restart();
-  results.sourceBytes = (await duBytes(server.pgdata)) - (await duBytes(join(server.pgdata, 'pg_wal')));
-  const pgbr = await PgBackRestSide.create(server);
-  const pgdr = results.pgdrAvailable ? PgdrSide.create(server) : undefined;
-
-  const useArchiver = async (command: string) => {
-    await server.setConf({ archive_command: command });
-    const left = await waitForArchiveIdle(server, 120);
-    if (left > 0) throw new Error(`archiver still has ${left} WAL files waiting after switching to ${command}`);
+  const attempt = async (tool: string, what: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      const message = `${tool} ${what} failed: ${(err as Error).message.split('\n').slice(0, 6).join(' | ')}`;
+      results.errors.push(message);
+      log(`  ${message}`);
+    }
   };
   // A shared machine: give a busy neighbour (or our own previous step) a moment to calm down before measuring.
   const settle = async () => {
     const deadline = Date.now() + opts.settleSeconds * 1000;
     while (load1() >= cpus().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2000));
   };
+
+  const server = await BenchServer.create({ label: 'main', settings: LOAD_SETTINGS });
+  await server.start();
+  if (opts.only.size === 0) {
+    // 1. Dataset.
+    log(`== dataset (scale ${opts.scale})`);
+    const dataset = await loadDataset(server, opts.scale, 'bench', log);
+    const ratio = await measureRatio(server, dataset.database);
+    results.dataset = { ...dataset, zstd3: ratio };
+    log(`dataset: ${fmtBytes(dataset.bytes)} (pg_database_size) in ${fmtSeconds(dataset.loadSeconds)}; zstd -3 ratio ${ratio.ratio.toFixed(2)}`);
+
+    // 2. zstd bindings, on the dataset's own relation files.
+    if (!opts.skipZstd) {
+      log('== zstd bindings');
+      results.zstd = await runZstdBindingsBench({
+        input: join(server.pgdata, await databaseDir(server, dataset.database)),
+        sizeMiB: opts.zstdMiB,
+        repeat: opts.quick ? 1 : 2,
+        log,
+      });
+      log(zstdTable(results.zstd.rows));
+    }
+    save();
+  }
+
+  server.appendConf(ARCHIVE_SETTINGS);
+  await server.restart();
+  const pgbr = await PgBackRestSide.create(server);
+  const pgdr = results.pgdrAvailable ? PgdrSide.create(server) : undefined;
+  const useArchiver = async (command: string) => {
+    await server.setConf({ archive_command: command });
+    const left = await waitForArchiveIdle(server, 120);
+    if (left > 0) throw new Error(`archiver still has ${left} WAL files waiting after switching to ${command}`);
+  };
+
+  if (opts.only.size === 0) {
+    // 3. Backups and restores.
+    log('== backups and restores');
+    results.sourceBytes = (await duBytes(server.pgdata)) - (await duBytes(join(server.pgdata, 'pg_wal')));
+    await backupsAndRestores(server, pgbr, pgdr, opts, { results, save, attempt, settle, useArchiver });
+  }
+
+  const wantWal = opts.only.size === 0 ? !opts.skipWal : opts.only.has('wal-load');
+  const wantLatency = opts.only.size === 0 ? !opts.skipWal : opts.only.has('push-latency');
+  if (wantWal || wantLatency) {
+    await useArchiver('/bin/true');
+    await initPgbench(server, opts.pgbenchScale);
+    await server.setConf(WAL_LOAD_SETTINGS);
+  }
+  if (wantWal) {
+    // 4. WAL archiving under load.
+    log(`== WAL archiving under pgbench load (${opts.loadSeconds} s each)`);
+    await walLoadStep(server, pgbr, pgdr, opts, { attempt, settle, useArchiver, results, save });
+  } else if (wantLatency) {
+    // The latency step copies a segment pgbench wrote, as in the full run, where it follows the WAL load.
+    await useArchiver('/bin/true');
+    await runPgbench(server, 10);
+    await server.query('CHECKPOINT');
+  }
+  if (wantLatency) {
+    // 5. Per-segment latency, with the server idle.
+    log(`== per-segment archive latency (median of ${opts.latencyN}, interleaved)`);
+    await useArchiver('/bin/true');
+    await settle();
+    await attempt('push latency', 'step', async () => {
+      ({ latency: results.latency, segment: results.latencySegment } = await latencyStep(server, pgbr, pgdr, opts.latencyN));
+    });
+    for (const l of results.latency) {
+      log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)}), CPU ${fmtSeconds(l.cpuMedianSeconds ?? 0)}`);
+    }
+  }
+
+  await server.stop();
+  save();
+
+  // 6. The report.
+  mkdirSync(resolve(opts.doc, '..'), { recursive: true });
+  const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
+  let summary: string;
+  if (opts.only.size > 0) {
+    const doc = renderPartialDoc(results, oldDoc);
+    writeFileSync(opts.doc, doc);
+    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+  } else {
+    const doc = renderDoc(results);
+    // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
+    writeFileSync(opts.doc, carrySection(carrySection(doc, oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
+    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+  }
+  log(`\nwrote ${opts.doc}`);
+  process.stdout.write(summary);
+  if (results.errors.length > 0) {
+    process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
+    throw new Error(`${results.errors.length} step(s) failed; see above`);
+  }
+}
+
+interface StepContext {
+  attempt: (tool: string, what: string, fn: () => Promise<void>) => Promise<void>;
+  settle: () => Promise<void>;
+  useArchiver: (command: string) => Promise<void>;
+}
+
+async function backupsAndRestores(
+  server: BenchServer,
+  pgbr: PgBackRestSide,
+  pgdr: PgdrSide | undefined,
+  opts: Options,
+  ctx: StepContext & { results: BenchResults; save: () => void },
+): Promise<void> {
+  const { results, save, attempt, settle, useArchiver } = ctx;
   const record = (step: StepResult) => {
     results.steps.push(step);
     save();
@@ -148,16 +262,6 @@ async function main(): Promise<void> {
         `, load ${step.load1.toFixed(2)}`,
     );
   };
-  const attempt = async (tool: string, what: string, fn: () => Promise<void>) => {
-    try {
-      await fn();
-    } catch (err) {
-      const message = `${tool} ${what} failed: ${(err as Error).message.split('\n').slice(0, 6).join(' | ')}`;
-      results.errors.push(message);
-      log(`  ${message}`);
-    }
-  };
-
   const backupWith = async (tool: 'pgdr' | 'pgbackrest', round: number) => {
     if (tool === 'pgbackrest') {
       await useArchiver(pgbr.archiveCommand(false));
@@ -208,62 +312,71 @@ async function main(): Promise<void> {
     for (const tool of order) await restoreWith(tool, round);
   }
 
-  // 4. WAL archiving under load.
-  if (!opts.skipWal) {
-    log(`== WAL archiving under pgbench load (${opts.loadSeconds} s each)`);
-    await useArchiver('/bin/true');
-    await initPgbench(server, opts.pgbenchScale);
-    await server.setConf(WAL_LOAD_SETTINGS);
-    const archivers: { name: string; command: string; processes: RegExp }[] = [];
-    if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: /bin\/pgdr wal push/ });
-    // Sync pushes are children of the archiver; async ones also leave a background archive-push:async process.
-    archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: /pgbackrest .*archive-push/ });
-    archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: /pgbackrest .*archive-push/ });
-    for (const a of archivers) {
-      await attempt(a.name, 'WAL load', async () => {
-        await useArchiver(a.command);
-        // Start each archiver from the same state: a checkpoint just done, nothing waiting.
-        await server.query('CHECKPOINT');
-        await settle();
-        const r = await runWalLoad(server, a.name, opts.loadSeconds, Math.max(120, opts.loadSeconds * 3), a.processes, log);
-        results.wal.push({ ...r, load1: load1() });
-        save();
-        log(
-          `  ${a.name}: produced ${r.producedPerSecond.toFixed(2)}/s, archived ${r.archivedPerSecond.toFixed(2)}/s, backlog max ${r.backlogMax}, end ${r.backlogEnd}, slope ${r.backlogSlope.toFixed(3)}/s, drained in ${r.drainSeconds === null ? 'NOT drained' : fmtSeconds(r.drainSeconds)}, tps ${r.tps.toFixed(0)}, archiver RSS max ${(r.memory.maxProcessKiB / 1024).toFixed(0)} MiB per process, ${(r.memory.maxTreeSumKiB / 1024).toFixed(0)} MiB at once`,
-        );
-      });
-    }
+}
 
-    // 5. Per-segment latency, with the server idle.
-    log(`== per-segment archive latency (median of ${opts.latencyN})`);
-    await useArchiver('/bin/true');
-    const dir = pgTempDir('segments');
-    if (pgdr) {
-      await attempt('pgdr', 'wal push latency', async () => {
-        const paths = segmentCopies(server, join(dir, 'pgdr'), opts.latencyN, '000000FE');
-        results.latency.push(await pushLatency('pgdr wal push', paths, (p) => pgdr.pushOne(p)));
-      });
-    }
-    const paths = segmentCopies(server, join(dir, 'pgbackrest'), opts.latencyN, '000000FE');
-    results.latency.push(await pushLatency('pgBackRest archive-push (sync)', paths, (p) => pgbr.pushOne(p)));
-    for (const l of results.latency) log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)})`);
+async function walLoadStep(
+  server: BenchServer,
+  pgbr: PgBackRestSide,
+  pgdr: PgdrSide | undefined,
+  opts: Options,
+  ctx: StepContext & { results: BenchResults; save: () => void },
+): Promise<void> {
+  const { attempt, settle, useArchiver, results, save } = ctx;
+  const archivers: { name: string; command: string; processes: RegExp }[] = [];
+  if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: /bin\/pgdr wal push/ });
+  // Sync pushes are children of the archiver; async ones also leave a background archive-push:async process.
+  archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: /pgbackrest .*archive-push/ });
+  archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: /pgbackrest .*archive-push/ });
+  for (const a of archivers) {
+    await attempt(a.name, 'WAL load', async () => {
+      await useArchiver(a.command);
+      // Start each archiver from the same state: a checkpoint just done, nothing waiting.
+      await server.query('CHECKPOINT');
+      await settle();
+      const r = await runWalLoad(server, a.name, opts.loadSeconds, Math.max(120, opts.loadSeconds * 3), a.processes, log);
+      results.wal.push({ ...r, load1: load1() });
+      save();
+      log(
+        `  ${a.name}: produced ${r.producedPerSecond.toFixed(2)}/s, archived ${r.archivedPerSecond.toFixed(2)}/s, backlog max ${r.backlogMax}, end ${r.backlogEnd}, slope ${r.backlogSlope.toFixed(3)}/s, drained in ${r.drainSeconds === null ? 'NOT drained' : fmtSeconds(r.drainSeconds)}, tps ${r.tps.toFixed(0)}, archiver RSS max ${(r.memory.maxProcessKiB / 1024).toFixed(0)} MiB per process, ${(r.memory.maxTreeSumKiB / 1024).toFixed(0)} MiB at once`,
+      );
+    });
   }
+}
 
-  await server.stop();
-  save();
-
-  // 6. The report.
-  const doc = renderDoc(results);
-  mkdirSync(resolve(opts.doc, '..'), { recursive: true });
-  // The scale section comes from its own run (npm run bench:scale) and stays as it was.
-  writeFileSync(opts.doc, carrySection(doc, existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '', SCALE_SECTION));
-  log(`\nwrote ${opts.doc}`);
-  const summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
-  process.stdout.write(summary);
-  if (results.errors.length > 0) {
-    process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
-    throw new Error(`${results.errors.length} step(s) failed; see above`);
+/**
+ * One cold archive call per copy of a real segment, pgdr and pgBackRest interleaved, with two reference rows that
+ * show what a Node.js archive_command cannot go below: Node.js starting and exiting, and zstd compressing the segment.
+ */
+async function latencyStep(
+  server: BenchServer,
+  pgbr: PgBackRestSide,
+  pgdr: PgdrSide | undefined,
+  n: number,
+): Promise<{ latency: LatencyResult[]; segment: { zstd3Bytes: number } }> {
+  const dir = pgTempDir('segments');
+  const candidates: LatencyCandidate[] = [];
+  if (pgdr) {
+    const paths = segmentCopies(server, join(dir, 'pgdr'), n, '000000FE');
+    candidates.push({ tool: 'pgdr wal push', pushOne: (i) => pgdr.pushOne(paths[i]!) });
   }
+  const pgbrPaths = segmentCopies(server, join(dir, 'pgbackrest'), n, '000000FE');
+  candidates.push({ tool: 'pgBackRest archive-push (sync)', pushOne: (i) => pgbr.pushOne(pgbrPaths[i]!) });
+  const reference = pgbrPaths[0]!;
+  const env = pgdr?.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+  const timed = async (cmd: string, args: string[]) => {
+    const t = await timedAsPg(cmd, args, env, dir);
+    return { seconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, rssKiB: t.memory.timeMaxKiB };
+  };
+  candidates.push({ tool: 'reference: Node.js start and exit (node -e 0)', reference: true, pushOne: () => timed(process.execPath, ['-e', '0']) });
+  candidates.push({
+    tool: 'reference: zstd -3 of the segment alone (to /dev/null)',
+    reference: true,
+    pushOne: () => timed('sh', ['-c', `zstd -3 -c -q --check '${reference}' > /dev/null`]),
+  });
+  const latency = await interleavedLatency(candidates, n);
+  // How compressible the segment is decides much of a push's time: say it beside the figures.
+  const frame = await execa('zstd', ['-3', '-c', '-q', reference], { encoding: 'buffer' });
+  return { latency, segment: { zstd3Bytes: frame.stdout.length } };
 }
 
 process.exitCode = await runWithCleanup(main);

@@ -124,7 +124,7 @@ export class PgBackRestSide {
   /** One synchronous archive-push of `path` (an absolute path to a WAL segment), as archive_command would run it. */
   async pushOne(path: string): Promise<PushTiming> {
     const t = await timedAsPg(PGBACKREST, this.args(['--no-archive-async', 'archive-push', path]), { ...process.env }, this.root, this.server.pgdata);
-    return { seconds: t.wallSeconds, rssKiB: t.memory.timeMaxKiB };
+    return { seconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, rssKiB: t.memory.timeMaxKiB };
   }
 }
 

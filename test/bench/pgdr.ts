@@ -87,6 +87,6 @@ export class PgdrSide {
   /** One `pgdr wal push PATH`, timed from spawn to exit: what PostgreSQL waits for per segment. */
   async pushOne(path: string): Promise<PushTiming> {
     const t = await timedAsPg(process.execPath, [PGDR_BIN, 'wal', 'push', path], this.env, this.root, this.server.pgdata);
-    return { seconds: t.wallSeconds, rssKiB: t.memory.timeMaxKiB };
+    return { seconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, rssKiB: t.memory.timeMaxKiB };
   }
 }

@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import type { DatasetInfo, RatioInfo } from './dataset.js';
 import type { MachineInfo } from './lib/machine.js';
 import type { MemoryPeaks } from './lib/proc.js';
-import { fmtBytes, fmtMiB, fmtRatio, fmtSeconds, markdownTable, median, type Cell } from './lib/report.js';
+import { fmtBytes, fmtMiB, fmtRatio, fmtSeconds, markdownTable, median, replaceSection, replaceTableRows, type Cell } from './lib/report.js';
 import type { LatencyResult, WalLoadResult } from './wal-load.js';
 import { zstdTable, type ZstdBenchResult, type ZstdRow } from './zstd-bindings.js';
 
@@ -42,6 +42,8 @@ export interface BenchResults {
   steps: StepResult[];
   wal: (WalLoadResult & { load1: number })[];
   latency: LatencyResult[];
+  /** The segment the latency step pushed: its size at zstd level 3. */
+  latencySegment?: { zstd3Bytes: number };
 }
 
 /** Targets from the design brief; "holds" is computed, never written by hand. */
@@ -50,7 +52,20 @@ const TARGETS = {
   peakMiB: 300,
   /** A backlog growing by less than this many segments per second over the load counts as not growing. */
   slope: 0.05,
+  /** One cold `wal push` (a fresh process, nothing queued) against one synchronous pgBackRest archive-push (issue 10). */
+  pushRatio: 2,
 };
+
+/**
+ * Sections of the page that `npm run bench -- --only ...` rewrites on their own (between markers), and the one
+ * written by hand (where the time of a push goes), which every run carries over.
+ */
+export const WAL_LOAD_SECTION = 'wal-load';
+export const PUSH_LATENCY_SECTION = 'push-latency';
+export const PUSH_BREAKDOWN_SECTION = 'push-breakdown';
+
+/** Summary rows a partial run replaces, found by how their first cell starts. */
+const SUMMARY_ROW_KEYS = { wal: 'no growing WAL backlog', latency: 'one archive push' } as const;
 
 function steps(r: BenchResults, tool: string, kind: string): StepResult[] {
   return r.steps.filter((s) => s.tool === tool && s.kind === kind);
@@ -77,11 +92,8 @@ export function renderDoc(r: BenchResults): string {
   const backupRatio = med(pgdrB, (s) => s.wallSeconds) / med(pgbrB, (s) => s.wallSeconds);
   const restoreRatio = med(pgdrR, (s) => s.wallSeconds) / med(pgbrR, (s) => s.wallSeconds);
   const storedRatio = med(pgdrB, (s) => s.storedBytes) / med(pgbrB, (s) => s.storedBytes);
-  const pgdrLatency = r.latency.find((l) => l.tool.startsWith('pgdr'));
-  const pgbrLatency = r.latency.find((l) => l.tool.startsWith('pgBackRest'));
-  const walPgdr = r.wal.find((w) => w.archiver.startsWith('pgdr'));
-  const walSync = r.wal.find((w) => w.archiver.includes('sync') && !w.archiver.includes('async'));
-  const walAsync = r.wal.find((w) => w.archiver.includes('async'));
+  const { pgdr: pgdrLatency, pgbr: pgbrLatency } = latencyPair(r);
+  const { walPgdr } = walRuns(r);
   // The memory target covers every pgdr command measured: backup, restore, and wal push (alone and under load).
   const pgdrMainPeak =
     Math.max(maxOf([...pgdrB, ...pgdrR], (m) => m.mainKiB), pgdrLatency?.maxRssKiB ?? 0, walPgdr?.memory?.maxProcessKiB ?? 0) / 1024;
@@ -97,7 +109,8 @@ export function renderDoc(r: BenchResults): string {
       `${r.quick ? ' — **a --quick smoke run: small dataset, short load; not for conclusions**' : ''}. ` +
       'Every figure below comes from that one run, pgdr and pgBackRest on the same server, the same data and the same machine; ' +
       'ratios are pgdr / pgBackRest (below 1 is pgdr faster or smaller). The scale section at the end comes from its own run ' +
-      '(`npm run bench:scale`) and is kept as it was.',
+      '(`npm run bench:scale`) and is kept as it was; a section re-measured on its own (`npm run bench -- --only ...`) says so ' +
+      'at its top, and the summary rows it feeds are updated with it.',
     '',
   );
   if (r.errors.length > 0) {
@@ -148,13 +161,7 @@ export function renderDoc(r: BenchResults): string {
           '',
           verdict(pgdrTreePeak > 0 ? pgdrTreePeak * 1.048576 < TARGETS.peakMiB : undefined),
         ],
-        [
-          `no growing WAL backlog under pgbench load (slope < ${TARGETS.slope} segments/s, drained after)`,
-          walPgdr ? `${walPgdr.backlogSlope.toFixed(3)}/s, max ${walPgdr.backlogMax}` : '–',
-          walSync ? `sync ${walSync.backlogSlope.toFixed(3)}/s, async ${walAsync ? walAsync.backlogSlope.toFixed(3) : '–'}/s` : '–',
-          '',
-          verdict(walPgdr ? walPgdr.backlogSlope < TARGETS.slope && walPgdr.drainSeconds !== null : undefined),
-        ],
+        walSummaryRow(r),
         [
           'stored size of a full backup (no target)',
           measured(storedRatio) ? fmtBytes(med(pgdrB, (s) => s.storedBytes)) : '–',
@@ -162,13 +169,7 @@ export function renderDoc(r: BenchResults): string {
           fmtRatio(storedRatio),
           '',
         ],
-        [
-          'one archive push of a 16 MiB segment, median (no target)',
-          pgdrLatency ? fmtSeconds(pgdrLatency.medianSeconds) : '–',
-          pgbrLatency ? fmtSeconds(pgbrLatency.medianSeconds) : '–',
-          pgdrLatency && pgbrLatency ? fmtRatio(pgdrLatency.medianSeconds / pgbrLatency.medianSeconds) : '',
-          '',
-        ],
+        latencySummaryRow(r),
       ],
     ),
     '',
@@ -298,70 +299,10 @@ export function renderDoc(r: BenchResults): string {
     '',
   );
 
-  if (r.wal.length > 0) {
-    const w0 = r.wal[0]!;
-    out.push('## WAL archiving under write load', '');
-    out.push(
-      `pgbench (scale ${String(r.options.pgbenchScale)}, in its own database) \`-c 4 -j 2 -T ${Math.round(w0.loadSeconds)}\` with ` +
-        'synchronous_commit=off, wal_compression=off, max_wal_size=128MB (frequent checkpoints, many full-page images), ' +
-        'once per archiver, each starting after a CHECKPOINT with nothing waiting. Produced = WAL distance / 16 MiB; ' +
-        'archived = pg_stat_archiver.archived_count; backlog = .ready files in pg_wal/archive_status, sampled every second ' +
-        '(files a tool has already sent ahead still count until PostgreSQL asks for them). Slope = least-squares growth of the ' +
-        'backlog over the load; drain = time after the load until nothing was waiting. Archiver memory: every process whose ' +
-        'command line is the archive command (and its children, e.g. zstd), sampled every 100 ms during load and drain.',
-      '',
-      markdownTable(
-        [
-          'archiver',
-          'pgbench tps',
-          'produced seg/s',
-          'archived seg/s',
-          'backlog max',
-          'backlog at end',
-          'slope seg/s',
-          'drain',
-          'failed calls',
-          'archiver peak RSS: one process / all at once',
-          'load avg after',
-        ],
-        r.wal.map((w) => [
-          w.archiver,
-          w.tps.toFixed(0),
-          w.producedPerSecond.toFixed(2),
-          w.archivedPerSecond.toFixed(2),
-          w.backlogMax,
-          w.backlogEnd,
-          w.backlogSlope.toFixed(3),
-          w.drainSeconds === null ? 'not drained' : fmtSeconds(w.drainSeconds),
-          w.failedAttempts,
-          w.memory ? `${fmtMiB(w.memory.maxProcessKiB)} / ${fmtMiB(w.memory.maxTreeSumKiB)}` : '–',
-          w.load1.toFixed(2),
-        ]),
-      ),
-      '',
-    );
-    if (walPgdr && (walSync || walAsync)) {
-      out.push(
-        `Archived segments per second, pgdr / pgBackRest: ${walSync ? `${fmtRatio(walPgdr.archivedPerSecond / walSync.archivedPerSecond)} against sync` : ''}` +
-          `${walAsync ? `, ${fmtRatio(walPgdr.archivedPerSecond / walAsync.archivedPerSecond)} against async` : ''}.`,
-        '',
-      );
-    }
-  }
-
-  if (r.latency.length > 0) {
-    out.push('## Per-segment archive latency', '');
-    out.push(
-      `One archive call on a real 16 MiB segment of the bench server (copied under ${r.latency[0]!.n} distinct names, nothing else ` +
-        'waiting, so no look-ahead), timed from spawn to exit: what PostgreSQL waits for per segment when it archives one at a time.',
-      '',
-      markdownTable(
-        ['command', 'median', 'min', 'max', 'max RSS (/usr/bin/time %M)'],
-        r.latency.map((l) => [l.tool, fmtSeconds(l.medianSeconds), fmtSeconds(l.minSeconds), fmtSeconds(l.maxSeconds), fmtMiB(l.maxRssKiB)]),
-      ),
-      '',
-    );
-  }
+  if (r.wal.length > 0) out.push(`<!-- ${WAL_LOAD_SECTION}:begin -->`, walSection(r), `<!-- ${WAL_LOAD_SECTION}:end -->`, '');
+  if (r.latency.length > 0) out.push(`<!-- ${PUSH_LATENCY_SECTION}:begin -->`, latencySection(r), `<!-- ${PUSH_LATENCY_SECTION}:end -->`, '');
+  // Written by hand from profiles (docs/benchmarks.md keeps it from run to run); an empty slot keeps its place.
+  out.push(`<!-- ${PUSH_BREAKDOWN_SECTION}:begin -->`, `<!-- ${PUSH_BREAKDOWN_SECTION}:end -->`, '');
 
   if (r.zstd) {
     out.push('## Choosing the zstd binding', '');
@@ -387,6 +328,8 @@ export function renderDoc(r: BenchResults): string {
     '```',
     'npm run bench                         # full run: ~2.4 GB dataset, 3 rounds, 60 s loads; writes docs/benchmarks.md',
     'npm run bench -- --quick              # smoke run: ~200 MB, 1 round, 20 s loads; writes .bench/benchmarks-quick.md',
+    'npm run bench -- --only push-latency  # only the per-segment latency (no dataset): its section and summary row here',
+    'npm run bench -- --only wal-load,push-latency   # the WAL load too (add --load-seconds S, --latency-n N)',
     'npx tsx test/bench/zstd-bindings.ts   # the zstd table alone (generated input, or --input DIR|FILE)',
     'npx tsx test/bench/dataset.ts         # build the dataset alone and print its size and zstd ratio',
     'npx tsx test/bench/pgbackrest.ts --quick   # pgBackRest backup + restore smoke test',
@@ -456,6 +399,150 @@ function zstdDecision(rows: ZstdRow[]): string {
       'starting a Node process per segment (see the per-segment latency table).',
   );
   return lines.join('\n');
+}
+
+function latencyPair(r: BenchResults): { pgdr?: LatencyResult; pgbr?: LatencyResult } {
+  return { pgdr: r.latency.find((l) => l.tool.startsWith('pgdr')), pgbr: r.latency.find((l) => l.tool.startsWith('pgBackRest')) };
+}
+
+function walRuns(r: BenchResults) {
+  return {
+    walPgdr: r.wal.find((w) => w.archiver.startsWith('pgdr')),
+    walSync: r.wal.find((w) => w.archiver.includes('sync') && !w.archiver.includes('async')),
+    walAsync: r.wal.find((w) => w.archiver.includes('async')),
+  };
+}
+
+function walSummaryRow(r: BenchResults): Cell[] {
+  const { walPgdr, walSync, walAsync } = walRuns(r);
+  return [
+    `${SUMMARY_ROW_KEYS.wal} under pgbench load (slope < ${TARGETS.slope} segments/s, drained after)`,
+    walPgdr ? `${walPgdr.backlogSlope.toFixed(3)}/s, max ${walPgdr.backlogMax}` : '–',
+    walSync ? `sync ${walSync.backlogSlope.toFixed(3)}/s, async ${walAsync ? walAsync.backlogSlope.toFixed(3) : '–'}/s` : '–',
+    '',
+    verdict(walPgdr ? walPgdr.backlogSlope < TARGETS.slope && walPgdr.drainSeconds !== null : undefined),
+  ];
+}
+
+function latencySummaryRow(r: BenchResults): Cell[] {
+  const { pgdr, pgbr } = latencyPair(r);
+  const ratio = pgdr && pgbr ? pgdr.medianSeconds / pgbr.medianSeconds : NaN;
+  return [
+    `${SUMMARY_ROW_KEYS.latency} of a 16 MiB segment (cold: a fresh process, nothing queued), median ≤ ${TARGETS.pushRatio}× pgBackRest`,
+    pgdr ? fmtSeconds(pgdr.medianSeconds) : '–',
+    pgbr ? fmtSeconds(pgbr.medianSeconds) : '–',
+    Number.isFinite(ratio) ? fmtRatio(ratio) : '',
+    verdict(Number.isFinite(ratio) ? ratio <= TARGETS.pushRatio : undefined),
+  ];
+}
+
+function walSection(r: BenchResults, note = ''): string {
+  const out: string[] = [];
+  const { walPgdr, walSync, walAsync } = walRuns(r);
+  const w0 = r.wal[0]!;
+  out.push('## WAL archiving under write load', '');
+  if (note) out.push(note, '');
+  out.push(
+    `pgbench (scale ${String(r.options.pgbenchScale)}, in its own database) \`-c 4 -j 2 -T ${Math.round(w0.loadSeconds)}\` with ` +
+      'synchronous_commit=off, wal_compression=off, max_wal_size=128MB (frequent checkpoints, many full-page images), ' +
+      'once per archiver, each starting after a CHECKPOINT with nothing waiting. Produced = WAL distance / 16 MiB; ' +
+      'archived = pg_stat_archiver.archived_count; backlog = .ready files in pg_wal/archive_status, sampled every second ' +
+      '(files a tool has already sent ahead still count until PostgreSQL asks for them). Slope = least-squares growth of the ' +
+      'backlog over the load; drain = time after the load until nothing was waiting. Archiver memory: every process whose ' +
+      'command line is the archive command (and its children, e.g. zstd), sampled every 100 ms during load and drain.',
+    '',
+    markdownTable(
+      [
+        'archiver',
+        'pgbench tps',
+        'produced seg/s',
+        'archived seg/s',
+        'backlog max',
+        'backlog at end',
+        'slope seg/s',
+        'drain',
+        'failed calls',
+        'archiver peak RSS: one process / all at once',
+        'load avg after',
+      ],
+      r.wal.map((w) => [
+        w.archiver,
+        w.tps.toFixed(0),
+        w.producedPerSecond.toFixed(2),
+        w.archivedPerSecond.toFixed(2),
+        w.backlogMax,
+        w.backlogEnd,
+        w.backlogSlope.toFixed(3),
+        w.drainSeconds === null ? 'not drained' : fmtSeconds(w.drainSeconds),
+        w.failedAttempts,
+        w.memory ? `${fmtMiB(w.memory.maxProcessKiB)} / ${fmtMiB(w.memory.maxTreeSumKiB)}` : '–',
+        w.load1.toFixed(2),
+      ]),
+    ),
+    '',
+  );
+  if (walPgdr && (walSync || walAsync)) {
+    out.push(
+      `Archived segments per second, pgdr / pgBackRest: ${walSync ? `${fmtRatio(walPgdr.archivedPerSecond / walSync.archivedPerSecond)} against sync` : ''}` +
+        `${walAsync ? `, ${fmtRatio(walPgdr.archivedPerSecond / walAsync.archivedPerSecond)} against async` : ''}.`,
+      '',
+    );
+  }
+  return out.join('\n').replace(/\n+$/, '');
+}
+
+function latencySection(r: BenchResults, note = ''): string {
+  const out: string[] = ['## Per-segment archive latency', ''];
+  if (note) out.push(note, '');
+  const { pgdr, pgbr } = latencyPair(r);
+  out.push(
+    `One cold archive call per copy of a real 16 MiB segment of the bench server (written by pgbench` +
+      `${r.latencySegment ? `; ${fmtBytes(r.latencySegment.zstd3Bytes)} at zstd level 3` : ''}; copied under ${r.latency[0]!.n} ` +
+      'distinct names in a directory without archive_status, so nothing else is waiting and nothing is pushed ahead), timed ' +
+      'from spawn to exit: what PostgreSQL waits for per segment when it archives one at a time. pgdr and pgBackRest take ' +
+      'turns call by call (the order rotates), so a busy moment of a shared machine falls on both; CPU is user + system of ' +
+      'the call\'s process tree. The reference rows are not tools: they show what any Node.js archive_command pays before ' +
+      'it does anything (Node.js starting and exiting) and what compressing this segment at zstd level 3 takes by itself.',
+    '',
+    markdownTable(
+      ['command', 'median', 'min', 'max', 'CPU median', 'max RSS (/usr/bin/time %M)'],
+      r.latency.map((l) => [
+        l.tool,
+        fmtSeconds(l.medianSeconds),
+        fmtSeconds(l.minSeconds),
+        fmtSeconds(l.maxSeconds),
+        l.cpuMedianSeconds === undefined ? '–' : fmtSeconds(l.cpuMedianSeconds),
+        fmtMiB(l.maxRssKiB),
+      ]),
+    ),
+  );
+  if (pgdr && pgbr) {
+    out.push('', `pgdr / pgBackRest, median wall time: ${fmtRatio(pgdr.medianSeconds / pgbr.medianSeconds)} (target ≤ ${TARGETS.pushRatio}×).`);
+  }
+  return out.join('\n');
+}
+
+/**
+ * The page after a partial run (`--only push-latency`, `--only wal-load`): the old page with the measured sections and
+ * their summary rows replaced, each section saying when and where it was measured, since the rest is another run's.
+ */
+export function renderPartialDoc(r: BenchResults, oldDoc: string): string {
+  const when = `${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`;
+  const m = r.machine;
+  const note = (flag: string) =>
+    `*Measured on its own by \`npm run bench -- --only ${flag}\` on ${when} (${m.nproc} × ${m.cpuModel}, Node.js ${m.node}, ` +
+    `pgdr ${m.pgdr}), on a server without the dataset; the other sections come from the run named at the top.*`;
+  let doc = oldDoc.trim() === '' ? '# Benchmarks: pgdr side by side with pgBackRest\n\n## Summary\n\n## Machine\n' : oldDoc;
+  const rows: Cell[][] = [];
+  if (r.wal.length > 0) {
+    doc = replaceSection(doc, WAL_LOAD_SECTION, walSection(r, note('wal-load')));
+    rows.push(walSummaryRow(r));
+  }
+  if (r.latency.length > 0) {
+    doc = replaceSection(doc, PUSH_LATENCY_SECTION, latencySection(r, note('push-latency')));
+    rows.push(latencySummaryRow(r));
+  }
+  return replaceTableRows(doc, '## Summary', ['target', 'pgdr', 'pgBackRest', 'ratio', 'verdict'], rows, Object.values(SUMMARY_ROW_KEYS));
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

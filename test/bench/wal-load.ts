@@ -96,6 +96,13 @@ export async function initPgbench(server: BenchServer, scale: number): Promise<v
   await server.query('CHECKPOINT');
 }
 
+/** pgbench's TPC-B-like load for `seconds`, unmeasured: WAL as the load step writes it. */
+export async function runPgbench(server: BenchServer, seconds: number): Promise<void> {
+  await execa('runuser', ['-u', PG_OS_USER, '--', join(PG_BIN, 'pgbench'), '-n', '-c', '4', '-j', '2', '-T', String(seconds), 'pgbench'], {
+    env: { ...process.env, ...server.env, PGOPTIONS: '-c synchronous_commit=off' },
+  });
+}
+
 /**
  * Runs pgbench for `seconds` with `archiveCommand` in force, then waits (up to `drainLimitSeconds`) for the
  * backlog to clear. The caller has set archive_command already and waited for the archiver to be idle.
@@ -183,6 +190,8 @@ export function segmentCopies(server: BenchServer, dir: string, n: number, timel
 
 export interface PushTiming {
   seconds: number;
+  /** User + system CPU of the push's process tree (/usr/bin/time %U + %S). */
+  cpuSeconds: number;
   /** Max RSS of the largest process of the push (/usr/bin/time %M), KiB. */
   rssKiB: number;
 }
@@ -193,16 +202,44 @@ export interface LatencyResult {
   medianSeconds: number;
   minSeconds: number;
   maxSeconds: number;
+  /** Median CPU (user + system) per call; absent in results from before it was recorded. */
+  cpuMedianSeconds?: number;
   maxRssKiB: number;
+  /** A reference row (Node.js start alone, zstd alone): what a push is made of, not a tool under test. */
+  reference?: boolean;
 }
 
-export async function pushLatency(tool: string, paths: string[], pushOne: (path: string) => Promise<PushTiming>): Promise<LatencyResult> {
-  const times: number[] = [];
-  let maxRssKiB = 0;
-  for (const p of paths) {
-    const t = await pushOne(p);
-    times.push(t.seconds);
-    maxRssKiB = Math.max(maxRssKiB, t.rssKiB);
+export interface LatencyCandidate {
+  tool: string;
+  reference?: boolean;
+  /** One call on the i-th copy of the segment. */
+  pushOne: (i: number) => Promise<PushTiming>;
+}
+
+/**
+ * n calls of every candidate, interleaved: call i of each candidate runs back to back, in an order that rotates with
+ * i, so a busy moment on a shared machine falls on all of them rather than on whichever ran during it.
+ */
+export async function interleavedLatency(candidates: LatencyCandidate[], n: number): Promise<LatencyResult[]> {
+  const timings = candidates.map(() => [] as PushTiming[]);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < candidates.length; k++) {
+      const c = (i + k) % candidates.length;
+      timings[c]!.push(await candidates[c]!.pushOne(i));
+    }
   }
-  return { tool, n: times.length, medianSeconds: median(times), minSeconds: Math.min(...times), maxSeconds: Math.max(...times), maxRssKiB };
+  return candidates.map((c, k) => {
+    const list = timings[k]!;
+    const seconds = list.map((t) => t.seconds);
+    return {
+      tool: c.tool,
+      n: list.length,
+      medianSeconds: median(seconds),
+      minSeconds: Math.min(...seconds),
+      maxSeconds: Math.max(...seconds),
+      cpuMedianSeconds: median(list.map((t) => t.cpuSeconds)),
+      maxRssKiB: Math.max(...list.map((t) => t.rssKiB)),
+      ...(c.reference ? { reference: true } : {}),
+    };
+  });
 }

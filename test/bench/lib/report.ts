@@ -69,3 +69,28 @@ export function carrySection(newDoc: string, oldDoc: string, name: string): stri
   if (from < 0 || to < from) return newDoc;
   return replaceSection(newDoc, name, oldDoc.slice(from + begin.length + 1, to));
 }
+
+/**
+ * `doc` with rows of the first table after the line `heading` replaced: a new row takes the place of the old row whose
+ * first cell starts with the same key (one of `keys`), or is added at the end. The table is re-rendered, so columns
+ * stay aligned.
+ */
+export function replaceTableRows(doc: string, heading: string, header: string[], rows: Cell[][], keys: readonly string[]): string {
+  const lines = doc.split('\n');
+  const at = lines.indexOf(heading);
+  if (at < 0) return doc;
+  let from = at + 1;
+  while (from < lines.length && !lines[from]!.startsWith('|')) {
+    if (lines[from]!.startsWith('#')) return doc;
+    from++;
+  }
+  let to = from;
+  while (to < lines.length && lines[to]!.startsWith('|')) to++;
+  const cellsOf = (line: string) => line.replace(/^\|\s?|\s?\|$/g, '').split(' | ').map((c) => c.trim());
+  const existing = lines.slice(from + 2, to).map(cellsOf);
+  const keyOf = (cells: Cell[]) => keys.find((k) => String(cells[0] ?? '').startsWith(k));
+  const merged: Cell[][] = existing.map((old) => rows.find((row) => keyOf(row) !== undefined && keyOf(row) === keyOf(old)) ?? old);
+  for (const row of rows) if (!merged.includes(row)) merged.push(row);
+  const table = from < to ? markdownTable(header, merged) : `${markdownTable(header, merged)}\n`;
+  return [...lines.slice(0, from), table, ...lines.slice(to)].join('\n');
+}
