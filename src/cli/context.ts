@@ -1,17 +1,17 @@
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { resolveSettings, type SettingFlags, type Settings } from '../config/settings.js';
-import { RepositoryLayout } from '../repo/layout.js';
-import { UsageError } from '../errors.js';
-import { openStore } from '../storage/open-store.js';
+import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { redactUrl } from '../storage/redact.js';
 import type { PgEndpoint } from '../postgres/connection.js';
 import { shellQuote } from '../postgres/recovery-config.js';
 import { acquireLock, type Locker } from '../repo/lock.js';
 import { chooseLockKeeper } from '../repo/lock-policy.js';
 import { conditionalWriteSupport, unsafeStoreError, type StoreProbeRecord } from '../repo/store-probe.js';
+import { pgdrExecutable } from './executable.js';
+import { openRepository, storeIdentity } from './repository.js';
+
+export { pgdrExecutable } from './executable.js';
 
 /** What every command handler gets: resolved settings, output helpers, and lazily opened effects. */
 export interface CommandContext {
@@ -86,22 +86,7 @@ export function createContext(options: CommonOptions): CommandContext {
       else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
     },
     openRepository() {
-      if (!repository) {
-        let layout: RepositoryLayout;
-        try {
-          layout = new RepositoryLayout(settings.cluster);
-        } catch (err) {
-          throw new UsageError((err as Error).message, 'cluster names use letters, digits, dot, dash and underscore');
-        }
-        const store = openStore(settings.repo, {
-          s3Endpoint: settings.s3Endpoint,
-          s3ForcePathStyle: settings.s3ForcePathStyle,
-          s3Region: settings.s3Region,
-          s3TimeoutMs: settings.s3TimeoutMs,
-          s3Attempts: settings.s3Attempts,
-        });
-        repository = { store, layout };
-      }
+      repository ??= openRepository(settings);
       return repository;
     },
     locker() {
@@ -129,7 +114,7 @@ export function createContext(options: CommonOptions): CommandContext {
     async storeProbe(cacheFile) {
       const { store, layout } = this.openRepository();
       return conditionalWriteSupport(store, layout, {
-        identity: settings.s3Endpoint ? `${store.location} at ${redactUrl(settings.s3Endpoint)}` : store.location,
+        identity: storeIdentity(store, settings),
         intervalMs: settings.storeProbeIntervalMs,
         log: (m) => this.log(m),
         ...(cacheFile === undefined ? {} : { cacheFile }),
@@ -139,11 +124,6 @@ export function createContext(options: CommonOptions): CommandContext {
       return { host: settings.pgHost, port: settings.pgPort, user: settings.pgUser };
     },
   };
-}
-
-/** The pgdr executable, for commands that PostgreSQL runs (restore_command). */
-export function pgdrExecutable(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'pgdr');
 }
 
 /**

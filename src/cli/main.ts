@@ -1,9 +1,8 @@
 import { Command, CommanderError } from 'commander';
-import { ExitCode, fromSystemError, PgdrError } from '../errors.js';
-import { describeCurrentAccount } from '../os/accounts.js';
-import { redactUrlsIn } from '../storage/redact.js';
+import { ExitCode } from '../errors.js';
 import { PGDR_VERSION } from '../version.js';
 import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
+import { printJsonError, reportError as reportFailure } from './report-error.js';
 
 /** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
 export type Handler = (ctx: CommandContext, ...args: unknown[]) => Promise<number | void>;
@@ -88,23 +87,5 @@ export function reportError(err: unknown, debug: boolean, json = false): number 
     if (json) printJsonError(err.message.replace(/^error: /, ''), 'run with --help for usage', ExitCode.usage);
     return ExitCode.usage;
   }
-  const known = err instanceof PgdrError ? err : fromSystemError(err, describeCurrentAccount);
-  if (known !== undefined) {
-    process.stderr.write(`pgdr: ${redactUrlsIn(known.message)}\nhint: ${redactUrlsIn(known.hint)}\n`);
-    if (debug && known.stack) process.stderr.write(`${redactUrlsIn(known.stack)}\n`);
-    if (debug && known.cause instanceof Error) process.stderr.write(`cause: ${redactUrlsIn(known.cause.stack ?? known.cause.message)}\n`);
-    if (json) printJsonError(redactUrlsIn(known.message), redactUrlsIn(known.hint), known.exitCode);
-    return known.exitCode;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  const hint = 'run again with --debug and report the output';
-  process.stderr.write(`pgdr: unexpected error: ${redactUrlsIn(message)}\nhint: ${hint}\n`);
-  if (debug && err instanceof Error && err.stack) process.stderr.write(`${redactUrlsIn(err.stack)}\n`);
-  if (json) printJsonError(`unexpected error: ${redactUrlsIn(message)}`, hint, ExitCode.repository);
-  return ExitCode.repository;
-}
-
-/** With --json, a failure is one JSON document on stdout too, so a program never has to parse stderr. */
-function printJsonError(error: string, hint: string, exitCode: number): void {
-  process.stdout.write(`${JSON.stringify({ error, hint, exitCode }, null, 2)}\n`);
+  return reportFailure(err, debug, json);
 }

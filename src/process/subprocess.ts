@@ -1,11 +1,15 @@
 import { execa, type ResultPromise } from 'execa';
 import { ServiceError } from '../errors.js';
+import { lastMeaningfulLine } from './run-command.js';
+
+export { runCommand } from './run-command.js';
 
 /**
  * The one way pgdr runs pg_basebackup, zstd, tar and friends: stdout streamed to the caller, the tail of
  * stderr kept for the error message, a timeout with a hard kill after it, and children killed when pgdr exits.
  * The caller must call `wait()` and only then treat the output as complete: a process that streamed everything
- * and then exited non-zero produced nothing usable.
+ * and then exited non-zero produced nothing usable. Commands whose output is collected whole run through
+ * runCommand (src/process/run-command.ts).
  */
 export interface Subprocess {
   readonly child: ResultPromise;
@@ -89,40 +93,4 @@ export function startSubprocess(file: string, args: readonly string[], options: 
       child.kill('SIGTERM');
     },
   };
-}
-
-function lastMeaningfulLine(text: string): string {
-  const lines = text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0);
-  return lines[lines.length - 1] ?? '';
-}
-
-/** Runs a short command to completion and returns its stdout; throws ServiceError on failure. */
-export async function runCommand(
-  file: string,
-  args: readonly string[],
-  options: { env?: Record<string, string | undefined>; timeoutMs?: number; label?: string; hint?: string; input?: Buffer } = {},
-): Promise<{ stdout: Buffer; stderr: string }> {
-  const label = options.label ?? file;
-  const result = await execa(file, args, {
-    env: options.env,
-    extendEnv: options.env === undefined,
-    encoding: 'buffer',
-    // Output is data (zstd frames, WAL), not text: a trailing 0x0A byte is content and must stay.
-    stripFinalNewline: false,
-    input: options.input,
-    timeout: options.timeoutMs,
-    forceKillAfterDelay: 5000,
-    cleanup: true,
-    reject: false,
-    maxBuffer: 1024 * 1024 * 1024,
-  });
-  const stderr = Buffer.from(result.stderr ?? []).toString('utf8');
-  if (result.exitCode !== 0 || result.failed) {
-    const line = lastMeaningfulLine(stderr) || result.shortMessage;
-    throw new ServiceError(`${label} failed: ${line}`, options.hint ?? `check that ${label} is installed and works`, result);
-  }
-  return { stdout: Buffer.from(result.stdout ?? []), stderr };
 }

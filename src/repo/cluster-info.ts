@@ -1,13 +1,31 @@
 import { RepositoryError } from '../errors.js';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
 import type { RepositoryLayout } from './layout.js';
-import { ClusterInfoSchema, type ClusterInfo } from './manifest.js';
+import { checkRecord, matching, nonEmptyString, oneOf, positiveInteger, utcTimestamp } from './record-fields.js';
 
 /**
  * cluster.json pins a repository namespace to one PostgreSQL cluster (its system identifier). It is written once,
  * by whichever of `backup now` or `wal push` comes first, with a conditional write, and every later writer checks it:
  * a repository that holds another cluster's WAL or backups is refused rather than mixed.
  */
+export interface ClusterInfo {
+  format: 1;
+  cluster: string;
+  systemIdentifier: string;
+  /** PostgreSQL major version (15); read from the server, or from the WAL page magic when WAL arrives first. */
+  pgMajor: number;
+  created: string;
+}
+
+/** Every `wal push` reads and checks cluster.json, so it is checked field by field (src/repo/record-fields.ts). */
+const CLUSTER_INFO_FIELDS = {
+  format: oneOf(1),
+  cluster: nonEmptyString,
+  systemIdentifier: matching(/^\d+$/, 'a string of digits'),
+  pgMajor: positiveInteger,
+  created: utcTimestamp,
+};
+
 export async function readClusterInfo(store: ObjectStore, layout: RepositoryLayout): Promise<ClusterInfo | null> {
   let raw: Buffer;
   try {
@@ -26,11 +44,9 @@ export function parseClusterInfo(raw: Buffer, where: string): ClusterInfo {
   } catch {
     throw new RepositoryError(`${where} is not valid JSON`, 'the repository is damaged; restore cluster.json from a copy or recreate it (see docs/repository-format.md)');
   }
-  const parsed = ClusterInfoSchema.safeParse(json);
-  if (!parsed.success) {
-    throw new RepositoryError(`${where} is not a pgdr cluster file: ${parsed.error.issues[0]?.message}`, 'see docs/repository-format.md for its fields');
-  }
-  return parsed.data;
+  const checked = checkRecord<ClusterInfo>(json, CLUSTER_INFO_FIELDS);
+  if (!checked.ok) throw new RepositoryError(`${where} is not a pgdr cluster file: ${checked.problem}`, 'see docs/repository-format.md for its fields');
+  return checked.value;
 }
 
 export async function ensureClusterInfo(

@@ -63,16 +63,6 @@ export const BackupManifestSchema = z.object({
 export type BackupObject = z.infer<typeof BackupObjectSchema>;
 export type BackupManifest = z.infer<typeof BackupManifestSchema>;
 
-export const ClusterInfoSchema = z.object({
-  format: z.literal(1),
-  cluster: z.string().min(1),
-  systemIdentifier: z.string().regex(/^\d+$/),
-  /** PostgreSQL major version (15); read from the server, or from the WAL page magic when WAL arrives first. */
-  pgMajor: z.number().int().positive(),
-  created: z.iso.datetime(),
-});
-export type ClusterInfo = z.infer<typeof ClusterInfoSchema>;
-
 export function serializeManifest(manifest: BackupManifest): Buffer {
   return Buffer.from(`${JSON.stringify(BackupManifestSchema.parse(manifest), null, 2)}\n`);
 }

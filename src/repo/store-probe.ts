@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { RepositoryError } from '../errors.js';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
 import { PGDR_VERSION } from '../version.js';
 import type { RepositoryLayout } from './layout.js';
+import { anyString, checkRecord, oneOf, utcTimestamp } from './record-fields.js';
 
 /**
  * Whether the store honours conditional writes (S3 If-None-Match: *; link() in a local directory). pgdr's locks,
@@ -17,15 +17,23 @@ import type { RepositoryLayout } from './layout.js';
  */
 export type ConditionalWrites = 'honoured' | 'ignored';
 
-const StoreProbeSchema = z.object({
-  format: z.literal(1),
-  conditionalWrites: z.enum(['honoured', 'ignored']),
-  probedAt: z.iso.datetime(),
+export interface StoreProbeRecord {
+  format: 1;
+  conditionalWrites: ConditionalWrites;
+  probedAt: string;
   /** The store as pgdr named it when probing, endpoint included (secrets redacted): a record for another is not trusted. */
-  location: z.string(),
-  pgdrVersion: z.string(),
-});
-export type StoreProbeRecord = z.infer<typeof StoreProbeSchema>;
+  location: string;
+  pgdrVersion: string;
+}
+
+/** Read by every `wal push` (from the spool's copy), so checked field by field (src/repo/record-fields.ts). */
+const STORE_PROBE_FIELDS = {
+  format: oneOf(1),
+  conditionalWrites: oneOf('honoured', 'ignored'),
+  probedAt: utcTimestamp,
+  location: anyString,
+  pgdrVersion: anyString,
+};
 
 /** The default time after which the record is probed again. */
 export const DEFAULT_PROBE_INTERVAL_MS = 24 * 3_600_000;
@@ -62,10 +70,10 @@ export async function readStoreProbe(store: ObjectStore, layout: RepositoryLayou
   return parseStoreProbe(raw);
 }
 
-function parseStoreProbe(raw: Buffer | string): StoreProbeRecord | null {
+export function parseStoreProbe(raw: Buffer | string): StoreProbeRecord | null {
   try {
-    const parsed = StoreProbeSchema.safeParse(JSON.parse(raw.toString()));
-    return parsed.success ? parsed.data : null;
+    const checked = checkRecord<StoreProbeRecord>(JSON.parse(raw.toString()), STORE_PROBE_FIELDS);
+    return checked.ok ? checked.value : null;
   } catch {
     return null;
   }

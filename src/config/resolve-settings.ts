@@ -1,0 +1,144 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { parseDuration } from './duration.js';
+import type { ConfigFile } from './settings.js';
+
+/**
+ * Every setting, resolved once: flags > environment > config file > defaults (../shared/CLI.md).
+ * Credentials never pass through here: the S3 driver takes them from the AWS SDK's default chain.
+ */
+export interface Settings {
+  repo: string;
+  s3Endpoint: string | undefined;
+  s3ForcePathStyle: boolean;
+  s3Region: string | undefined;
+  cluster: string;
+  pgHost: string | undefined;
+  pgPort: number | undefined;
+  pgUser: string | undefined;
+  patroni: string[];
+  etcd: string[];
+  /** Patroni scope and DCS namespace, for reading the cluster from etcd directly. */
+  scope: string | undefined;
+  namespace: string;
+  pgdata: string | undefined;
+  policy: string | undefined;
+  /** Where `wal push` keeps its look-ahead markers; see src/wal/spool.ts. */
+  spoolDir: string;
+  /** zstd level for base backups and WAL. */
+  compressLevel: number;
+  /** zstd worker threads for base backups. */
+  compressThreads: number;
+  /** WAL files `wal push` may archive ahead of PostgreSQL's request, in parallel. */
+  archiveLookahead: number;
+  /** Whether to draw progress bars on a TTY. */
+  progress: boolean;
+  /**
+   * Use a repository lock on a store that ignores conditional writes, knowing it is not exclusive there (only when
+   * one pgdr ever writes to the repository). Without it such a store needs etcd for locks, or lock-taking commands refuse.
+   */
+  acceptUnconditionalWrites: boolean;
+  /** How old the store's conditional-write probe may get before pgdr asks the store again. */
+  storeProbeIntervalMs: number;
+  /** An S3 request fails after this long without a byte moving (a store that hangs), then is retried. */
+  s3TimeoutMs: number;
+  /** Tries per S3 request, the first included. */
+  s3Attempts: number;
+}
+
+export interface SettingFlags {
+  config?: string;
+  repo?: string;
+  s3Endpoint?: string;
+  s3ForcePathStyle?: boolean;
+  cluster?: string;
+  pgHost?: string;
+  pgPort?: string;
+  pgUser?: string;
+  patroni?: string;
+  etcd?: string;
+  scope?: string;
+  namespace?: string;
+  pgdata?: string;
+  policy?: string;
+  spoolDir?: string;
+  compressLevel?: string;
+  progress?: boolean;
+  acceptUnconditionalWrites?: boolean;
+}
+
+function list(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const items = Array.isArray(value) ? value : value.split(',');
+  return items.map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+function intSetting(name: string, value: string | number | undefined, min: number, max: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`, `fix ${name}`);
+  }
+  return n;
+}
+
+function boolEnv(value: string | undefined): boolean | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw new UsageError(`boolean environment value ${JSON.stringify(value)} is not understood`, 'use 1 or 0');
+}
+
+/** The config file named by --config or PGDR_CONFIG, if any. */
+export function configFilePath(flags: SettingFlags, env: NodeJS.ProcessEnv): string | undefined {
+  return flags.config ?? (env.PGDR_CONFIG || undefined);
+}
+
+/** Every setting from flags, environment and an already loaded config file (src/config/settings.ts loads it). */
+export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv, home: string, file: ConfigFile): Settings {
+  const stateHome = env.XDG_STATE_HOME ?? join(home, '.local', 'state');
+  const cluster = flags.cluster ?? env.PGDR_CLUSTER ?? file.cluster ?? 'default';
+  const settings: Settings = {
+    repo: flags.repo ?? env.PGDR_REPO ?? file.repo ?? `file://${join(home, '.local', 'share', 'pgdr', 'repo')}`,
+    s3Endpoint: flags.s3Endpoint ?? env.PGDR_S3_ENDPOINT ?? file.s3Endpoint,
+    s3ForcePathStyle: flags.s3ForcePathStyle ?? boolEnv(env.PGDR_S3_FORCE_PATH_STYLE) ?? file.s3ForcePathStyle ?? false,
+    s3Region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? file.s3Region,
+    cluster,
+    pgHost: flags.pgHost ?? env.PGHOST ?? file.pgHost,
+    pgPort: intSetting('--pg-port', flags.pgPort ?? env.PGPORT ?? file.pgPort, 1, 65535),
+    pgUser: flags.pgUser ?? env.PGUSER ?? file.pgUser,
+    patroni: list(flags.patroni ?? env.PGDR_PATRONI ?? file.patroni),
+    etcd: list(flags.etcd ?? env.PGDR_ETCD ?? file.etcd),
+    scope: flags.scope ?? (env.PGDR_SCOPE || undefined) ?? file.scope,
+    namespace: flags.namespace ?? (env.PGDR_NAMESPACE || undefined) ?? file.namespace ?? '/service',
+    pgdata: flags.pgdata ?? env.PGDATA ?? file.pgdata,
+    policy: flags.policy ?? env.PGDR_POLICY ?? file.policy,
+    spoolDir: flags.spoolDir ?? env.PGDR_SPOOL_DIR ?? file.spoolDir ?? join(stateHome, 'pgdr', 'spool'),
+    compressLevel: intSetting('--compress-level', flags.compressLevel ?? env.PGDR_COMPRESS_LEVEL ?? file.compressLevel, -7, 22) ?? 3,
+    compressThreads: intSetting('compressThreads', env.PGDR_COMPRESS_THREADS ?? file.compressThreads, 0, 64) ?? 2,
+    archiveLookahead: intSetting('archiveLookahead', env.PGDR_ARCHIVE_LOOKAHEAD ?? file.archiveLookahead, 0, 64) ?? 8,
+    progress: flags.progress ?? true,
+    acceptUnconditionalWrites: flags.acceptUnconditionalWrites ?? boolEnv(env.PGDR_ACCEPT_UNCONDITIONAL_WRITES) ?? file.acceptUnconditionalWrites ?? false,
+    storeProbeIntervalMs: parseDuration(env.PGDR_STORE_PROBE_INTERVAL || file.storeProbeInterval || '24h', 'storeProbeInterval'),
+    s3TimeoutMs: parseDuration(env.PGDR_S3_TIMEOUT || file.s3Timeout || '60s', 's3Timeout'),
+    s3Attempts: intSetting('s3Attempts', env.PGDR_S3_ATTEMPTS ?? file.s3Attempts, 1, 20) ?? 5,
+  };
+  if (!/^(s3|file):\/\//.test(settings.repo)) {
+    throw new UsageError(
+      `repository URL ${JSON.stringify(settings.repo)} has no supported scheme`,
+      'use s3://bucket/prefix or file:///absolute/path',
+    );
+  }
+  return settings;
+}
+
+/**
+ * The settings of a command that runs once per WAL file: YAML and the config schema cost tens of milliseconds to
+ * load, so they are loaded only when a config file is named.
+ */
+export async function loadSettings(flags: SettingFlags, env: NodeJS.ProcessEnv = process.env): Promise<Settings> {
+  if (configFilePath(flags, env) === undefined) return resolveSettingsFrom(flags, env, env.HOME ?? homedir(), {});
+  const { resolveSettings } = await import('./settings.js');
+  return resolveSettings(flags, env);
+}
