@@ -1,28 +1,20 @@
-import { tryWalFastPath } from './wal-fast-path.js';
+import { runAsProcess } from './process-run.js';
 
 /**
- * The process entry. `wal push` and `wal fetch` run once per WAL file, so before loading anything heavy they
- * check whether an earlier run already did the work ahead of time (see src/cli/wal-fast-path.ts).
+ * The process entry. `wal push` and `wal fetch` run once per WAL file, so they take their own short ways before
+ * anything heavy loads: `wal push` its dedicated entry (src/cli/wal-push-entry.ts), `wal fetch` the prefetch spool
+ * (src/cli/wal-fast-path.ts). Anything those do not read goes to the full CLI.
  */
 const argv = process.argv.slice(2);
-// `pgdr ... | head` closes the pipe early: what is left to print has no reader, which is not a failure of pgdr's.
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-  });
-}
-if (!(await tryWalFastPath(argv, process.env))) {
-  let settled = false;
-  // If the event loop empties while a command is still pending, something never resolved: that must not look
-  // like success to a CronJob or to PostgreSQL's archive_command.
-  process.on('beforeExit', () => {
-    if (!settled) {
-      process.stderr.write('pgdr: internal error: the command stopped before it finished\nhint: run again with --debug and report it\n');
-      process.exitCode = 3;
-      settled = true;
-    }
-  });
+await runAsProcess(async () => {
+  if (argv[0] === 'wal' && argv[1] === 'push') {
+    const { walPushEntry } = await import('./wal-push-entry.js');
+    const code = await walPushEntry(argv, process.env);
+    if (code !== undefined) return code;
+  } else if (argv[0] === 'wal' && argv[1] === 'fetch') {
+    const { tryWalFastPath } = await import('./wal-fast-path.js');
+    if (await tryWalFastPath(argv, process.env)) return 0;
+  }
   const { main } = await import('./main.js');
-  process.exitCode = await main(argv);
-  settled = true;
-}
+  return main(argv);
+});

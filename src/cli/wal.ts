@@ -1,13 +1,10 @@
 import type { Command } from 'commander';
 import { NotFoundError, PgdrError } from '../errors.js';
 import { fetchWal } from '../wal/fetch.js';
-import { pushWal, type WalPushOptions } from '../wal/push.js';
-import { dirname, join, resolve } from 'node:path';
-import type { RepositoryLayout } from '../repo/layout.js';
-import type { ObjectStore } from '../storage/object-store.js';
-import { ensurePusher, runPusher } from '../wal/background-pusher.js';
-import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
+import { runPusher } from '../wal/background-pusher.js';
+import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+import { walPushCommand, walPushOptions } from './wal-push.js';
 
 /** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
 const ABORT_RECOVERY_EXIT_CODE = 126;
@@ -22,18 +19,9 @@ export function registerWalCommands(program: Command, action: Action): void {
       .description("store one WAL segment or history file; use as archive_command = 'pgdr wal push %p'"),
   ).action(
     action(async (ctx: CommandContext, path: unknown, options: unknown) => {
-      const { store, layout } = ctx.openRepository();
-      try {
-        const pushOptions = await walPushOptions(ctx, store, layout);
-        const outcome = await pushWal(String(path), pushOptions);
-        if (ctx.settings.archiveLookahead > 0) {
-          const pgWalDir = dirname(resolve(String(path)));
-          ensurePusher(ctx.settings.spoolDir, layout.cluster, [pgdrExecutable(), 'wal', 'push-ahead', pgWalDir, ...repositoryArgs(ctx, options)], process.env);
-        }
-        ctx.emit({ file: String(path), outcome }, '');
-      } finally {
-        await store.close();
-      }
+      const configFile = (options as { config?: string }).config;
+      const outcome = await walPushCommand(String(path), ctx.settings, { log: (m) => ctx.log(m), ...(configFile ? { configFile } : {}) });
+      ctx.emit({ file: String(path), outcome }, '');
     }),
   );
 
@@ -46,7 +34,7 @@ export function registerWalCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext, pgWalDir: unknown) => {
       const { store, layout } = ctx.openRepository();
       try {
-        await runPusher(String(pgWalDir), await walPushOptions(ctx, store, layout));
+        await runPusher(String(pgWalDir), await walPushOptions(ctx.settings, store, layout, (m) => ctx.log(m)));
       } finally {
         await store.close();
       }
@@ -89,29 +77,4 @@ export function registerWalCommands(program: Command, action: Action): void {
       }
     }),
   );
-}
-
-async function walPushOptions(ctx: CommandContext, store: ObjectStore, layout: RepositoryLayout): Promise<WalPushOptions> {
-  // Asked once per probe interval; the spool keeps a copy so most pushes do not read the repository for it.
-  const probe = await ctx.storeProbe(join(ctx.settings.spoolDir, layout.cluster, 'store-probe.json'));
-  return {
-    storeIgnoresConditions: probe.conditionalWrites === 'ignored',
-    store,
-    layout,
-    compressLevel: ctx.settings.compressLevel,
-    spoolDir: ctx.settings.spoolDir,
-    repoUrl: ctx.settings.repo,
-    log: (m) => ctx.log(m),
-  };
-}
-
-/** The settings the background pusher needs to reach the same repository (credentials stay in the environment). */
-function repositoryArgs(ctx: CommandContext, options: unknown): string[] {
-  const { settings } = ctx;
-  const args = ['--repo', settings.repo, '--cluster', settings.cluster, '--spool-dir', settings.spoolDir, '--compress-level', String(settings.compressLevel)];
-  if (settings.s3Endpoint) args.push('--s3-endpoint', settings.s3Endpoint);
-  if (settings.s3ForcePathStyle) args.push('--s3-force-path-style');
-  const config = (options as { config?: string }).config;
-  if (config) args.push('--config', resolve(config));
-  return args;
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pushReadyFiles, type WalPushOptions } from './push.js';
 import { pusherPidFile as pidFile, runningPusher, sweepMarkers } from './spool.js';
@@ -14,6 +14,18 @@ import { pusherPidFile as pidFile, runningPusher, sweepMarkers } from './spool.j
 const IDLE_EXIT_MS = 5_000;
 const POLL_MS = 100;
 const BATCH = 16;
+
+/**
+ * Whether PostgreSQL has marked any file besides `name` ready in `pgWalDir`: only then is there work for a pusher.
+ * Starting one for nothing costs a Node start-up and its CPU on a core the next archive_command may need.
+ */
+export function readyBesides(pgWalDir: string, name: string): boolean {
+  try {
+    return readdirSync(join(pgWalDir, 'archive_status')).some((f) => f.endsWith('.ready') && f !== `${name}.ready`);
+  } catch {
+    return false;
+  }
+}
 
 /** Starts a detached pusher unless one is running; `argv` is this pgdr's own command line for `wal push-ahead`. */
 export function ensurePusher(spoolDir: string, cluster: string, argv: readonly string[], env: NodeJS.ProcessEnv): void {

@@ -10,7 +10,8 @@ import { checkSameCluster, ensureClusterInfo, readClusterInfo, type ClusterInfo 
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
-import { zstdCompressFile, zstdDecompressBuffer } from '../stream/zstd.js';
+import type { RunningCommand } from '../process/run-command.js';
+import { startZstdCompressFile, zstdDecompressBuffer } from '../stream/zstd-buffer.js';
 import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
 
 export interface WalPushOptions {
@@ -36,9 +37,11 @@ export type WalPushOutcome = 'stored' | 'already-stored';
  * write, or already stored with identical content (PostgreSQL retries after a crash). Different content under the
  * same name is an error and nothing is overwritten. The foreground always stores (or verifies) its own file; the
  * files PostgreSQL has marked ready after it are pushed by a background pusher (src/wal/background-pusher.ts), so
- * PostgreSQL's later calls find them done and answer through the fast path.
+ * PostgreSQL's later calls find them done and answer through the fast path. `compression` is zstd already started
+ * on this file by a caller that had to wait for something else meanwhile (src/cli/wal-push-entry.ts): its frame is
+ * stored if the file is to be stored; the caller stops it when it is not needed.
  */
-export async function pushWal(path: string, options: WalPushOptions): Promise<WalPushOutcome> {
+export async function pushWal(path: string, options: WalPushOptions, compression?: RunningCommand): Promise<WalPushOutcome> {
   const absolute = resolve(path);
   const name = basename(absolute);
   parseWalFileName(name);
@@ -57,7 +60,7 @@ export async function pushWal(path: string, options: WalPushOptions): Promise<Wa
   }
   if (!claimed) claimed = tryClaim(spoolDir, clusterName, name);
   try {
-    return (await storeWalFile(name, absolute, cluster, options)).outcome;
+    return await storeWalFile(name, absolute, cluster, options, fileDigest(absolute), compression);
   } finally {
     removeMarker(spoolDir, clusterName, name);
     if (claimed) releaseClaim(spoolDir, clusterName, name);
@@ -119,8 +122,11 @@ export async function pushReadyFiles(
           failed.add(file);
           continue;
         }
-        const { sha256 } = await storeWalFile(file, join(pgWalDir, file), cluster, options);
-        writeMarker(spoolDir, clusterName, file, { sha256, repo: options.repoUrl });
+        // The marker needs the file's sha256: hashed here while zstd compresses it in its own process.
+        const digest = fileDigest(join(pgWalDir, file));
+        void digest();
+        await storeWalFile(file, join(pgWalDir, file), cluster, options, digest);
+        writeMarker(spoolDir, clusterName, file, { sha256: await digest(), repo: options.repoUrl });
         stored++;
       } catch {
         // Left for PostgreSQL's own call to this file, which pushes it in the foreground and reports any error.
@@ -145,41 +151,51 @@ async function checkReadable(path: string): Promise<void> {
 }
 
 /**
- * Stores one WAL file, reading it from disk twice (hash, then zstd reads it itself) rather than holding it: the
- * background pusher works on two at a time and a segment may be up to 1 GiB.
+ * Stores one WAL file. zstd reads the file itself and starts first, so it compresses on its own core while this
+ * process checks the segment header against cluster.json; nothing is stored unless that check passes. The file's
+ * sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores conditional
+ * writes, or the background pusher leaves a marker. Nothing holds the whole file in memory (a segment may be 1 GiB).
  */
 async function storeWalFile(
   name: string,
   path: string,
   cluster: ClusterIdentity,
   options: WalPushOptions,
-): Promise<{ outcome: WalPushOutcome; sha256: string }> {
+  digest: () => Promise<string>,
+  started?: RunningCommand,
+): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
-  if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
-  const sha256 = await sha256OfFile(path);
+  const compression = started ?? startZstdCompressFile(path, { level: options.compressLevel, threads: 1 });
+  let compressed: Buffer;
+  try {
+    if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
+    compressed = (await compression.result).stdout;
+  } catch (err) {
+    compression.kill();
+    throw err;
+  }
   const key = options.layout.walObject(name);
-  const compressed = await zstdCompressFile(path, { level: options.compressLevel, threads: 1 });
   if (options.storeIgnoresConditions && (await options.store.head(key)) !== null) {
-    return { outcome: await compareWithStored(name, key, sha256, options), sha256 };
+    return compareWithStored(name, key, await digest(), options);
   }
   try {
     await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
-    return { outcome: await compareWithStored(name, key, sha256, options), sha256 };
+    return compareWithStored(name, key, await digest(), options);
   }
   if (options.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
     // be this file, or PostgreSQL must hear that it is not archived.
     const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
-    if (sha256Hex(stored) !== sha256) {
+    if (sha256Hex(stored) !== (await digest())) {
       throw new RepositoryError(
         `${name} was replaced in ${options.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
         'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
       );
     }
   }
-  return { outcome: 'stored', sha256 };
+  return 'stored';
 }
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
@@ -208,8 +224,21 @@ async function readHead(path: string, bytes: number): Promise<Buffer> {
 
 async function sha256OfFile(path: string): Promise<string> {
   const checksum = new ChecksumStage();
-  await pipeline(createReadStream(path), checksum, new Writable({ write: (_chunk, _encoding, done) => done() }));
+  // 1 MiB reads: less than half the time of the default 64 KiB on a 16 MiB segment, and memory stays bounded.
+  await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), checksum, new Writable({ write: (_chunk, _encoding, done) => done() }));
   return checksum.sha256;
+}
+
+/** The file's sha256, read once on the first call; a caller may start it early and never ask (a failed store). */
+function fileDigest(path: string): () => Promise<string> {
+  let hashing: Promise<string> | undefined;
+  return () => {
+    if (hashing === undefined) {
+      hashing = sha256OfFile(path);
+      hashing.catch(() => undefined);
+    }
+    return hashing;
+  };
 }
 
 /** Checks each segment's system identifier against cluster.json, creating cluster.json from the first segment. */

@@ -357,8 +357,10 @@ describe('WAL archiving under write load, and a repository whose disk fills up',
     const left = readdirSync(join(spool, 'load')).filter((f) => f.endsWith('.ok') || f.endsWith('.busy'));
     expect(left).toEqual([]);
     // Neither PostgreSQL's own calls (server log) nor the background pusher (its log) stored or compared a file twice.
+    // A pusher starts only when PostgreSQL has files waiting behind the one it archives: there may have been none.
     expect(server.logTail(100_000).match(/already in the repository with identical content/g) ?? []).toEqual([]);
-    expect(readFileSync(join(spool, 'load', 'pusher.log'), 'utf8').match(/identical content/g) ?? []).toEqual([]);
+    const pusherLog = join(spool, 'load', 'pusher.log');
+    expect((existsSync(pusherLog) ? readFileSync(pusherLog, 'utf8') : '').match(/identical content/g) ?? []).toEqual([]);
     expect(Number((await archiver()).failed)).toBe(0);
   });
 

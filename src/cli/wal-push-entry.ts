@@ -1,0 +1,52 @@
+import { basename } from 'node:path';
+import { loadSettings } from '../config/resolve-settings.js';
+import type { RunningCommand } from '../process/run-command.js';
+import { startZstdCompressFile } from '../stream/zstd-buffer.js';
+import { claimOwner } from '../wal/spool.js';
+import { reportError } from './report-error.js';
+import { parseWalCommandLine } from './wal-argv.js';
+import { pushFromMarker } from './wal-fast-path.js';
+
+/**
+ * `pgdr wal push PATH` without the command-line framework: PostgreSQL starts it once per WAL segment and waits for
+ * it, so it loads only what a push needs (node:fs, node:child_process and pgdr's own small modules; YAML and the
+ * config schema only with a config file, the AWS SDK only for an s3:// repository). The push itself is the same
+ * code the full CLI runs (src/cli/wal-push.ts). Returns undefined for a command line it does not read (see
+ * src/cli/wal-argv.ts), which the full CLI then handles.
+ *
+ * When no background pusher has stored the file already, zstd starts on it before the rest of the push is even
+ * loaded: compressing is most of a push's work, it runs on its own core, and it has no effect until the checks
+ * (segment header, cluster.json, the existing object) have passed and the frame is stored.
+ */
+export async function walPushEntry(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number | undefined> {
+  const call = parseWalCommandLine(argv);
+  if (call === null || call.command !== 'push' || call.positional.length !== 1) return undefined;
+  const path = call.positional[0]!;
+  let compression: RunningCommand | undefined;
+  try {
+    const settings = await loadSettings(call.flags, env);
+    let outcome: string;
+    if (await pushFromMarker(path, settings)) {
+      outcome = 'already-stored';
+    } else {
+      // A file another pgdr is pushing right now will be its to answer for: no work to start for it here.
+      if (claimOwner(settings.spoolDir, settings.cluster, basename(path)) === undefined) {
+        compression = startZstdCompressFile(path, { level: settings.compressLevel, threads: 1 });
+      }
+      const { walPushCommand } = await import('./wal-push.js');
+      const log = (message: string) => process.stderr.write(`pgdr: ${message}\n`);
+      outcome = await walPushCommand(path, settings, {
+        log,
+        ...(call.flags.config ? { configFile: call.flags.config } : {}),
+        ...(compression ? { compression } : {}),
+      });
+    }
+    if (call.json) process.stdout.write(`${JSON.stringify({ file: path, outcome }, null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    return reportError(err, call.debug, call.json);
+  } finally {
+    // Used, or not wanted (the file was stored by someone else, or a check failed): nothing of it outlives the push.
+    compression?.kill();
+  }
+}

@@ -1,0 +1,114 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RepositoryError } from '../../../src/errors.js';
+import type { RunningCommand } from '../../../src/process/run-command.js';
+import { RepositoryLayout } from '../../../src/repo/layout.js';
+import { createFsStore } from '../../../src/storage/fs-store.js';
+import { startZstdCompressFile, zstdDecompressBuffer } from '../../../src/stream/zstd-buffer.js';
+import { readyBesides } from '../../../src/wal/background-pusher.js';
+import { pushWal, type WalPushOptions } from '../../../src/wal/push.js';
+
+const dirs: string[] = [];
+function temp(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pgdr-push-'));
+  dirs.push(dir);
+  return dir;
+}
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A WAL segment as PostgreSQL 15 writes it: a long page header with the system identifier, then data. */
+function segment(fill: number, systemIdentifier = 7300000000000000001n): Buffer {
+  const data = Buffer.alloc(1024 * 1024, fill);
+  data.writeUInt16LE(0xd110, 0);
+  data.writeUInt16LE(0x0002, 2);
+  data.writeUInt32LE(1, 4);
+  data.writeBigUInt64LE(systemIdentifier, 24);
+  data.writeUInt32LE(1024 * 1024, 32);
+  data.writeUInt32LE(8192, 36);
+  return data;
+}
+
+function setup() {
+  const pgWal = temp();
+  const repo = temp();
+  const store = createFsStore({ root: repo });
+  const layout = new RepositoryLayout('c1');
+  const options: WalPushOptions = { store, layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
+  return { pgWal, repo, store, layout, options };
+}
+
+/** A compression started ahead, as the wal push entry starts it, that records whether it was stopped. */
+function startedAhead(path: string): RunningCommand & { killed: boolean } {
+  const running = startZstdCompressFile(path, { level: 3, threads: 1 });
+  const tracked = {
+    result: running.result,
+    killed: false,
+    kill() {
+      tracked.killed = true;
+      running.kill();
+    },
+  };
+  return tracked;
+}
+
+describe('pushWal', () => {
+  it('stores a segment; the same content again is success, other content under the name is refused and nothing is overwritten', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const name = '000000010000000000000001';
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(1));
+    expect(await pushWal(path, options)).toBe('stored');
+    expect(await pushWal(path, options)).toBe('already-stored');
+    writeFileSync(path, segment(2));
+    await expect(pushWal(path, options)).rejects.toThrow(RepositoryError);
+    await expect(pushWal(path, options)).rejects.toThrow(/already in .* with different content; nothing was overwritten/);
+    expect((await zstdDecompressBuffer(await store.getBuffer(layout.walObject(name)))).equals(segment(1))).toBe(true);
+  });
+
+  it('stores the frame of a compression started ahead of it', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const path = join(pgWal, '000000010000000000000002');
+    writeFileSync(path, segment(3));
+    const ahead = startedAhead(path);
+    expect(await pushWal(path, options, ahead)).toBe('stored');
+    expect((await zstdDecompressBuffer(await store.getBuffer(layout.walObject('000000010000000000000002')))).equals(segment(3))).toBe(true);
+  });
+
+  it("refuses another system's segment before anything is stored, and stops the compression started for it", async () => {
+    const { pgWal, repo, store, layout, options } = setup();
+    writeFileSync(join(pgWal, '000000010000000000000001'), segment(1));
+    await pushWal(join(pgWal, '000000010000000000000001'), options);
+    const stranger = join(pgWal, '000000010000000000000002');
+    writeFileSync(stranger, segment(4, 7300000000000000999n));
+    const ahead = startedAhead(stranger);
+    await expect(pushWal(stranger, options, ahead)).rejects.toThrow(/belongs to PostgreSQL system 7300000000000000001, not 7300000000000000999/);
+    expect(ahead.killed).toBe(true);
+    expect(await store.head(layout.walObject('000000010000000000000002'))).toBeNull();
+    expect(JSON.parse(readFileSync(join(repo, 'c1', 'cluster.json'), 'utf8')).systemIdentifier).toBe('7300000000000000001');
+  });
+
+  it('refuses a file whose header is no WAL page header pgdr knows', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const path = join(pgWal, '000000010000000000000003');
+    writeFileSync(path, Buffer.alloc(64 * 1024, 7));
+    await expect(pushWal(path, options)).rejects.toThrow('000000010000000000000003 has WAL page magic 0x707, which pgdr does not know');
+    expect(await store.head(layout.walObject('000000010000000000000003'))).toBeNull();
+  });
+});
+
+describe('readyBesides', () => {
+  it('sees other files PostgreSQL marked ready, and nothing where there is no archive_status', () => {
+    const pgWal = temp();
+    expect(readyBesides(pgWal, '000000010000000000000001')).toBe(false);
+    mkdirSync(join(pgWal, 'archive_status'));
+    writeFileSync(join(pgWal, 'archive_status', '000000010000000000000001.ready'), '');
+    writeFileSync(join(pgWal, 'archive_status', '000000010000000000000000.done'), '');
+    expect(readyBesides(pgWal, '000000010000000000000001')).toBe(false);
+    writeFileSync(join(pgWal, 'archive_status', '000000010000000000000002.ready'), '');
+    expect(readyBesides(pgWal, '000000010000000000000001')).toBe(true);
+  });
+});
