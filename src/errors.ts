@@ -15,7 +15,30 @@ export const ExitCode = {
   verification: 5,
 } as const;
 
+/** Marks a class as pgdr's for isInstanceByName; subclasses inherit the mark. */
+export const PGDR_CLASS = Symbol.for('pgdr.class');
+
+/**
+ * `instanceof` for pgdr's error classes, by class name along the prototype chain rather than by class object: the
+ * bundled `wal push` (dist/cli/wal-push.cjs) carries its own copy of these classes, while what it loads from dist/
+ * on demand (the S3 driver, the config-file reader) throws with dist's, and a push must recognise both ("object not
+ * found", "already exists", the exit code of a PgdrError). Only classes marked as pgdr's match by name.
+ */
+export function isInstanceByName(value: unknown, cls: abstract new (...args: never[]) => unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  for (let proto: unknown = Object.getPrototypeOf(value); proto !== null && proto !== undefined; proto = Object.getPrototypeOf(proto)) {
+    const ctor = (proto as { constructor?: unknown }).constructor;
+    if (ctor === cls) return true;
+    if (typeof ctor === 'function' && ctor.name === cls.name && PGDR_CLASS in ctor) return true;
+  }
+  return false;
+}
+
 export class PgdrError extends Error {
+  static readonly [PGDR_CLASS] = true;
+  static override [Symbol.hasInstance]<T>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
+    return isInstanceByName(value, this);
+  }
   readonly exitCode: number;
   readonly hint: string;
   constructor(message: string, options: { hint: string; exitCode: number; cause?: unknown }) {

@@ -1,11 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { PGDR_PACKAGE } from './package-root.js';
 
 /** The version in package.json, recorded in every manifest pgdr writes. */
-export const PGDR_VERSION: string = (() => {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-})();
+export const PGDR_VERSION: string = PGDR_PACKAGE?.version ?? '0.0.0';

@@ -1,9 +1,10 @@
 import { runAsProcess } from './process-run.js';
 
 /**
- * The process entry. `wal push` and `wal fetch` run once per WAL file, so they take their own short ways before
- * anything heavy loads: `wal push` its dedicated entry (src/cli/wal-push-entry.ts), `wal fetch` the prefetch spool
- * (src/cli/wal-fast-path.ts). Anything those do not read goes to the full CLI.
+ * The entry of the full CLI (bin/pgdr sends `wal push` to the bundled src/cli/wal-push-main.ts instead). `wal push`
+ * and `wal fetch` run once per WAL file, so they take their own short ways before anything heavy loads: `wal push`
+ * its dedicated entry (src/cli/wal-push-entry.ts), `wal fetch` the prefetch spool (src/cli/wal-fast-path.ts).
+ * Anything those do not read goes to the full CLI.
  */
 const argv = process.argv.slice(2);
 await runAsProcess(async () => {

@@ -1,6 +1,7 @@
 /**
- * What every pgdr process does around its command (src/cli/entry.ts): the command's exit code becomes the
- * process's, a closed stdout is no failure, and a command that never settles does not pass for a success.
+ * What every pgdr process does around its command, whichever way it was started (src/cli/entry.ts for the full CLI,
+ * src/cli/wal-push-main.ts for the bundled `wal push`): the command's exit code becomes the process's, a closed
+ * stdout is no failure, and a command that never settles does not pass for a success.
  */
 export async function runAsProcess(command: () => Promise<number>): Promise<void> {
   // `pgdr ... | head` closes the pipe early: what is left to print has no reader, which is not a failure of pgdr's.

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { isInstanceByName, PGDR_CLASS } from '../errors.js';
 
 /**
  * The one storage interface. Drivers are small and dumb: they move bytes and report what exists.
@@ -94,7 +95,12 @@ export interface ObjectStore {
   close(): Promise<void>;
 }
 
+// Recognised by name across copies of this module (see isInstanceByName): the S3 driver loads apart from `wal push`.
 export class ObjectNotFoundError extends Error {
+  static readonly [PGDR_CLASS] = true;
+  static override [Symbol.hasInstance]<T>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
+    return isInstanceByName(value, this);
+  }
   constructor(readonly key: string) {
     super(`object not found: ${key}`);
     this.name = 'ObjectNotFoundError';
@@ -102,6 +108,10 @@ export class ObjectNotFoundError extends Error {
 }
 
 export class ObjectExistsError extends Error {
+  static readonly [PGDR_CLASS] = true;
+  static override [Symbol.hasInstance]<T>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
+    return isInstanceByName(value, this);
+  }
   constructor(readonly key: string) {
     super(`object already exists: ${key}`);
     this.name = 'ObjectExistsError';

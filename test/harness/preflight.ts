@@ -13,6 +13,8 @@ import { serviceUser } from './temp.js';
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 export const pgdrBin = join(repoRoot, 'bin', 'pgdr');
 export const pgdrDistEntry = join(repoRoot, 'dist', 'cli', 'entry.js');
+/** The bundled `wal push` bin/pgdr loads (scripts/bundle-wal-push.mjs, part of npm run build). */
+export const pgdrWalPushBundle = join(repoRoot, 'dist', 'cli', 'wal-push.cjs');
 
 /** PostgreSQL 15's bin directory (Debian's layout unless PGDR_PG_BINDIR says otherwise). */
 export function pgBinDir(): string {
@@ -107,6 +109,11 @@ export function missingDependencies(): MissingDependency[] {
     }
   } catch {
     missing.push({ what: `the compiled CLI (${pgdrDistEntry})`, fix: 'build' });
+  }
+  try {
+    accessSync(pgdrWalPushBundle, constants.R_OK);
+  } catch {
+    missing.push({ what: `the bundled wal push (${pgdrWalPushBundle})`, fix: 'build' });
   }
   return missing;
 }

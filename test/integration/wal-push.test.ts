@@ -5,6 +5,7 @@ import { stopAll } from '../harness/cleanup.js';
 import { pgdrCommandLine, runPgdr } from '../harness/cli.js';
 import { startMinio, type MinioServer } from '../harness/minio.js';
 import { startPostgres, type PostgresServer } from '../harness/postgres.js';
+import { repoRoot } from '../harness/preflight.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 import { switchWalAndWaitForArchive } from '../harness/archive.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
@@ -12,7 +13,7 @@ import type { ObjectStore } from '../../src/storage/object-store.js';
 import { openStore } from '../../src/storage/open-store.js';
 
 /**
- * `pgdr wal push` takes its own entry (src/cli/wal-push-entry.ts, without the full CLI) because PostgreSQL
+ * `pgdr wal push` takes its own entry (bin/pgdr → dist/cli/wal-push.cjs, without the full CLI) because PostgreSQL
  * starts it once per segment. That entry must keep every rule of the full command: settings from a config file
  * (--config or PGDR_CONFIG) as well as flags, an s3:// repository, never overwriting a stored segment with other
  * content, --json documents, and the full CLI for anything it does not read itself.
@@ -129,5 +130,11 @@ describe('wal push outside its own entry', () => {
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/^pgdr: config file .*pgdr\.yaml: .*clustr/m);
     expect(result.stderr).not.toMatch(/unexpected error/);
+  });
+
+  it('is one bundle that loads no npm package but signal-exit (the build refuses others)', () => {
+    const bundle = readFileSync(join(repoRoot, 'dist', 'cli', 'wal-push.cjs'), 'utf8');
+    const packages = new Set([...bundle.matchAll(/^\/\/ node_modules\/((?:@[^/]+\/)?[^/]+)\//gm)].map((m) => m[1]));
+    expect([...packages]).toEqual(['signal-exit']);
   });
 });
