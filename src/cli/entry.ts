@@ -8,7 +8,7 @@ import { runAsProcess } from './process-run.js';
  */
 const argv = process.argv.slice(2);
 await runAsProcess(async () => {
-  if (argv[0] === 'wal' && argv[1] === 'push') {
+  if (argv[0] === 'wal' && (argv[1] === 'push' || argv[1] === 'push-ahead')) {
     const { walPushEntry } = await import('./wal-push-entry.js');
     const code = await walPushEntry(argv, process.env);
     if (code !== undefined) return code;

@@ -1,13 +1,14 @@
 import type { SettingFlags } from '../config/resolve-settings.js';
 
 /**
- * The command lines PostgreSQL runs once per WAL file (`wal push PATH`, `wal fetch NAME DEST`), read without the
- * command-line framework so that they start fast. Only the common flags of ../shared/CLI.md are understood, in the
- * forms the full CLI accepts (`--flag value`, `--flag=value`); for anything else (--help, a flag it does not know,
- * `--`, a value that looks like a flag) this returns null and the full CLI reads the command line, with its messages.
+ * The command lines PostgreSQL runs once per WAL file (`wal push PATH`, `wal fetch NAME DEST`), and the background
+ * pusher's (`wal push-ahead PG_WAL`), read without the command-line framework so that they start fast. Only the
+ * common flags of ../shared/CLI.md are understood, in the forms the full CLI accepts (`--flag value`,
+ * `--flag=value`); for anything else (--help, a flag it does not know, `--`, a value that looks like a flag) this
+ * returns null and the full CLI reads the command line, with its messages.
  */
 export interface WalCommandLine {
-  command: 'push' | 'fetch';
+  command: 'push' | 'push-ahead' | 'fetch';
   positional: string[];
   flags: SettingFlags;
   json: boolean;
@@ -32,7 +33,7 @@ const VALUE_FLAGS: Record<string, keyof SettingFlags> = {
 };
 
 export function parseWalCommandLine(argv: readonly string[]): WalCommandLine | null {
-  if (argv[0] !== 'wal' || (argv[1] !== 'push' && argv[1] !== 'fetch')) return null;
+  if (argv[0] !== 'wal' || (argv[1] !== 'push' && argv[1] !== 'push-ahead' && argv[1] !== 'fetch')) return null;
   const line: WalCommandLine = { command: argv[1], positional: [], flags: {}, json: false, debug: false, abortRecoveryOnError: false };
   const values: Record<string, string> = {};
   for (let i = 2; i < argv.length; i++) {

@@ -19,7 +19,8 @@ export async function tryWalFastPath(argv: readonly string[], env: NodeJS.Proces
     if (call === null || call.json || call.debug) return false;
     const settings = await loadSettings(call.flags, env);
     if (call.command === 'push') return call.positional.length === 1 && (await pushFromMarker(call.positional[0]!, settings));
-    return fetchFromPrefetch(call.positional, settings);
+    if (call.command === 'fetch') return fetchFromPrefetch(call.positional, settings);
+    return false;
   } catch {
     return false;
   }

@@ -8,11 +8,11 @@ import { parseWalCommandLine } from './wal-argv.js';
 import { pushFromMarker } from './wal-fast-path.js';
 
 /**
- * `pgdr wal push PATH` without the command-line framework: PostgreSQL starts it once per WAL segment and waits for
- * it, so it loads only what a push needs (node:fs, node:child_process and pgdr's own small modules; YAML and the
- * config schema only with a config file, the AWS SDK only for an s3:// repository). The push itself is the same
- * code the full CLI runs (src/cli/wal-push.ts). Returns undefined for a command line it does not read (see
- * src/cli/wal-argv.ts), which the full CLI then handles.
+ * `pgdr wal push PATH` (and the background pusher it starts, `wal push-ahead PG_WAL`) without the command-line
+ * framework: PostgreSQL starts it once per WAL segment and waits for it, so it loads only what a push needs
+ * (node:fs, node:child_process and pgdr's own small modules; YAML and the config schema only with a config file, the
+ * AWS SDK only for an s3:// repository). The push itself is the same code the full CLI runs (src/cli/wal-push.ts).
+ * Returns undefined for a command line it does not read (see src/cli/wal-argv.ts), which the full CLI then handles.
  *
  * When no background pusher has stored the file already, zstd starts on it before the rest of the push is even
  * loaded: compressing is most of a push's work, it runs on its own core, and it has no effect until the checks
@@ -20,11 +20,18 @@ import { pushFromMarker } from './wal-fast-path.js';
  */
 export async function walPushEntry(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number | undefined> {
   const call = parseWalCommandLine(argv);
-  if (call === null || call.command !== 'push' || call.positional.length !== 1) return undefined;
+  if (call === null || call.command === 'fetch' || call.positional.length !== 1) return undefined;
   const path = call.positional[0]!;
+  const log = (message: string) => process.stderr.write(`pgdr: ${message}\n`);
   let compression: RunningCommand | undefined;
   try {
     const settings = await loadSettings(call.flags, env);
+    if (call.command === 'push-ahead') {
+      // The background pusher: the same lean modules, so it starts fast and stays small beside the pushes.
+      const { walPushAheadCommand } = await import('./wal-push.js');
+      await walPushAheadCommand(path, settings, { log });
+      return 0;
+    }
     let outcome: string;
     if (await pushFromMarker(path, settings)) {
       outcome = 'already-stored';
@@ -34,7 +41,6 @@ export async function walPushEntry(argv: readonly string[], env: NodeJS.ProcessE
         compression = startZstdCompressFile(path, { level: settings.compressLevel, threads: 1 });
       }
       const { walPushCommand } = await import('./wal-push.js');
-      const log = (message: string) => process.stderr.write(`pgdr: ${message}\n`);
       outcome = await walPushCommand(path, settings, {
         log,
         ...(call.flags.config ? { configFile: call.flags.config } : {}),

@@ -4,7 +4,7 @@ import type { RunningCommand } from '../process/run-command.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { conditionalWriteSupport } from '../repo/store-probe.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { ensurePusher, readyBesides } from '../wal/background-pusher.js';
+import { ensurePusher, readyBesides, runPusher } from '../wal/background-pusher.js';
 import { pushWal, type WalPushOptions, type WalPushOutcome } from '../wal/push.js';
 import { pgdrExecutable } from './executable.js';
 import { openRepository, storeIdentity } from './repository.js';
@@ -12,7 +12,7 @@ import { openRepository, storeIdentity } from './repository.js';
 /**
  * The body of `pgdr wal push PATH`, shared by the full CLI (src/cli/wal.ts) and the dedicated entry that PostgreSQL's
  * archive_command goes through (src/cli/wal-push-entry.ts): store the file, then, when PostgreSQL has more files
- * waiting, make sure a background pusher works ahead on them.
+ * waiting, make sure a background pusher works ahead on them (`wal push-ahead`, the same two ways).
  */
 export interface WalPushIo {
   log(message: string): void;
@@ -31,6 +31,16 @@ export async function walPushCommand(path: string, settings: Settings, io: WalPu
       ensurePusher(settings.spoolDir, layout.cluster, [pgdrExecutable(), 'wal', 'push-ahead', pgWalDir, ...repositoryArgs(settings, io.configFile)], process.env);
     }
     return outcome;
+  } finally {
+    await store.close();
+  }
+}
+
+/** The body of `pgdr wal push-ahead PG_WAL`: the background pusher a push starts (src/wal/background-pusher.ts). */
+export async function walPushAheadCommand(pgWalDir: string, settings: Settings, io: Pick<WalPushIo, 'log'>): Promise<void> {
+  const { store, layout } = openRepository(settings);
+  try {
+    await runPusher(pgWalDir, await walPushOptions(settings, store, layout, io.log));
   } finally {
     await store.close();
   }

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { NotFoundError, PgdrError } from '../errors.js';
 import { fetchWal } from '../wal/fetch.js';
-import { runPusher } from '../wal/background-pusher.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
-import { walPushCommand, walPushOptions } from './wal-push.js';
+import { walPushAheadCommand, walPushCommand } from './wal-push.js';
 
 /** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
 const ABORT_RECOVERY_EXIT_CODE = 126;
@@ -32,12 +31,7 @@ export function registerWalCommands(program: Command, action: Action): void {
       .description('background pusher started by wal push: archives files marked ready until idle'),
   ).action(
     action(async (ctx: CommandContext, pgWalDir: unknown) => {
-      const { store, layout } = ctx.openRepository();
-      try {
-        await runPusher(String(pgWalDir), await walPushOptions(ctx.settings, store, layout, (m) => ctx.log(m)));
-      } finally {
-        await store.close();
-      }
+      await walPushAheadCommand(String(pgWalDir), ctx.settings, { log: (m) => ctx.log(m) });
     }),
   );
 

@@ -65,7 +65,12 @@ export const PUSH_LATENCY_SECTION = 'push-latency';
 export const PUSH_BREAKDOWN_SECTION = 'push-breakdown';
 
 /** Summary rows a partial run replaces, found by how their first cell starts. */
-const SUMMARY_ROW_KEYS = { wal: 'no growing WAL backlog', latency: 'one archive push' } as const;
+const SUMMARY_ROW_KEYS = {
+  wal: 'no growing WAL backlog',
+  latency: 'one archive push',
+  peak: 'pgdr peak memory',
+  treePeak: "… the same, all of pgdr's processes",
+} as const;
 
 function steps(r: BenchResults, tool: string, kind: string): StepResult[] {
   return r.steps.filter((s) => s.tool === tool && s.kind === kind);
@@ -523,6 +528,41 @@ function latencySection(r: BenchResults, note = ''): string {
 }
 
 /**
+ * The memory rows of the summary cover every step of every run shown (backups and restores come from the full run):
+ * a partial run can only raise them, so each keeps the larger of its old figure and what this run measured.
+ */
+function memoryRowsAfter(r: BenchResults, doc: string): Cell[][] {
+  const old = (key: string, column: number): number => {
+    const line = doc.split('\n').find((l) => l.startsWith(`| ${key}`));
+    const cell = line?.split(' | ')[column]?.trim() ?? '';
+    return /^\d+ MiB$/.test(cell) ? Number(cell.slice(0, -4)) : 0;
+  };
+  const { pgdr, pgbr } = latencyPair(r);
+  const { walPgdr } = walRuns(r);
+  const others = r.wal.filter((w) => w !== walPgdr);
+  const mib = (kib: number) => kib / 1024;
+  const peak = (key: string, ours: number[], theirs: number[], what: string): Cell[] => {
+    const p = Math.max(old(key, 1), ...ours);
+    const b = Math.max(old(key, 2), ...theirs);
+    return [what, `${p.toFixed(0)} MiB`, `${b.toFixed(0)} MiB`, '', verdict(p * 1.048576 < TARGETS.peakMiB)];
+  };
+  return [
+    peak(
+      SUMMARY_ROW_KEYS.peak,
+      [mib(pgdr?.maxRssKiB ?? 0), mib(walPgdr?.memory?.maxProcessKiB ?? 0)],
+      [mib(pgbr?.maxRssKiB ?? 0), ...others.map((w) => mib(w.memory?.maxProcessKiB ?? 0))],
+      `${SUMMARY_ROW_KEYS.peak} < ${TARGETS.peakMiB} MB (RSS of one pgdr node process: backup, restore, wal push)`,
+    ),
+    peak(
+      SUMMARY_ROW_KEYS.treePeak,
+      [mib(walPgdr?.memory?.maxTreeSumKiB ?? 0)],
+      others.map((w) => mib(w.memory?.maxTreeSumKiB ?? 0)),
+      `${SUMMARY_ROW_KEYS.treePeak} at one moment (node + pg_basebackup + zstd; concurrent archive_commands)`,
+    ),
+  ];
+}
+
+/**
  * The page after a partial run (`--only push-latency`, `--only wal-load`): the old page with the measured sections and
  * their summary rows replaced, each section saying when and where it was measured, since the rest is another run's.
  */
@@ -533,7 +573,7 @@ export function renderPartialDoc(r: BenchResults, oldDoc: string): string {
     `*Measured on its own by \`npm run bench -- --only ${flag}\` on ${when} (${m.nproc} × ${m.cpuModel}, Node.js ${m.node}, ` +
     `pgdr ${m.pgdr}), on a server without the dataset; the other sections come from the run named at the top.*`;
   let doc = oldDoc.trim() === '' ? '# Benchmarks: pgdr side by side with pgBackRest\n\n## Summary\n\n## Machine\n' : oldDoc;
-  const rows: Cell[][] = [];
+  const rows: Cell[][] = [...memoryRowsAfter(r, doc)];
   if (r.wal.length > 0) {
     doc = replaceSection(doc, WAL_LOAD_SECTION, walSection(r, note('wal-load')));
     rows.push(walSummaryRow(r));

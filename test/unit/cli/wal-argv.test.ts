@@ -36,6 +36,15 @@ describe('parseWalCommandLine', () => {
     }
   });
 
+  it('reads the command line a push gives its background pusher', () => {
+    const argv = ['wal', 'push-ahead', '/pg/pg_wal', '--repo', 's3://b/p', '--cluster', 'c', '--spool-dir', '/s', '--compress-level', '3', '--s3-endpoint', 'http://e', '--s3-force-path-style', '--config', '/etc/pgdr.yaml'];
+    expect(parseWalCommandLine(argv)).toMatchObject({
+      command: 'push-ahead',
+      positional: ['/pg/pg_wal'],
+      flags: { repo: 's3://b/p', cluster: 'c', spoolDir: '/s', compressLevel: '3', s3Endpoint: 'http://e', s3ForcePathStyle: true, config: '/etc/pgdr.yaml' },
+    });
+  });
+
   it('notes --json and --debug, and --abort-recovery-on-error only for wal fetch', () => {
     expect(parseWalCommandLine(['wal', 'push', 'p', '--json', '--debug'])).toMatchObject({ command: 'push', json: true, debug: true });
     expect(parseWalCommandLine(['wal', 'fetch', 'N', 'D', '--abort-recovery-on-error'])).toMatchObject({ command: 'fetch', positional: ['N', 'D'], abortRecoveryOnError: true });
