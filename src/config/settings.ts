@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -47,6 +47,10 @@ export interface Settings {
   s3TimeoutMs: number;
   /** Tries per S3 request, the first included. */
   s3Attempts: number;
+  /** How `backup now` reads the data: the files engine where it can (auto), or always one of the two. */
+  engine: 'auto' | 'files' | 'basebackup';
+  /** Workers for the files engine and for restore (files read, objects unpacked at once). */
+  jobs: number;
 }
 
 /** The config file: the same names as the flags, in camelCase. */
@@ -74,6 +78,8 @@ const ConfigFileSchema = z
     storeProbeInterval: z.string(),
     s3Timeout: z.string(),
     s3Attempts: z.number().int().min(1).max(20),
+    engine: z.enum(['auto', 'files', 'basebackup']),
+    jobs: z.number().int().min(1).max(64),
   })
   .partial()
   .strict();
@@ -98,6 +104,8 @@ export interface SettingFlags {
   compressLevel?: string;
   progress?: boolean;
   acceptUnconditionalWrites?: boolean;
+  engine?: string;
+  jobs?: string;
 }
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -140,6 +148,12 @@ function intSetting(name: string, value: string | number | undefined, min: numbe
   return n;
 }
 
+function engineSetting(value: string | undefined): Settings['engine'] {
+  if (value === undefined) return 'auto';
+  if (value === 'auto' || value === 'files' || value === 'basebackup') return value;
+  throw new UsageError(`--engine must be auto, files or basebackup, got ${JSON.stringify(value)}`, 'files reads the data directory on the server\'s host; basebackup streams it from the server over a replication connection');
+}
+
 function boolEnv(value: string | undefined): boolean | undefined {
   if (value === undefined || value === '') return undefined;
   if (/^(1|true|yes|on)$/i.test(value)) return true;
@@ -180,6 +194,8 @@ export function resolveSettings(
     storeProbeIntervalMs: parseDuration(env.PGDR_STORE_PROBE_INTERVAL || file.storeProbeInterval || '24h', 'storeProbeInterval'),
     s3TimeoutMs: parseDuration(env.PGDR_S3_TIMEOUT || file.s3Timeout || '60s', 's3Timeout'),
     s3Attempts: intSetting('s3Attempts', env.PGDR_S3_ATTEMPTS ?? file.s3Attempts, 1, 20) ?? 5,
+    engine: engineSetting(flags.engine ?? (env.PGDR_ENGINE || undefined) ?? file.engine),
+    jobs: intSetting('--jobs', flags.jobs ?? (env.PGDR_JOBS || undefined) ?? file.jobs, 1, 64) ?? Math.min(availableParallelism(), 16),
   };
   if (!/^(s3|file):\/\//.test(settings.repo)) {
     throw new UsageError(
