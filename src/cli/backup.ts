@@ -20,7 +20,7 @@ export function registerBackupCommands(program: Command, action: Action): void {
       .option('--jobs <n>', 'files the files engine reads and compresses at once (env PGDR_JOBS; default: the number of cores)')
       .option('--lock-wait <seconds>', 'wait this long for another backup of the cluster to finish (default 0: fail at once)', '0')
       .option('--archive-wait <seconds>', 'how long the WAL the backup needs may take to reach the repository', '300')
-      .option('--max-rate <rate>', "limit the transfer from the server (pg_basebackup --max-rate: kB/s, or e.g. '50M')")
+      .option('--max-rate <rate>', "limit how fast the backup reads: kB/s, or e.g. '50M' (the files engine reads at most this; the basebackup engine asks the server to send at most this)")
       .option('--from <role>', 'with --patroni/--etcd: leader (default), or replica for the least-lagged healthy replica', 'leader'),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {

@@ -181,6 +181,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
         target: options.target,
         archiveMode: options.archiveMode,
         port: options.port,
+        inPlaceTablespaces: files?.list.some((e) => e.type === 'dir' && e.tablespace === undefined && /^pg_tblspc\/\d+$/.test(e.path)) ?? false,
         comment: `pgdr restore of backup ${backup.backupId} to ${describeRecoveryTarget(options.target)}, ${new Date().toISOString()}`,
       }),
       { mode: 0o600 },

@@ -11,6 +11,7 @@ import { freePort } from '../harness/ports.js';
 import { descendantPids, runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin, pgdrBin } from '../harness/preflight.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
+import { largestDataObject } from '../harness/backups.js';
 import { treeDigest } from '../harness/tree.js';
 import { startEtcdCluster, type EtcdCluster } from '../harness/etcd.js';
 import { startMinio, type MinioServer } from '../harness/minio.js';
@@ -39,7 +40,8 @@ describe('restore never makes things worse', () => {
   const layout = new RepositoryLayout('faults');
 
   const pgdr = (args: string[], env: Record<string, string> = {}) => runPgdr([...args, ...repoArgs, '--no-progress'], { env, timeoutMs: 180_000 });
-  const objectPath = (id: string, name = 'base.tar.zst') => join(repo, ...layout.backupObject(id, name).split('/'));
+  const objectPath = (id: string, name?: string) =>
+    join(repo, ...layout.backupObject(id, name ?? largestDataObject(readFileSync(join(repo, ...layout.backupManifest(id).split('/'))))).split('/'));
   const pgCtl = (pgdata: string, ...args: string[]) => runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, ...args], { reject: false, timeout: 120_000 });
 
   beforeAll(async () => {
@@ -155,7 +157,7 @@ describe('restore never makes things worse', () => {
       objects: [{ name: 'base.tar.zst', bytes: 10240, storedBytes: body.length, sha256, encoding: 'tar+zstd' }],
     });
     mkdirSync(join(repo, ...layout.backupPrefix(forgedId).split('/')), { recursive: true });
-    writeFileSync(objectPath(forgedId), body);
+    writeFileSync(objectPath(forgedId, 'base.tar.zst'), body);
     writeFileSync(join(repo, ...layout.backupManifest(forgedId).split('/')), JSON.stringify(manifest));
     chownToServiceUser(join(repo, 'faults'), { recursive: true });
 
@@ -483,7 +485,7 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
 
   it('backup now killed while its data object is half written: no backup is listed, verify notes the partial object, expire removes it', async () => {
     const before = await backups();
-    await killAt('fs-put:before-commit', ['backup', 'now'], 'base.tar.zst');
+    await killAt('fs-put:before-commit', ['backup', 'now'], '/backups/');
     expect(await backups()).toEqual(before);
     const verify = (await pgdr(['verify', '--json'])).json<{ notes: { kind: string; detail: string }[] }>();
     const partial = verify.notes.filter((n) => n.kind === 'pending-write');

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ServiceError } from '../../../errors.js';
+import { failpoint } from '../../../process/failpoint.js';
 import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsn, storedChecksum } from '../../../postgres/page.js';
 import type { Bundle } from './bundle.js';
+import type { RateLimiter } from './rate-limit.js';
 import { relationFileInfo, type RelationFileInfo } from './data-directory.js';
 import type { FoundEntry } from './walk.js';
 
@@ -16,6 +18,8 @@ export interface PageChecks {
   enabled: boolean;
   /** Pages with an LSN at or after the backup's start are being written meanwhile: WAL replay rewrites them. */
   backupStartLsn: bigint;
+  /** --max-rate, shared by every worker. */
+  limiter: RateLimiter;
 }
 
 export interface CopiedFile {
@@ -125,6 +129,7 @@ async function readPages(entry: FoundEntry, handle: FileHandle, checks: PageChec
   let position = 0;
   while (position < entry.size) {
     const length = Math.min(CHUNK, entry.size - position);
+    await checks.limiter.take(length);
     const chunk = Buffer.allocUnsafe(length);
     let filled = 0;
     while (filled < length) {
@@ -138,6 +143,7 @@ async function readPages(entry: FoundEntry, handle: FileHandle, checks: PageChec
     hash.update(chunk);
     await deliver(chunk);
     position += length;
+    if (position === CHUNK) await failpoint('files:after-first-chunk', entry.path);
   }
   return { size: entry.size, sha256: hash.digest('hex'), badBlocks };
 }

@@ -14,6 +14,7 @@ import { Bundle } from './bundle.js';
 import { copyChangedBlocks, copyWholeFile, VANISHED, type CopiedFile, type PageChecks } from './copy.js';
 import { localDataDirectoryProblem, readLocalServerFacts, type LocalServerFacts } from './local-server.js';
 import { planBundles, planFileAction, type BundleTask, type FileAction, type ReferenceBackup } from './plan.js';
+import { parseMaxRate, rateLimiter, unlimited } from './rate-limit.js';
 import { walkDataDirectory, type FoundEntry, type FoundTablespace } from './walk.js';
 
 /**
@@ -53,7 +54,11 @@ async function runFilesBackup(job: EngineJob, client: Client): Promise<EngineRes
     const reference = job.reference === undefined ? undefined : referenceOf(job.reference);
     const actions = new Map<FoundEntry, FileAction>(walked.entries.map((e) => [e, planFileAction(e, reference)]));
     const tasks = planBundles(walked.entries, actions, { jobs: job.jobs });
-    const checks: PageChecks = { enabled: facts.dataChecksums, backupStartLsn: parseLsn(startLsn, 'backup start LSN') };
+    const checks: PageChecks = {
+      enabled: facts.dataChecksums,
+      backupStartLsn: parseLsn(startLsn, 'backup start LSN'),
+      limiter: job.maxRate === undefined ? unlimited : rateLimiter(parseMaxRate(job.maxRate)),
+    };
     const readBytes = tasks.reduce((sum, t) => sum + t.bytes, 0);
     job.log(
       `backup ${job.backupId}: ${walked.entries.filter((e) => e.type === 'file').length} files; reading ${readBytes} bytes in ${tasks.length} objects` +
