@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
@@ -244,8 +244,32 @@ function refuseToReplaceTablespace(location: string, entries: readonly string[],
   } catch {
     // no data directory being replaced: nothing links to the location
   }
-  if (!links.includes(realpathSync(location))) return `no tablespace of the data directory being replaced (${pgdata}) lives there`;
+  // A restored directory that has not started yet names its tablespaces only in tablespace_map.
+  const mapped = tablespaceMapLocations(pgdata);
+  const here = realpathSync(location);
+  if (!links.includes(here) && !mapped.includes(here)) return `no tablespace of the data directory being replaced (${pgdata}) lives there`;
   return undefined;
+}
+
+/** The locations a data directory's tablespace_map names (unescaped as PostgreSQL reads them), resolved. */
+function tablespaceMapLocations(pgdata: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(join(pgdata, 'tablespace_map'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .map((line) => /^\d+ (.*)$/.exec(line)?.[1]?.replace(/\\(.)/g, '$1'))
+    .filter((path): path is string => path !== undefined)
+    .map((path) => {
+      try {
+        return realpathSync(path);
+      } catch {
+        return path;
+      }
+    });
 }
 
 /** Why `--force` must not replace this directory, or undefined when it may. */

@@ -215,6 +215,17 @@ describe('files engine', () => {
     expect(restored.amcheck).toBe(0);
   });
 
+  it('the Patroni replica adapter takes delta: true and brings a kept data directory up to the newest backup', async () => {
+    const parent = makeTempDir('files-replica', { owner: 'service' });
+    const datadir = join(parent, 'pgdata');
+    await runPgdrOk(['restore', '--pgdata', datadir, '--backup-id', full.backupId, '--tablespace-map', `ts1=${join(parent, 'ts1')}`, ...repoArgs], { timeoutMs: 180_000 });
+    const rebuilt = await runPgdrOk(['patroni', 'create-replica', '--scope=files', '--role=replica', `--datadir=${datadir}`, '--keep_data=true', '--delta=true', `--tablespace_map=ts1=${join(parent, 'ts1')}`, '--json', ...repoArgs], { timeoutMs: 180_000 });
+    expect(rebuilt.stderr).toMatch(/restore --delta: \d+ of \d+ same-size files already match the backup/);
+    const newest = (await runPgdrOk(['backup', 'list', '--json', ...repoArgs])).json<{ backupId: string; status: string }[]>().filter((b) => b.status === 'complete').at(-1)!;
+    expect(rebuilt.json<{ backupId: string; purpose: string }>()).toMatchObject({ backupId: newest.backupId, purpose: 'replica' });
+    expect(readFileSync(join(datadir, 'backup_label'), 'utf8')).toMatch(new RegExp(`LABEL: pgdr ${newest.backupId}`));
+  });
+
   it('delta restore of the stopped former primary onto the current backup rewrites only what differs, then PITRs to exact rows', async () => {
     const current = await backup('--type', 'incr');
     const at = await pointInTime();
