@@ -181,7 +181,7 @@ describe('pgdr expire on a month of real backups', () => {
     expect(dryRun.dryRun).toBe(true);
     expect(dryRun.now).toBe('2024-05-16T12:00:00.000Z');
     expect(dryRun.backups).toEqual(
-      HISTORY.map((start) => ({ backupId: ids.get(start), verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete' })),
+      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [] })),
     );
     // WAL before the oldest kept backup (the monthly one of April) goes, on timeline 1; it starts where that backup does.
     const oldestKept = ids.get('2024-04-28T02:00:00Z')!;
@@ -197,8 +197,8 @@ describe('pgdr expire on a month of real backups', () => {
 
     const human = await cli(['expire', '--policy', policyFile, '--now', NOW, '--dry-run']);
     expect(human.exitCode).toBe(0);
-    expect(human.stdout).toContain(`${ids.get('2024-04-28T02:00:00Z')}  keep (monthly 2024-04)`);
-    expect(human.stdout).toContain(`${ids.get('2024-04-10T02:00:00Z')}  delete`);
+    expect(human.stdout).toContain(`${ids.get('2024-04-28T02:00:00Z')}  full  keep (monthly 2024-04)`);
+    expect(human.stdout).toContain(`${ids.get('2024-04-10T02:00:00Z')}  full  delete`);
     expect(human.stdout).toMatch(/timeline 1: 00000001\S+ \.\. 00000001\S+ \(\d+ files\)/);
   });
 
