@@ -396,17 +396,19 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
     const now = new Date('2024-05-03T12:00:00Z');
     await expect(runExpire({ store: faulty, layout, lock: repositoryLocker(faulty, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined })).rejects.toThrow(/injected/);
     expect(deletes.indexOf(layout.backupManifest(victim))).toBeLessThan(deletes.indexOf(layout.backupObject(victim, 'base.tar.zst')));
+    // Newest first: a backup built on an older one (a diff or incr) never outlives what it is restored from.
+    expect(deletes.indexOf(layout.backupManifest(backups[1]!.backupId))).toBeLessThan(deletes.indexOf(layout.backupManifest(victim)));
     expect(await listKeys(fs, layout.locksPrefix())).toEqual([]);
 
     // The half-deleted backup is now an interrupted upload, not a backup restore could choose.
     let report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: true, lockWaitMs: 0, now, log: () => undefined });
-    expect(report.backups.map((b) => b.backupId)).toEqual(backups.slice(1).map((b) => b.backupId));
+    expect(report.backups.map((b) => b.backupId)).toEqual([backups[2]!.backupId]);
     expect(report.garbage).toEqual([expect.objectContaining({ kind: 'backup', id: victim })]);
 
     // Once past the grace period it goes as garbage.
     age(layout.backupObject(victim, 'base.tar.zst'), '2024-05-01T02:10:00Z');
     report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
-    expect(report.backups.map((b) => `${b.backupId} ${b.reason}`)).toEqual([`${backups[1]!.backupId} delete`, `${backups[2]!.backupId} keep (daily 2024-05-03)`]);
+    expect(report.backups.map((b) => `${b.backupId} ${b.reason}`)).toEqual([`${backups[2]!.backupId} keep (daily 2024-05-03)`]);
     expect(report.garbage.map((g) => [g.id, g.verdict])).toEqual([[victim, 'delete']]);
     expect(await listKeys(fs, layout.backupsPrefix())).toEqual([layout.backupObject(backups[2]!.backupId, 'base.tar.zst'), layout.backupManifest(backups[2]!.backupId)]);
     expect((await listKeys(fs, layout.walPrefix())).map(walName)[0]).toBe(backups[2]!.startWal);
