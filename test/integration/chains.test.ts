@@ -276,6 +276,12 @@ describe('backup chains with the files engine', () => {
     expect(human.stdout).toContain(`broken-chain: backup ${diff.backupId} cannot be restored: it builds on backup ${full.backupId}`);
     expect(human.stderr).toMatch(/verify found \d+ problems? in .* affecting 1 backup/);
 
+    // health does not count a backup that cannot be restored as the newest backup.
+    const health = await pgdr(['health', '--check', 'backup-age', '--json']);
+    const ageCheck = health.json<{ checks: { check: string; status: string; message: string }[] }>().checks[0]!;
+    expect(ageCheck).toMatchObject({ check: 'backup-age', status: 'CRITICAL', message: 'no base backup in the repository can be restored: 1 build(s) on a backup that is gone' });
+    expect(health.exitCode).toBe(2);
+
     const policy = join(policyDir, 'daily-1.yaml');
     const report = await pgdrJson<ExpireReport>(['expire', '--policy', policy, '--now', new Date(Date.parse(diff.stopTime) + 30 * 86_400_000).toISOString()]);
     expect(report.backups).toEqual([
