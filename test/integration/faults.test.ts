@@ -517,7 +517,8 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
   it('expire killed between a manifest and its data: the backup is incomplete, not complete; the next expire removes the rest', async () => {
     const complete = (await backups()).filter((b) => b.status === 'complete');
     expect(complete.length).toBeGreaterThanOrEqual(2);
-    const doomed = complete[0]!.backupId;
+    // The policy keeps only the newest; expire deletes the others newest first, so the kill hits the second newest.
+    const doomed = complete[complete.length - 2]!.backupId;
     await killAt('expire:after-manifest-delete', ['expire', '--now', LATER, '--policy', policy]);
     const after = await backups();
     expect(after.find((b) => b.backupId === doomed)?.status).toBe('incomplete');
