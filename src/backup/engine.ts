@@ -1,7 +1,8 @@
 import type { PgEndpoint } from '../postgres/connection.js';
 import type { ServerInfo } from '../postgres/server-info.js';
 import type { RepositoryLayout } from '../repo/layout.js';
-import type { BackupObject } from '../repo/manifest.js';
+import type { FileListEntry } from '../repo/file-list.js';
+import type { BackupManifest, BackupObject } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { ProgressReporter } from '../stream/progress.js';
 
@@ -35,6 +36,20 @@ export interface EngineJob {
    * only be an incomplete backup, but they cost space until expire's grace period).
    */
   started: string[];
+  /** Files read at once (the files engine). */
+  jobs: number;
+  /** The data directory on this host, when it is not where the server says (a sidecar's mount). */
+  pgdata?: string;
+  /** A diff or incr backup: what it builds on (the files engine only). */
+  reference?: BackupReference;
+}
+
+export interface BackupReference {
+  type: 'diff' | 'incr';
+  manifest: BackupManifest;
+  files: readonly FileListEntry[];
+  /** The new backup's chain: the reference's chain and the reference. */
+  chain: string[];
 }
 
 /** A WAL position, as PostgreSQL reports it. */
@@ -48,4 +63,15 @@ export interface EngineResult {
   start: WalPosition;
   /** Where recovery must replay to, at least, to be consistent; its timeline is the backup's. */
   stop: WalPosition;
+  /** The files engine's part of the manifest (format 2). */
+  files?: FilesEngineSummary;
+}
+
+export interface FilesEngineSummary {
+  type: 'full' | 'diff' | 'incr';
+  reference?: string;
+  chain: string[];
+  restoredBytes: number;
+  fileCount: number;
+  pageChecksumFailures: { path: string; tablespace?: number; blocks: number[] }[];
 }

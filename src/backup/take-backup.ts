@@ -2,7 +2,7 @@ import { RepositoryError, ServiceError } from '../errors.js';
 import { withConnection, describeEndpoint, type PgEndpoint } from '../postgres/connection.js';
 import { readServerInfo, type ServerInfo } from '../postgres/server-info.js';
 import { parseLsn } from '../postgres/lsn.js';
-import { parseTimelineHistory, walSegmentsOnPath } from '../postgres/timeline-history.js';
+import { parseTimelineHistory, rootTimelineHistory, walSegmentsOnPath, type TimelineHistory } from '../postgres/timeline-history.js';
 import { formatWalSegmentName, historyFileName, parseWalSegmentName, walSegmentForLsn, walSegmentRange } from '../postgres/wal-file-name.js';
 import { failpoint } from '../process/failpoint.js';
 import { ensureClusterInfo } from '../repo/cluster-info.js';
@@ -14,7 +14,11 @@ import { zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress } from '../stream/progress.js';
 import { PGDR_VERSION } from '../version.js';
 import { archiveWaitFailure, readArchiverFacts } from './archive-wait.js';
-import type { BackupEngine, EngineResult } from './engine.js';
+import { readBackupCatalog } from '../repo/catalog.js';
+import { readFileList } from '../repo/file-list-store.js';
+import { ObjectNotFoundError } from '../storage/object-store.js';
+import { planBackupType, type BackupType } from './backup-type.js';
+import type { BackupEngine, BackupReference, EngineResult } from './engine.js';
 import { baseBackupEngine } from './engines/basebackup.js';
 
 export interface BackupOptions {
@@ -27,6 +31,12 @@ export interface BackupOptions {
   compressThreads: number;
   /** How the data is read; the remote engine (BASE_BACKUP) unless given. */
   engine?: BackupEngine;
+  /** full (the default), or diff/incr: only what changed since a reference (the files engine). */
+  type?: BackupType;
+  /** Files the files engine reads at once. */
+  jobs?: number;
+  /** The data directory on this host, for the files engine, when it is not where the server says. */
+  pgdata?: string;
   /** Wait this long for a running backup's lock before failing. */
   lockWaitMs: number;
   /** How long the WAL up to the backup's end may take to reach the repository. */
@@ -71,7 +81,8 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   let committed = false;
   try {
     const backupId = await freshBackupId(store, layout, now);
-    log(`backup ${backupId}: reading ${source} (${engine.name} engine) into ${store.location}`);
+    const reference = await chooseReference(options, engine, server, log);
+    log(`backup ${backupId}: reading ${source} (${engine.name} engine, ${reference?.type ?? 'full'}) into ${store.location}`);
     const startTime = now();
     const streamed = await engine.run({
       store,
@@ -86,6 +97,9 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       progress: createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress),
       log,
       started,
+      jobs: options.jobs ?? 1,
+      ...(options.pgdata === undefined ? {} : { pgdata: options.pgdata }),
+      ...(reference === undefined ? {} : { reference }),
     });
     const stopTime = now();
     const position = positionOf(streamed, server.walSegmentSize);
@@ -103,11 +117,22 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       lock.lost,
     ]);
 
+    const files = streamed.files;
     const manifest: BackupManifest = {
-      format: 1,
+      format: files === undefined ? 1 : 2,
       backupId,
       cluster: layout.cluster,
-      type: 'full',
+      type: files?.type ?? 'full',
+      ...(files === undefined
+        ? {}
+        : {
+            engine: 'files' as const,
+            ...(files.reference === undefined ? {} : { reference: files.reference }),
+            chain: files.chain,
+            restoredBytes: files.restoredBytes,
+            fileCount: files.fileCount,
+            ...(files.pageChecksumFailures.length === 0 ? {} : { pageChecksumFailures: files.pageChecksumFailures }),
+          }),
       startTime: startTime.toISOString(),
       stopTime: stopTime.toISOString(),
       startLsn: position.startLsn,
@@ -137,6 +162,42 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     if (!committed && started.length > 0) await store.delete(started).catch(() => undefined);
     await lock.release().catch(() => undefined);
   }
+}
+
+/**
+ * A diff or incr backup's reference, with its file list read and checked, or undefined for a full backup (asked
+ * for, or because nothing fits: the reason is logged).
+ */
+async function chooseReference(options: BackupOptions, engine: BackupEngine, server: ServerInfo, log: (m: string) => void): Promise<BackupReference | undefined> {
+  const requested = options.type ?? 'full';
+  if (requested === 'full') return undefined;
+  if (engine.name !== 'files') {
+    log(`backup: taking a full backup: the ${engine.name} engine reads the whole database every time (a ${requested} needs the files engine)`);
+    return undefined;
+  }
+  const { store, layout } = options;
+  const catalog = await readBackupCatalog(store, layout);
+  const history = await serverTimelineHistory(store, layout, server.timeline);
+  const plan = planBackupType({ requested, catalog: catalog.complete, server, history });
+  if (plan.type === 'full') {
+    log(`backup: taking a full backup instead of a ${requested}: ${plan.reason}`);
+    return undefined;
+  }
+  const files = await readFileList(store, layout, plan.reference);
+  return { type: plan.type, manifest: plan.reference, files, chain: plan.chain };
+}
+
+/** The server's timeline path, from the history file its timeline archived (timeline 1 has none). */
+async function serverTimelineHistory(store: ObjectStore, layout: RepositoryLayout, timeline: number): Promise<TimelineHistory> {
+  if (timeline === 1) return rootTimelineHistory();
+  const key = layout.walObject(historyFileName(timeline));
+  const stored = await store.getBuffer(key).catch((err: unknown) => {
+    if (err instanceof ObjectNotFoundError) return undefined;
+    throw err;
+  });
+  // Without it pgdr cannot tell whether a reference lies on the server's path: a full backup is the safe answer.
+  if (stored === undefined) return { timeline, entries: [] };
+  return parseTimelineHistory(timeline, (await zstdDecompressBuffer(stored)).toString('utf8'));
 }
 
 /** Where the backup starts and stops in WAL; the manifest's timeline is the stop's. */

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { chooseEngine } from '../backup/engines/choose.js';
 import { takeBackup } from '../backup/take-backup.js';
 import { readBackupCatalog } from '../repo/catalog.js';
-import { UsageError } from '../errors.js';
+import { UsageError, VerificationError } from '../errors.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
@@ -13,25 +14,40 @@ export function registerBackupCommands(program: Command, action: Action): void {
 
   addCommonOptions(
     addClusterSourceOptions(backup.command('now'), { leaderWait: '30' })
-      .description('take a full base backup of the PostgreSQL server (pg_basebackup) into the repository')
+      .description('take a base backup of the PostgreSQL server into the repository')
+      .option('--engine <engine>', 'auto (default: files where the data directory is readable here, else basebackup), files, or basebackup (env PGDR_ENGINE)')
+      .option('--type <type>', 'full (default), diff (what changed since the last full) or incr (since the last backup); diff and incr need the files engine', 'full')
+      .option('--jobs <n>', 'files the files engine reads and compresses at once (env PGDR_JOBS; default: the number of cores)')
       .option('--lock-wait <seconds>', 'wait this long for another backup of the cluster to finish (default 0: fail at once)', '0')
       .option('--archive-wait <seconds>', 'how long the WAL the backup needs may take to reach the repository', '300')
-      .option('--max-rate <rate>', "limit the transfer from the server (pg_basebackup --max-rate: kB/s, or e.g. '50M')")
+      .option('--max-rate <rate>', "limit how fast the backup reads: kB/s, or e.g. '50M' (the files engine reads at most this; the basebackup engine asks the server to send at most this)")
       .option('--from <role>', 'with --patroni/--etcd: leader (default), or replica for the least-lagged healthy replica', 'leader'),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
-      const opts = options as { lockWait: string; archiveWait: string; maxRate?: string } & ClusterFlags;
+      const opts = options as { lockWait: string; archiveWait: string; maxRate?: string; type: string } & ClusterFlags;
+      if (opts.type !== 'full' && opts.type !== 'diff' && opts.type !== 'incr') {
+        throw new UsageError(`--type must be full, diff or incr, got ${JSON.stringify(opts.type)}`, 'diff stores what changed since the last full backup, incr what changed since the last backup');
+      }
+      if (opts.type !== 'full' && ctx.settings.engine === 'basebackup') {
+        throw new UsageError(`--type ${opts.type} needs the files engine; --engine basebackup reads the whole database every time`, 'run pgdr on the server\'s host with --engine files (or auto)');
+      }
       if (opts.maxRate !== undefined && !/^\d+[kM]?$/.test(opts.maxRate)) {
         throw new UsageError(`--max-rate must be a number of kB/s with an optional k or M suffix, got ${JSON.stringify(opts.maxRate)}`, 'e.g. --max-rate 50M');
       }
       // Resolved right before the backup: with --patroni/--etcd the current leader (or a replica), else --pg-host.
       const target = await resolveBackupTarget(ctx, opts);
+      const choice = await chooseEngine(ctx.settings.engine, target.endpoint, ctx.settings.pgdata);
+      ctx.log(`backup: ${choice.engine.name} engine: ${choice.reason}`);
       const { store, layout } = ctx.openRepository();
       const { manifest } = await takeBackup({
         store,
         layout,
         lock: ctx.locker(),
         endpoint: target.endpoint,
+        engine: choice.engine,
+        type: opts.type,
+        jobs: ctx.settings.jobs,
+        ...(choice.pgdata === undefined ? {} : { pgdata: choice.pgdata }),
         allowStandby: target.allowStandby,
         sourceMember: target.sourceMember,
         finishWal: target.finishWal,
@@ -47,6 +63,9 @@ export function registerBackupCommands(program: Command, action: Action): void {
       ctx.emit(
         {
           backupId: manifest.backupId,
+          type: manifest.type,
+          engine: manifest.engine ?? 'basebackup',
+          reference: manifest.reference ?? null,
           startLsn: manifest.startLsn,
           stopLsn: manifest.stopLsn,
           timeline: manifest.timeline,
@@ -57,9 +76,19 @@ export function registerBackupCommands(program: Command, action: Action): void {
           startTime: manifest.startTime,
           stopTime: manifest.stopTime,
         },
-        `backup ${manifest.backupId} complete: ${formatBytes(manifest.bytes)} stored as ${formatBytes(manifest.storedBytes)}, ` +
+        `backup ${manifest.backupId} (${manifest.type}${manifest.reference ? ` on ${manifest.reference}` : ''}, ${manifest.engine ?? 'basebackup'} engine) complete: ${formatBytes(manifest.bytes)} stored as ${formatBytes(manifest.storedBytes)}, ` +
           `timeline ${manifest.timeline}, LSN ${manifest.startLsn}..${manifest.stopLsn}, from ${manifest.source}`,
       );
+      const damaged = manifest.pageChecksumFailures ?? [];
+      if (damaged.length > 0) {
+        const pages = damaged.reduce((sum, f) => sum + f.blocks.length, 0);
+        throw new VerificationError(
+          `backup ${manifest.backupId} is stored, but ${pages} page${pages === 1 ? '' : 's'} failed their checksum: ` +
+            damaged.slice(0, 3).map((f) => `${f.path} block${f.blocks.length === 1 ? '' : 's'} ${f.blocks.slice(0, 5).join(', ')}`).join('; ') +
+            (damaged.length > 3 ? `; and ${damaged.length - 3} more files` : ''),
+          'the database has damaged pages (the backup holds them as read): run pg_amcheck, and keep an older backup until they are repaired',
+        );
+      }
     }),
   );
 
@@ -78,6 +107,9 @@ export function registerBackupCommands(program: Command, action: Action): void {
           timeline: m.timeline,
           bytes: m.bytes,
           storedBytes: m.storedBytes,
+          type: m.type,
+          engine: m.engine ?? 'basebackup',
+          reference: m.reference ?? null,
           status: 'complete' as const,
         })),
         ...catalog.incomplete.map((b) => unfinishedRow(b.backupId, 'incomplete', b.storedBytes)),
@@ -100,5 +132,5 @@ export function registerBackupCommands(program: Command, action: Action): void {
 
 /** A `backup list` row for a backup without a usable manifest: only what its objects tell. */
 function unfinishedRow(backupId: string, status: 'incomplete' | 'invalid', storedBytes: number | null) {
-  return { backupId, startTime: null, stopTime: null, startLsn: null, stopLsn: null, timeline: null, bytes: null, storedBytes, status };
+  return { backupId, startTime: null, stopTime: null, startLsn: null, stopLsn: null, timeline: null, bytes: null, storedBytes, type: null, engine: null, reference: null, status };
 }

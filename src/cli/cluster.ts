@@ -246,6 +246,8 @@ interface AdapterFlags {
   tablespaceMap?: string[];
   /** Patroni passes a method's keys as --key=value: a `tablespace_map: OLD=NEW[,OLD=NEW]` key arrives as one string. */
   tablespace_map?: string;
+  /** `--delta`, or a `delta: true` key of the method's configuration (Patroni passes --delta=true). */
+  delta?: boolean | string;
 }
 
 export function registerClusterCommands(program: Command, action: Action): void {
@@ -298,6 +300,7 @@ export function registerClusterCommands(program: Command, action: Action): void 
       .option('--role <role>', 'passed by Patroni (replica)')
       .option('--connstring <dsn>', 'passed by Patroni; unused: the data comes from the repository, streaming from the leader follows')
       .option('--force', 'replace a stopped data directory (the old one stays until the restored copy is complete)')
+      .option('--delta [bool]', 'over the stopped data directory Patroni kept (keep_data: true): rewrite only the files that differ from the backup; a delta: true key of the method does the same')
       .option('--tablespace-map <old=new>', 'restore a tablespace into NEW instead of its old location; repeatable', collect, [] as string[])
       // A `tablespace_map: "OLD=NEW[,OLD=NEW]"` key of the method's configuration, as Patroni passes it.
       .addOption(new Option('--tablespace_map <list>').hideHelp())
@@ -347,7 +350,11 @@ async function restoreForPatroni(ctx: CommandContext, flags: AdapterFlags, targe
   const pgdata = flags.datadir ?? ctx.settings.pgdata;
   if (!pgdata) throw new UsageError(`patroni ${purpose === 'replica' ? 'create-replica' : 'bootstrap'} needs the data directory`, 'Patroni passes --datadir; by hand, pass --datadir DIR');
   const mappings = [...(flags.tablespaceMap ?? []), ...(flags.tablespace_map === undefined ? [] : [flags.tablespace_map])];
-  const result = await restoreInto(ctx, pgdata, target, flags, {
+  const delta = flags.delta === true || (typeof flags.delta === 'string' && /^(true|on|yes|1)$/i.test(flags.delta));
+  if (typeof flags.delta === 'string' && !delta && !/^(false|off|no|0)$/i.test(flags.delta)) {
+    throw new UsageError(`--delta=${flags.delta} is not a boolean`, 'Patroni passes the method\'s delta key as --delta=true or --delta=false');
+  }
+  const result = await restoreInto(ctx, pgdata, target, { ...flags, delta }, {
     archiveMode: 'preserve',
     start: false,
     startTimeoutMs: 0,

@@ -39,6 +39,7 @@ export function registerDrillCommands(program: Command, action: Action): void {
       let outcome;
       try {
         outcome = await runDrill({
+          jobs: ctx.settings.jobs,
           store,
           layout,
           policy: policy.drill,

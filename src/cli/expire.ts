@@ -62,7 +62,7 @@ function describeReport(report: ExpireReport, retention: RetentionPolicy): strin
     'backups:',
   ];
   if (report.backups.length === 0) lines.push('  none');
-  for (const b of report.backups) lines.push(`  ${b.backupId}  ${b.reason}`);
+  for (const b of report.backups) lines.push(`  ${b.backupId}  ${b.type.padEnd(4)}  ${b.reason}`);
 
   lines.push('', report.dryRun ? 'WAL that would be removed:' : 'WAL removed:');
   if (report.walSkipped) lines.push(`  none: ${report.walSkipped}`);

@@ -12,6 +12,8 @@ import { parsePatroniConfig } from '../rebuild/patroni-config.js';
 import { formatRebuildPlan, planRebuild, type EtcdRebuildRequest, type RebuildPlan } from '../rebuild/plan.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import { readRestorePoint } from '../repo/restore-points.js';
+import type { BackupManifest } from '../repo/manifest.js';
+import { parseTablespaceMappings, planTablespaceTargets } from '../restore/tablespaces.js';
 import { planRestore } from '../restore/plan.js';
 import { buildClusterStatus, formatClusterStatus } from './cluster.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
@@ -43,6 +45,7 @@ interface RestoreClusterFlags {
   etcdStartCommand?: string;
   waitTimeout: string;
   workDir?: string;
+  tablespaceMap: string[];
 }
 
 /** Registers `cluster` under the `restore` command (src/cli/restore.ts calls this). */
@@ -68,7 +71,13 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
       .option('--start-command <template>', 'start each Patroni with this command instead of a detached child, e.g. "systemctl start patroni@{name}" ({name} {config} {datadir})')
       .option('--etcd-start-command <template>', 'start each etcd member with this command ({name} {datadir} {client} {peer} {initial-cluster} {token})')
       .option('--wait-timeout <seconds>', 'how long each waiting step (etcd quorum, leader, replicas) may take', '600')
-      .option('--work-dir <dir>', 'where the etcd snapshot is downloaded and checked (default: the system temp dir)'),
+      .option('--work-dir <dir>', 'where the etcd snapshot is downloaded and checked (default: the system temp dir)')
+      .option(
+        '--tablespace-map <old=new>',
+        'every member restores this tablespace into NEW instead of its old location (OLD: old location, name or oid); repeatable',
+        (value: string, previous: string[]) => [...previous, value],
+        [] as string[],
+      ),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as RestoreClusterFlags;
@@ -119,6 +128,8 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
           etcdStartTemplate: flags.etcdStartCommand,
           pgdr: [process.execPath, pgdrExecutable()],
           repositoryArgs: repositoryArgs(ctx),
+          // Checked now, against the chosen backup's tablespaces, rather than by each member's Patroni later.
+          tablespaceMap: checkedTablespaceMap(flags.tablespaceMap, restorePlan.backup.objects),
         });
 
         if (flags.dryRun) {
@@ -161,6 +172,11 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
       }
     }),
   );
+}
+
+function checkedTablespaceMap(values: string[], objects: BackupManifest['objects']): string[] {
+  planTablespaceTargets(objects, parseTablespaceMappings(values));
+  return values;
 }
 
 function missing(flag: string): never {

@@ -6,6 +6,8 @@ import { buildRestoreCommand, type CommandContext } from './context.js';
 export interface RestoreSourceFlags {
   backupId?: string;
   force?: boolean;
+  /** Bring an existing data directory of the same cluster up to date, rewriting only what differs. */
+  delta?: boolean;
   config?: string;
 }
 
@@ -30,6 +32,8 @@ export async function restoreInto(
       target,
       backupId: flags.backupId,
       force: flags.force === true,
+      delta: flags.delta === true,
+      jobs: ctx.settings.jobs,
       restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
       ...how,
       log: (m) => ctx.log(m),

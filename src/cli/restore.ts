@@ -16,6 +16,7 @@ interface RestoreFlags {
   targetExclusive?: boolean;
   backupId?: string;
   force?: boolean;
+  delta?: boolean;
   start?: boolean;
   port?: string;
   archiveMode: string;
@@ -36,6 +37,8 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       .option('--target-exclusive', 'stop just before the target time or LSN instead of just after it')
       .option('--backup-id <id>', 'restore this backup instead of the newest one that ends before the target')
       .option('--force', 'replace an existing PostgreSQL data directory (PG_VERSION, no server running); it stays as it is until the restored copy is complete')
+      .option('--delta', 'over an existing data directory of the same cluster (a stopped former primary, a lagging replica): rewrite only the files that differ from the backup and remove what it does not have')
+      .option('--jobs <n>', 'objects fetched and unpacked (and files compared, with --delta) at once (env PGDR_JOBS; default: the number of cores)')
       .option('--start', 'start PostgreSQL, wait until recovery reaches the target and promotes, and report')
       .option('--port <port>', 'port for the restored server (written to postgresql.auto.conf)')
       .option('--archive-mode <mode>', 'preserve: keep the backup\'s archive settings; off: the restored server archives nothing (drills, scratch copies)', 'preserve')
@@ -65,6 +68,7 @@ export function registerRestoreCommands(program: Command, action: Action): void 
       if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
         throw new UsageError(`--port must be a TCP port, got ${JSON.stringify(flags.port)}`, 'e.g. --port 5433');
       }
+      if (flags.delta && flags.force) throw new UsageError('--delta and --force are two ways to restore over a data directory: choose one', '--delta rewrites only what differs; --force replaces the whole directory once the new copy is complete');
       const startTimeout = secondsFlag('--start-timeout', flags.startTimeout, { positive: true, example: 600 });
       const result = await restoreInto(ctx, pgdata, target, flags, {
         archiveMode: flags.archiveMode,

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { loadScheduleConfig, type ScheduleConfig } from '../schedule/config.js';
 import { NodeCronTrigger } from '../schedule/cron-trigger.js';
-import { nextRuns } from '../schedule/cron.js';
+import { supersedingBackupJob, type FiresAt } from '../schedule/backup-jobs.js';
+import { cronFiresAt, nextRuns } from '../schedule/cron.js';
 import { AlwaysLeaderGate, PatroniLeaderGate, type LeaderGate } from '../schedule/leader-gate.js';
 import { RepositoryJobLocks } from '../schedule/repository-locks.js';
 import { Scheduler, type RunRecord } from '../schedule/scheduler.js';
@@ -23,8 +24,8 @@ export function registerScheduleCommands(program: Command, action: Action): void
     program
       .command('schedule')
       .description(
-        'run backups, WAL-archive checks, etcd snapshots, expire, verify and drills on their cron schedules (the schedule: ' +
-          'section of the policy file), only while this node is the Patroni leader; stops cleanly on SIGTERM',
+        'run backups (full, diff or incr jobs), WAL-archive checks, etcd snapshots, expire, verify and drills on their cron schedules ' +
+          '(the schedule: section of the policy file), only while this node is the Patroni leader; stops cleanly on SIGTERM',
       )
       .option('--dry-run', 'print the jobs, their commands and next run times, then exit')
       .option('--leader-gate <gate>', 'patroni (run only where the local Patroni member leads) or none; overrides schedule.leaderGate')
@@ -43,13 +44,19 @@ export function registerScheduleCommands(program: Command, action: Action): void
       const jobs = config.jobs;
       const gate = leaderGate(ctx, config, opts);
       const now = new Date();
+      const firesAt: FiresAt = (job, at) => cronFiresAt(job.cron, config.timeZone, at);
+      // A backup job's runs where one storing more fires too are not its runs: the other job takes them.
+      const ownRuns = (job: (typeof jobs)[number]): Date[] =>
+        nextRuns(job.cron, config.timeZone, now, job.backupType === undefined ? 3 : 30)
+          .filter((at) => supersedingBackupJob(job, at, jobs, firesAt) === undefined)
+          .slice(0, 3);
       const plan = jobs.map((job) => ({
         job: job.name,
         enabled: job.enabled,
         cron: job.cron,
         command: ['pgdr', ...job.command].join(' '),
         timeoutSeconds: job.timeoutMs / 1000,
-        nextRuns: job.enabled ? nextRuns(job.cron, config.timeZone, now, 3).map((d) => d.toISOString()) : [],
+        nextRuns: job.enabled ? ownRuns(job).map((d) => d.toISOString()) : [],
       }));
 
       if (opts.dryRun) {
@@ -58,7 +65,9 @@ export function registerScheduleCommands(program: Command, action: Action): void
           [
             `time zone ${config.timeZone}; leader gate: ${gate.description}; grace period on SIGTERM ${config.gracePeriodMs / 1000} s`,
             ...plan.map((p) =>
-              p.enabled ? `${p.job.padEnd(18)} ${p.cron.padEnd(16)} ${p.command.padEnd(36)} next ${p.nextRuns.join(', ')}` : `${p.job.padEnd(18)} disabled`,
+              p.enabled
+                ? `${p.job.padEnd(18)} ${p.cron.padEnd(16)} ${p.command.padEnd(36)} next ${p.nextRuns.length > 0 ? p.nextRuns.join(', ') : 'none soon: another backup job fires at each of its times'}`
+                : `${p.job.padEnd(18)} disabled`,
             ),
           ].join('\n'),
         );
@@ -78,6 +87,7 @@ export function registerScheduleCommands(program: Command, action: Action): void
         locks: new RepositoryJobLocks(ctx.locker(), config.lockTtlMs),
         trigger: new NodeCronTrigger(config.timeZone, log),
         now: () => new Date(),
+        firesAt,
         log: (record) => {
           if ((record as RunRecord).event === 'job-run') counts[(record as RunRecord).outcome]++;
           log(record);

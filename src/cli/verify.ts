@@ -8,8 +8,8 @@ export function registerVerifyCommands(program: Command, action: Action): void {
   addCommonOptions(
     program
       .command('verify')
-      .description('check every object, manifest and WAL chain in the repository; exit 0 only when there is no problem, 5 otherwise')
-      .option('--quick', 'check that objects exist with the recorded size, without reading them for their sha256'),
+      .description('check every object, manifest, diff/incr backup chain and WAL chain in the repository; exit 0 only when there is no problem, 5 otherwise (docs/runbooks/verify-problems.md)')
+      .option('--quick', 'check that objects exist with the recorded size, without reading them for their sha256 (file lists are not matched against their chains either)'),
   ).action(
     action(async (ctx: CommandContext, options: unknown) => {
       const { quick } = options as { quick?: boolean };

@@ -1,4 +1,4 @@
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseDuration } from './duration.js';
@@ -45,6 +45,10 @@ export interface Settings {
   s3TimeoutMs: number;
   /** Tries per S3 request, the first included. */
   s3Attempts: number;
+  /** How `backup now` reads the data: the files engine where it can (auto), or always one of the two. */
+  engine: 'auto' | 'files' | 'basebackup';
+  /** Workers for the files engine and for restore (files read, objects unpacked at once). */
+  jobs: number;
 }
 
 export interface SettingFlags {
@@ -66,6 +70,8 @@ export interface SettingFlags {
   compressLevel?: string;
   progress?: boolean;
   acceptUnconditionalWrites?: boolean;
+  engine?: string;
+  jobs?: string;
 }
 
 function list(value: string | string[] | undefined): string[] {
@@ -81,6 +87,12 @@ function intSetting(name: string, value: string | number | undefined, min: numbe
     throw new UsageError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`, `fix ${name}`);
   }
   return n;
+}
+
+function engineSetting(value: string | undefined): Settings['engine'] {
+  if (value === undefined) return 'auto';
+  if (value === 'auto' || value === 'files' || value === 'basebackup') return value;
+  throw new UsageError(`--engine must be auto, files or basebackup, got ${JSON.stringify(value)}`, 'files reads the data directory on the server\'s host; basebackup streams it from the server over a replication connection');
 }
 
 function boolEnv(value: string | undefined): boolean | undefined {
@@ -123,6 +135,8 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
     storeProbeIntervalMs: parseDuration(env.PGDR_STORE_PROBE_INTERVAL || file.storeProbeInterval || '24h', 'storeProbeInterval'),
     s3TimeoutMs: parseDuration(env.PGDR_S3_TIMEOUT || file.s3Timeout || '60s', 's3Timeout'),
     s3Attempts: intSetting('s3Attempts', env.PGDR_S3_ATTEMPTS ?? file.s3Attempts, 1, 20) ?? 5,
+    engine: engineSetting(flags.engine ?? (env.PGDR_ENGINE || undefined) ?? file.engine),
+    jobs: intSetting('--jobs', flags.jobs ?? (env.PGDR_JOBS || undefined) ?? file.jobs, 1, 64) ?? Math.min(availableParallelism(), 16),
   };
   if (!/^(s3|file):\/\//.test(settings.repo)) {
     throw new UsageError(

@@ -32,6 +32,8 @@ const ConfigFileSchema = z
     storeProbeInterval: z.string(),
     s3Timeout: z.string(),
     s3Attempts: z.number().int().min(1).max(20),
+    engine: z.enum(['auto', 'files', 'basebackup']),
+    jobs: z.number().int().min(1).max(64),
   })
   .partial()
   .strict();

@@ -151,7 +151,7 @@ function checkBackupAge(facts: HealthFacts, thresholds: AgeThresholds, now: Date
     return {
       check: 'backup-age',
       status: 'CRITICAL',
-      message: 'no complete base backup in the repository',
+      message: backups.unrestorableIds.length > 0 ? `no base backup in the repository can be restored: ${backups.unrestorableIds.length} build(s) on a backup that is gone` : 'no complete base backup in the repository',
       hint: 'take one with `pgdr backup now`; until then nothing can be restored',
       measurements: counts,
     };
@@ -170,6 +170,15 @@ function checkBackupAge(facts: HealthFacts, thresholds: AgeThresholds, now: Date
   let message = `newest complete backup ${newest.backupId} finished ${formatAge(ageMs)} ago${limitNote(state, thresholds)}`;
   let status: HealthState = state;
   let hint = state === 'OK' ? undefined : 'check why backups stopped (scheduler or CronJob logs), then run `pgdr backup now`';
+  if (backups.unrestorableIds.length > 0) {
+    // Backups that look complete but build on one that is gone: what they promise is not there.
+    const ids = backups.unrestorableIds;
+    message += `; ${ids.length} backup(s) cannot be restored, their chain lacks a member: ${ids.slice(0, 3).join(', ')}${ids.length > 3 ? ', ...' : ''}`;
+    if (status === 'OK') {
+      status = 'WARNING';
+      hint = 'run `pgdr verify` (broken-chain names the missing backup); take a full backup with `pgdr backup now --type full`';
+    }
+  }
   if (backups.invalidIds.length > 0) {
     // A manifest that does not validate is damage someone must look at, even when a newer backup is fine.
     message += `; ${backups.invalidIds.length} invalid manifest(s): ${backups.invalidIds.slice(0, 3).join(', ')}${backups.invalidIds.length > 3 ? ', ...' : ''}`;

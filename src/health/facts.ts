@@ -19,7 +19,7 @@ export const failed = <T>(error: string, hint?: string): Fact<T> => ({ kind: 'fa
 export const notConfigured = <T>(reason: string): Fact<T> => ({ kind: 'not-configured', reason });
 
 export interface BackupFacts {
-  /** The newest complete base backup (by stop time), or null when the repository holds none. */
+  /** The newest complete base backup that can be restored (by stop time), or null when the repository holds none. */
   newest: { backupId: string; startTime: Date; stopTime: Date; bytes: number; storedBytes: number } | null;
   /** Start of the oldest complete backup: how long this repository has existed as far as restores go. */
   oldestStart: Date | null;
@@ -27,6 +27,8 @@ export interface BackupFacts {
   incompleteCount: number;
   /** Manifests that exist but do not validate. */
   invalidIds: string[];
+  /** Complete diff or incr backups whose chain lacks a member: they cannot be restored (pgdr verify: broken-chain). */
+  unrestorableIds: string[];
 }
 
 /** The server's side of WAL archiving, from pg_stat_archiver, the current WAL position and pg_wal. */

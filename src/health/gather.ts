@@ -1,5 +1,6 @@
 import { errorMessage, PgdrError } from '../errors.js';
 import type { BackupCatalog } from '../repo/catalog.js';
+import { missingChainMembers } from '../retention/chains.js';
 import {
   failed,
   known,
@@ -64,13 +65,22 @@ export async function gatherHealthFacts(sources: HealthSources): Promise<HealthF
   };
 }
 
-/** The catalog reduced to what the checks and metrics use; exported for the report. */
+/**
+ * The catalog reduced to what the checks and metrics use; exported for the report. A diff or incr whose chain lacks
+ * a member is complete but cannot be restored: it is never the newest backup the age check counts on.
+ */
 export function backupFacts(catalog: BackupCatalog): BackupFacts {
   let newest: BackupFacts['newest'] = null;
   let oldestStart: Date | null = null;
+  const present = new Set(catalog.complete.map((m) => m.backupId));
+  const unrestorableIds: string[] = [];
   for (const m of catalog.complete) {
     const stopTime = new Date(m.stopTime);
     const startTime = new Date(m.startTime);
+    if (missingChainMembers(m, present).length > 0) {
+      unrestorableIds.push(m.backupId);
+      continue;
+    }
     if (newest === null || stopTime > newest.stopTime) {
       newest = { backupId: m.backupId, startTime, stopTime, bytes: m.bytes, storedBytes: m.storedBytes };
     }
@@ -82,6 +92,7 @@ export function backupFacts(catalog: BackupCatalog): BackupFacts {
     completeCount: catalog.complete.length,
     incompleteCount: catalog.incomplete.length,
     invalidIds: catalog.invalid.map((i) => i.backupId),
+    unrestorableIds,
   };
 }
 

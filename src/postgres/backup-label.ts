@@ -25,7 +25,7 @@ export function parseBackupLabel(text: string): BackupLabel {
   const checkpoint = field('CHECKPOINT LOCATION');
   const timeline = Number(field('START TIMELINE'));
   if (!start || !checkpoint || !Number.isInteger(timeline) || timeline < 1) {
-    throw new ServiceError('pg_basebackup produced a backup_label pgdr cannot read', 'check that the server is PostgreSQL 15 and pg_basebackup is version 15');
+    throw new ServiceError('the server produced a backup_label pgdr cannot read', 'check that the server is PostgreSQL 15 or newer');
   }
   return { startLsn: start[1]!, startWal: start[2]!, startTimeline: timeline, checkpointLsn: checkpoint, label: field('LABEL') ?? '' };
 }

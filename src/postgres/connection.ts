@@ -4,7 +4,7 @@ import { currentAccountName } from '../os/accounts.js';
 
 /**
  * How pgdr reaches a PostgreSQL server. Unset fields fall through to libpq's own environment (PGHOST, PGPORT,
- * PGUSER, PGPASSWORD, PGPASSFILE), which both node-postgres and pg_basebackup read: a password never appears on a
+ * PGUSER, PGPASSWORD, PGPASSFILE), which node-postgres reads as libpq does: a password never appears on a
  * command line.
  */
 export interface PgEndpoint {

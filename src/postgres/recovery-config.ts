@@ -11,11 +11,17 @@ export interface RecoverySettings {
   /** 'off' keeps a scratch or drill copy from archiving a new timeline into the production repository. */
   archiveMode: 'preserve' | 'off';
   port?: number;
+  /**
+   * The backup holds in-place tablespaces (directories in pg_tblspc, not links): PostgreSQL 15 refuses to finish
+   * recovery with one unless allow_in_place_tablespaces is on.
+   */
+  inPlaceTablespaces?: boolean;
   comment: string;
 }
 
 /** Settings pgdr owns in postgresql.auto.conf; stale copies from the source server are removed before appending. */
 const OWNED = /^\s*(restore_command|recovery_target\w*|archive_mode|port)\s*=/;
+const IN_PLACE = /^\s*allow_in_place_tablespaces\s*=/;
 
 export function quoteConfigValue(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
@@ -43,13 +49,14 @@ export function renderRecoverySettings(settings: RecoverySettings): string[] {
   lines.push(`recovery_target_timeline = 'latest'`);
   if (settings.archiveMode === 'off') lines.push('archive_mode = off');
   if (settings.port !== undefined) lines.push(`port = ${settings.port}`);
+  if (settings.inPlaceTablespaces) lines.push('allow_in_place_tablespaces = on');
   return lines;
 }
 
 /** postgresql.auto.conf with pgdr's settings replacing any earlier ones (a later duplicate would win anyway, but a
  * stale recovery_target_name beside a new recovery_target_time is "multiple recovery targets", a FATAL error). */
 export function mergeAutoConf(existing: string, settings: RecoverySettings): string {
-  const kept = existing.split('\n').filter((line) => !OWNED.test(line));
+  const kept = existing.split('\n').filter((line) => !OWNED.test(line) && !(settings.inPlaceTablespaces && IN_PLACE.test(line)));
   while (kept.length > 0 && kept[kept.length - 1] === '') kept.pop();
   return `${[...kept, ...renderRecoverySettings(settings)].join('\n')}\n`;
 }

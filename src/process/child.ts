@@ -4,7 +4,7 @@ import { ServiceError } from '../errors.js';
 
 /**
  * Exit and stderr bookkeeping for children pgdr spawns itself (with node:child_process, not execa) because their
- * stdio are joined to each other by kernel pipes: `zstd -d | tar -x` at restore, `pg_basebackup | zstd` at backup.
+ * stdio are joined to each other by kernel pipes: `zstd -d | tar -x` at restore.
  */
 export interface WatchedChild {
   /** Resolves when the child exits 0; rejects with a ServiceError naming it and its last stderr line. */

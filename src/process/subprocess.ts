@@ -5,7 +5,7 @@ import { lastMeaningfulLine } from './run-command.js';
 export { runCommand } from './run-command.js';
 
 /**
- * The one way pgdr runs pg_basebackup, zstd, tar and friends: stdout streamed to the caller, the tail of
+ * The one way pgdr runs zstd, pg_ctl, pg_amcheck, etcd's tools and friends: stdout streamed to the caller, the tail of
  * stderr kept for the error message, a timeout with a hard kill after it, and children killed when pgdr exits.
  * The caller must call `wait()` and only then treat the output as complete: a process that streamed everything
  * and then exited non-zero produced nothing usable. Commands whose output is collected whole run through
@@ -27,9 +27,9 @@ export interface SubprocessOptions {
   /** Milliseconds; 0 or absent means no limit. */
   timeoutMs?: number;
   stdin?: 'pipe' | 'ignore';
-  /** What the error message calls the process, e.g. "pg_basebackup". */
+  /** What the error message calls the process, e.g. "pg_amcheck". */
   label?: string;
-  /** Called for each complete stderr line (e.g. to parse pg_basebackup's LSN lines as they come). */
+  /** Called for each complete stderr line (e.g. to follow a tool's progress as it comes). */
   onStderrLine?: (line: string) => void;
   cwd?: string;
   hint?: string;

@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
 import { killOnExit, watchChild } from './child.js';
@@ -19,9 +22,19 @@ export interface UnpackProcess {
   kill(): void;
 }
 
-export function startZstdTarUnpack(directory: string, zstdBinary = process.env.PGDR_ZSTD_BIN ?? 'zstd'): UnpackProcess {
+export interface UnpackOptions {
+  /** Extract only these members (names as stored); every member when absent. */
+  members?: readonly string[];
+  zstdBinary?: string;
+}
+
+export function startZstdTarUnpack(directory: string, options: UnpackOptions = {}): UnpackProcess {
+  const zstdBinary = options.zstdBinary ?? process.env.PGDR_ZSTD_BIN ?? 'zstd';
   const guard = new TarMemberGuard();
-  const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory], {
+  // The member list is a file (tar cannot open a socket as /dev/fd/N, and node's extra stdio are sockets), one
+  // name per line, read as it is: a name is never taken for an option.
+  const list = options.members === undefined ? undefined : writeMemberList(options.members);
+  const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, LC_ALL: 'C' },
   });
@@ -45,11 +58,19 @@ export function startZstdTarUnpack(directory: string, zstdBinary = process.env.P
       } finally {
         await listed;
         forget();
+        if (list !== undefined) rmSync(dirname(list), { recursive: true, force: true });
       }
     },
     unsafeMembers: () => guard.unsafe,
     kill,
   };
+}
+
+function writeMemberList(members: readonly string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pgdr-members-'));
+  const file = join(dir, 'members');
+  writeFileSync(file, members.map((m) => `${m}\n`).join(''), { mode: 0o600 });
+  return file;
 }
 
 function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {

@@ -45,6 +45,8 @@ export interface RebuildRequest {
   pgdr: string[];
   /** --repo/--cluster/--s3-* words every pgdr command Patroni runs needs, so they reach the same repository. */
   repositoryArgs: string[];
+  /** `--tablespace-map OLD=NEW` pairs every member restores with (the same on every host). */
+  tablespaceMap?: string[];
 }
 
 export type RebuildAction = 'restore-etcd' | 'start-etcd' | 'clear-scope' | 'write-configs' | 'start-leader' | 'start-replicas' | 'report-status';
@@ -127,8 +129,9 @@ export function planRebuild(request: RebuildRequest): RebuildPlanResult {
     );
   }
   const quote = (words: string[]) => words.map((w) => shellQuote(w)).join(' ');
-  const bootstrapCommand = quote([...request.pgdr, 'patroni', 'bootstrap', ...request.repositoryArgs, ...targetArgs(request.target), '--backup-id', request.backup.backupId]);
-  const replicaCommand = quote([...request.pgdr, 'patroni', 'create-replica', ...request.repositoryArgs]);
+  const tablespaceArgs = (request.tablespaceMap ?? []).flatMap((m) => ['--tablespace-map', m]);
+  const bootstrapCommand = quote([...request.pgdr, 'patroni', 'bootstrap', ...request.repositoryArgs, ...targetArgs(request.target), '--backup-id', request.backup.backupId, ...tablespaceArgs]);
+  const replicaCommand = quote([...request.pgdr, 'patroni', 'create-replica', ...request.repositoryArgs, ...tablespaceArgs]);
   // PostgreSQL reads a lone % in restore_command as a placeholder: every other % is doubled.
   const restoreCommand = [...request.pgdr, 'wal', 'fetch', '%f', '%p', '--abort-recovery-on-error', ...request.repositoryArgs]
     .map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w.replace(/%/g, '%%'))))

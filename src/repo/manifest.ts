@@ -30,14 +30,36 @@ export const BackupObjectSchema = z.object({
     })
     .optional(),
   /** A plain file (encoding zstd): its name in the data directory. */
-  file: z.enum(['backup_manifest']).optional(),
+  file: z.enum(['backup_manifest', 'backup_label', 'tablespace_map']).optional(),
+  /**
+   * Files engine (format 2): `files` is a tar of whole files, `blocks` a tar of changed blocks (one member per run
+   * of blocks, named `<path>@<first block>`), `file-list` the backup's list of every file (JSON lines, zstd).
+   */
+  content: z.enum(['files', 'blocks', 'file-list']).optional(),
 });
 
+const backupId = z.string().regex(/^\d{8}T\d{6}Z$/);
+
 export const BackupManifestSchema = z.object({
-  format: z.literal(1),
-  backupId: z.string().regex(/^\d{8}T\d{6}Z$/),
+  /** 1: a backup of the basebackup engine; 2: of the files engine (a file list, and possibly a chain). */
+  format: z.union([z.literal(1), z.literal(2)]),
+  backupId,
   cluster: z.string().min(1),
-  type: z.literal('full'),
+  /** full: every file stored; diff: what changed since the last full; incr: what changed since the last backup. */
+  type: z.enum(['full', 'diff', 'incr']),
+  /** Format 2: how the data was read. Format 1 backups are the basebackup engine's. */
+  engine: z.literal('files').optional(),
+  /** diff and incr: the backup whose state this one builds on. */
+  reference: backupId.optional(),
+  /** Every backup a restore of this one reads from, oldest (the full) first, this one excluded; empty for a full. */
+  chain: z.array(backupId).optional(),
+  /** Format 2: size of the data directory and tablespaces once restored, and how many files the list names. */
+  restoredBytes: z.number().int().nonnegative().optional(),
+  fileCount: z.number().int().nonnegative().optional(),
+  /** Pages whose checksum failed while the backup read them (stored as read; PostgreSQL would refuse them too). */
+  pageChecksumFailures: z
+    .array(z.object({ path: z.string().min(1), tablespace: z.number().int().positive().optional(), blocks: z.array(z.number().int().nonnegative()).min(1) }))
+    .optional(),
   startTime: z.iso.datetime(),
   stopTime: z.iso.datetime(),
   startLsn: lsn,
@@ -58,10 +80,45 @@ export const BackupManifestSchema = z.object({
   storedBytes: z.number().int().nonnegative(),
   objects: z.array(BackupObjectSchema).min(1),
   pgdrVersion: z.string(),
+}).superRefine((m, ctx) => {
+  const problem = manifestShapeProblem(m);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
 });
+
+/** What a format-1 or format-2 manifest must hold beyond its fields' types, or undefined when it holds. */
+function manifestShapeProblem(m: {
+  format: number;
+  type: string;
+  engine?: string;
+  reference?: string;
+  chain?: string[];
+  backupId: string;
+  objects: { content?: string; name: string }[];
+}): string | undefined {
+  if (m.format === 1) {
+    if (m.type !== 'full' || m.engine !== undefined || m.reference !== undefined || m.chain !== undefined) return 'a format 1 manifest describes a full backup of the basebackup engine';
+    if (m.objects.some((o) => o.content !== undefined)) return 'a format 1 manifest names no files-engine objects';
+    return undefined;
+  }
+  if (m.engine !== 'files') return 'a format 2 manifest is a files-engine backup (engine "files")';
+  if (m.objects.filter((o) => o.content === 'file-list').length !== 1) return 'a format 2 manifest names exactly one file-list object';
+  const chain = m.chain ?? [];
+  if (m.type === 'full') {
+    if (m.reference !== undefined || chain.length > 0) return 'a full backup has no reference and no chain';
+    return undefined;
+  }
+  if (m.reference === undefined || chain.length === 0 || chain[chain.length - 1] !== m.reference) return `a ${m.type} backup names its reference, last in its chain`;
+  if (!chain.every((id, i) => i === 0 || chain[i - 1]! < id) || chain[chain.length - 1]! >= m.backupId) return 'a chain runs oldest first and ends before the backup itself';
+  return undefined;
+}
 
 export type BackupObject = z.infer<typeof BackupObjectSchema>;
 export type BackupManifest = z.infer<typeof BackupManifestSchema>;
+
+/** Every backup a restore of `manifest` reads objects from, oldest first, `manifest` itself last. */
+export function restoreChain(manifest: BackupManifest): string[] {
+  return [...(manifest.chain ?? []), manifest.backupId];
+}
 
 export function serializeManifest(manifest: BackupManifest): Buffer {
   return Buffer.from(`${JSON.stringify(BackupManifestSchema.parse(manifest), null, 2)}\n`);

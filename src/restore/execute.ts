@@ -1,24 +1,28 @@
-import { existsSync, readdirSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
-import { startZstdTarUnpack } from '../process/unpack.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
 import { livePostmasterPid, startLocalServer, waitForPromotion, type PromotionResult } from '../postgres/local-server.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import { readRestorePoint } from '../repo/restore-points.js';
 import type { RepositoryLayout } from '../repo/layout.js';
-import type { BackupManifest, BackupObject } from '../repo/manifest.js';
+import { restoreChain, type BackupManifest, type BackupObject } from '../repo/manifest.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
-import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
+import { sha256Hex } from '../stream/checksum.js';
 import { zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress } from '../stream/progress.js';
 import { planRestore } from './plan.js';
 import { planTablespaceTargets, renderTablespaceMap, type TablespaceMapping } from './tablespaces.js';
 import { stageRestoreDirectory, swapRestoreDirectories, type StagedDirectory } from './target-directory.js';
+import { checkDeltaTarget, CONTROL_FILE, scanForDelta } from './delta.js';
+import { planFilesRestore } from './files-plan.js';
+import { runFilesRestore } from './files-restore.js';
+import { mapConcurrently } from '../repo/concurrent-reads.js';
+import { readFileList } from '../repo/file-list-store.js';
+import type { FileListEntry } from '../repo/file-list.js';
+import { checksumFailure, unpackObject } from './unpack-object.js';
 
 export interface RestoreOptions {
   store: ObjectStore;
@@ -37,6 +41,10 @@ export interface RestoreOptions {
   pgUser?: string;
   /** Where tablespaces go instead of their old locations (`--tablespace-map OLD=NEW`). */
   tablespaceMap?: readonly TablespaceMapping[];
+  /** Bring an existing data directory of the same cluster up to date, rewriting only files that differ. */
+  delta?: boolean;
+  /** Objects unpacked (and files compared) at once. */
+  jobs: number;
   progress: boolean;
   log: (message: string) => void;
 }
@@ -71,11 +79,19 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   log(`restore: ${plan.reason}`);
 
   const tablespaces = planTablespaceTargets(backup.objects, options.tablespaceMap ?? []);
-  const sizeOf = (wanted: (o: BackupObject) => boolean) => backup.objects.filter(wanted).reduce((sum, o) => sum + o.bytes, 0);
+  const files = backup.format === 2 ? await readChainAndList(store, layout, catalog.complete, backup) : undefined;
+  const restoredBytes = (tablespace: number | undefined, fallback: number) =>
+    files === undefined ? fallback : files.list.reduce((sum, e) => sum + (e.type === 'file' && e.tablespace === tablespace ? e.size : 0), 0);
+  const inPlace = options.delta === true && files !== undefined && (await holdsDataDirectory(pgdata));
+  if (options.delta === true && !inPlace && files === undefined && (await holdsDataDirectory(pgdata))) {
+    log(`restore --delta: backup ${backup.backupId} is a basebackup-engine backup, which lists no files to compare: it is restored whole and replaces ${pgdata}`);
+  }
+  if (inPlace) await checkDeltaTarget(pgdata, backup.systemIdentifier, Math.floor(backup.pgVersionNum / 10000));
   const staged = await stageRestoreDirectory(pgdata, {
-    force: options.force,
+    force: options.force || options.delta === true,
+    inPlace,
     what: 'data directory',
-    expectedBytes: sizeOf((o) => o.tablespace === undefined),
+    expectedBytes: restoredBytes(undefined, backup.objects.filter((o) => o.tablespace === undefined).reduce((sum, o) => sum + o.bytes, 0)),
     refuseReplace: refuseToReplaceDataDirectory,
     refuseHint: 'check the path: --force replaces only a PostgreSQL data directory, and only while no server runs in it',
     log,
@@ -85,21 +101,68 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     for (const ts of tablespaces) {
       stagedTablespaces.push(
         await stageRestoreDirectory(ts.to, {
-          force: options.force,
+          force: options.force || options.delta === true,
+          inPlace,
           what: `tablespace ${ts.name ?? ts.oid}`,
-          expectedBytes: ts.object.bytes,
+          expectedBytes: restoredBytes(ts.oid, ts.bytes),
           refuseReplace: (location, entries) => refuseToReplaceTablespace(location, entries, staged.target),
           refuseHint: `without a mapping a tablespace returns to its old location, which must be empty: map it elsewhere with --tablespace-map ${ts.from}=/new/dir`,
           log,
         }),
       );
     }
-    if (staged.replacing) log(`restore: --force: ${staged.target} is replaced only once the restored copy is complete; until then it stays as it is`);
-    for (const object of backup.objects) {
-      const ts = tablespaces.findIndex((t) => t.object === object);
-      const directory = ts === -1 ? staged.staging : stagedTablespaces[ts]!.staging;
-      if (object.encoding === 'zstd') await restoreFile(options, backup, object, staged.staging);
-      else await unpackObject(options, backup, object, directory);
+    if (staged.replacing && !inPlace) log(`restore: ${staged.target} is replaced only once the restored copy is complete; until then it stays as it is`);
+    const roots = new Map<number, string>([[0, staged.staging], ...tablespaces.map((t, i) => [t.oid, stagedTablespaces[i]!.staging] as [number, string])]);
+    const untouched = inPlace ? `${pgdata} is part way through a delta restore and will not start: run the same restore again` : `${pgdata} was left as it was`;
+    const progress = createProgress(`restore ${backup.backupId}`, undefined, options.progress);
+    try {
+      if (files !== undefined) {
+        let keep: Set<string> = new Set();
+        if (inPlace) {
+          // Without pg_control the directory cannot start until the restore has written everything.
+          await rm(join(pgdata, CONTROL_FILE), { force: true });
+          keep = (await scanForDelta(files.list, roots, options.jobs, log)).keep;
+        }
+        const plan = planFilesRestore(files.chain, files.list, keep);
+        progress.setTotal?.(plan.layers.reduce((sum, l) => sum + l.extracts.reduce((s, e) => s + e.object.storedBytes, 0), 0));
+        log(`restore: writing ${plan.files.length} files (${plan.bytes} bytes) from ${plan.layers.map((l) => l.backupId).join(', ')} with ${options.jobs} worker${options.jobs === 1 ? '' : 's'}`);
+        await runFilesRestore({
+          store,
+          layout,
+          plan,
+          roots,
+          scratch: join(staged.staging, '.pgdr-blocks'),
+          jobs: options.jobs,
+          untouched,
+          ...(inPlace ? { last: { path: CONTROL_FILE } } : {}),
+          onBytes: (b) => progress.update(b),
+          log,
+        });
+        for (const object of backup.objects.filter((o) => o.file !== undefined)) await restoreFile(options, backup, object, staged.staging);
+      } else {
+        progress.setTotal?.(backup.objects.reduce((sum, o) => sum + o.storedBytes, 0));
+        let done = 0;
+        await mapConcurrently(backup.objects, options.jobs, async (object) => {
+          if (object.encoding === 'zstd') return restoreFile(options, backup, object, staged.staging);
+          const ts = object.tablespace === undefined ? -1 : tablespaces.findIndex((t) => t.oid === object.tablespace!.oid);
+          let seen = 0;
+          await unpackObject({
+            store,
+            layout,
+            backupId: backup.backupId,
+            object,
+            directory: ts === -1 ? staged.staging : stagedTablespaces[ts]!.staging,
+            untouched,
+            onBytes: (bytes) => {
+              done += bytes - seen;
+              seen = bytes;
+              progress.update(done);
+            },
+          });
+        });
+      }
+    } finally {
+      progress.stop();
     }
     if (tablespaces.length > 0) {
       // PostgreSQL makes the pg_tblspc links from this file when it starts: it must name where they are now.
@@ -118,6 +181,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
         target: options.target,
         archiveMode: options.archiveMode,
         port: options.port,
+        inPlaceTablespaces: files?.list.some((e) => e.type === 'dir' && e.tablespace === undefined && /^pg_tblspc\/\d+$/.test(e.path)) ?? false,
         comment: `pgdr restore of backup ${backup.backupId} to ${describeRecoveryTarget(options.target)}, ${new Date().toISOString()}`,
       }),
       { mode: 0o600 },
@@ -180,8 +244,32 @@ function refuseToReplaceTablespace(location: string, entries: readonly string[],
   } catch {
     // no data directory being replaced: nothing links to the location
   }
-  if (!links.includes(realpathSync(location))) return `no tablespace of the data directory being replaced (${pgdata}) lives there`;
+  // A restored directory that has not started yet names its tablespaces only in tablespace_map.
+  const mapped = tablespaceMapLocations(pgdata);
+  const here = realpathSync(location);
+  if (!links.includes(here) && !mapped.includes(here)) return `no tablespace of the data directory being replaced (${pgdata}) lives there`;
   return undefined;
+}
+
+/** The locations a data directory's tablespace_map names (unescaped as PostgreSQL reads them), resolved. */
+function tablespaceMapLocations(pgdata: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(join(pgdata, 'tablespace_map'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .map((line) => /^\d+ (.*)$/.exec(line)?.[1]?.replace(/\\(.)/g, '$1'))
+    .filter((path): path is string => path !== undefined)
+    .map((path) => {
+      try {
+        return realpathSync(path);
+      } catch {
+        return path;
+      }
+    });
 }
 
 /** Why `--force` must not replace this directory, or undefined when it may. */
@@ -204,87 +292,31 @@ async function restoreFile(options: RestoreOptions, backup: BackupManifest, obje
     }
     throw err;
   });
-  if (sha256Hex(stored) !== object.sha256) throw checksumFailure(backup, object, sha256Hex(stored), untouched);
+  if (sha256Hex(stored) !== object.sha256) throw checksumFailure(backup.backupId, object, sha256Hex(stored), untouched);
   if (object.file === undefined) throw new VerificationError(`backup ${backup.backupId} object ${object.name} names no file to restore`, 'the manifest is damaged or from a newer pgdr; restore another backup with --backup-id');
   await writeFile(join(directory, object.file), await zstdDecompressBuffer(stored), { mode: 0o600 });
 }
 
+/** A files-engine backup's chain (every backup its file list refers to, oldest first) and its file list. */
+async function readChainAndList(store: ObjectStore, layout: RepositoryLayout, complete: readonly BackupManifest[], backup: BackupManifest): Promise<{ chain: BackupManifest[]; list: FileListEntry[] }> {
+  const chain = restoreChain(backup).map((id) => {
+    const manifest = complete.find((m) => m.backupId === id);
+    if (manifest === undefined) {
+      throw new RepositoryError(
+        `backup ${backup.backupId} builds on backup ${id}, which is not in the repository (or not complete)`,
+        'restore an older full backup with --backup-id, and run pgdr verify',
+      );
+    }
+    return manifest;
+  });
+  return { chain, list: await readFileList(store, layout, backup) };
+}
+
+/** Whether the path holds a PostgreSQL data directory (a delta restore works over one). */
+async function holdsDataDirectory(path: string): Promise<boolean> {
+  return existsSync(join(path, 'PG_VERSION'));
+}
+
 async function removeIfPresent(path: string): Promise<void> {
   await rm(path, { force: true });
-}
-
-async function sha256OfObject(store: ObjectStore, key: string): Promise<string> {
-  const checksum = new ChecksumStage();
-  await pipeline(await store.get(key), checksum, new Writable({ write: (_chunk, _enc, done) => done() }));
-  return checksum.sha256;
-}
-
-/**
- * Repository → sha256 (Node) → zstd -d → tar -x into `directory` (joined by a kernel pipe), overlapping in one
- * pipeline. A failure of any kind leaves only the staging directory, which the caller discards.
- */
-async function unpackObject(options: RestoreOptions, backup: BackupManifest, object: BackupObject, directory: string): Promise<void> {
-  const key = options.layout.backupObject(backup.backupId, object.name);
-  const untouched = `${options.pgdata} was left as it was`;
-  const head = await options.store.head(key);
-  if (head === null) {
-    throw new RepositoryError(
-      `backup ${backup.backupId} is missing its object ${object.name}; ${untouched}`,
-      'restore another backup with --backup-id, and run pgdr verify',
-    );
-  }
-  if (head.size !== object.storedBytes) {
-    throw new VerificationError(
-      `backup ${backup.backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}; ${untouched}`,
-      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
-    );
-  }
-  const progress = createProgress(`restore ${backup.backupId}`, object.storedBytes, options.progress);
-  const checksum = new ChecksumStage();
-  checksum.on('data', () => progress.update(checksum.bytes));
-  const unpack = startZstdTarUnpack(directory);
-  const source = await options.store.get(key);
-  let streamError: unknown;
-  try {
-    await pipeline(source, checksum, unpack.stdin);
-  } catch (err) {
-    streamError = err;
-    unpack.kill();
-  }
-  const exit = await unpack.wait().then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  // zstd failing (a damaged frame) makes tar fail too, or closes the pipe under us: either way it is the stream
-  // error that counts, so a failed exit is treated as one.
-  streamError ??= exit;
-  progress.stop();
-  const digestReady = streamError === undefined || checksum.writableFinished;
-  if (digestReady && checksum.bytes === object.storedBytes && checksum.sha256 !== object.sha256) {
-    throw checksumFailure(backup, object, checksum.sha256, untouched);
-  }
-  const unsafe = unpack.unsafeMembers();
-  if (unsafe.length > 0) {
-    throw new VerificationError(
-      `backup ${backup.backupId} object ${object.name} holds ${unsafe.length} member name${unsafe.length === 1 ? '' : 's'} that could write outside the data directory: ` +
-        `${unsafe.slice(0, 5).join(', ')}${unsafe.length > 5 ? `, and ${unsafe.length - 5} more` : ''}; nothing was written outside the staging directory and ${untouched}`,
-      'PostgreSQL never writes such names: the object or its manifest was tampered with; restore another backup with --backup-id and investigate the repository',
-      streamError,
-    );
-  }
-  if (streamError !== undefined) {
-    // A damaged object usually breaks zstd before the whole object went through the hash: hash it again on its
-    // own to tell a damaged copy (checksum) from a transport or disk failure.
-    const actual = await sha256OfObject(options.store, key).catch(() => undefined);
-    if (actual !== undefined && actual !== object.sha256) throw checksumFailure(backup, object, actual, untouched, streamError);
-    throw streamError;
-  }
-}
-
-function checksumFailure(backup: BackupManifest, object: BackupObject, actual: string, untouched: string, cause?: unknown): VerificationError {
-  return new VerificationError(
-    `backup ${backup.backupId} object ${object.name} failed its checksum (sha256 ${actual.slice(0, 16)}…, manifest ${object.sha256.slice(0, 16)}…); ${untouched}`,
-    'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
-    cause,
-  );
 }

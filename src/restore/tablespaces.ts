@@ -20,8 +20,8 @@ export interface TablespaceTarget {
   from: string;
   /** Where it is restored. */
   to: string;
-  /** The backup object holding it. */
-  object: BackupObject;
+  /** Bytes the backup's objects for it unpack to. */
+  bytes: number;
 }
 
 /** `--tablespace-map OLD=NEW`, each given once. */
@@ -39,20 +39,27 @@ export function parseTablespaceMappings(values: readonly string[]): TablespaceMa
 }
 
 export function planTablespaceTargets(objects: readonly BackupObject[], mappings: readonly TablespaceMapping[]): TablespaceTarget[] {
-  const tablespaces = objects.filter((o) => o.tablespace !== undefined);
+  // One object per tablespace from the basebackup engine; the files engine may store a tablespace in several.
+  const byOid = new Map<number, { tablespace: NonNullable<BackupObject['tablespace']>; bytes: number }>();
+  for (const o of objects) {
+    if (o.tablespace === undefined) continue;
+    const seen = byOid.get(o.tablespace.oid);
+    if (seen === undefined) byOid.set(o.tablespace.oid, { tablespace: o.tablespace, bytes: o.bytes });
+    else seen.bytes += o.bytes;
+  }
+  const tablespaces = [...byOid.values()];
   const used = new Set<TablespaceMapping>();
-  const targets = tablespaces.map((object) => {
-    const ts = object.tablespace!;
+  const targets = tablespaces.map(({ tablespace: ts, bytes }) => {
     const matches = mappings.filter((m) => m.from === ts.location || resolve(m.from) === ts.location || m.from === ts.name || m.from === String(ts.oid));
     if (matches.length > 1) {
       throw new UsageError(`tablespace ${ts.name ?? ts.oid} (${ts.location}) is mapped more than once`, 'give one --tablespace-map per tablespace');
     }
     for (const m of matches) used.add(m);
-    return { oid: ts.oid, name: ts.name, from: ts.location, to: matches[0]?.to ?? ts.location, object };
+    return { oid: ts.oid, name: ts.name, from: ts.location, to: matches[0]?.to ?? ts.location, bytes };
   });
   const unknown = mappings.filter((m) => !used.has(m));
   if (unknown.length > 0) {
-    const known = tablespaces.map((o) => `${o.tablespace!.name ?? o.tablespace!.oid} (${o.tablespace!.location}, oid ${o.tablespace!.oid})`);
+    const known = tablespaces.map(({ tablespace: t }) => `${t.name ?? t.oid} (${t.location}, oid ${t.oid})`);
     throw new UsageError(
       `--tablespace-map ${unknown.map((m) => m.from).join(', ')} names no tablespace of this backup`,
       known.length === 0 ? 'this backup has no tablespaces besides the data directory' : `its tablespaces: ${known.join('; ')}`,

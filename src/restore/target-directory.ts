@@ -22,6 +22,11 @@ export const REPLACED_MARK = '.pgdr-replaced-';
 export interface StagingOptions {
   /** Replace a non-empty target (after `replaceable` agrees). */
   force: boolean;
+  /**
+   * Work in a non-empty target itself instead of a staging directory (a delta restore, which rewrites only what
+   * differs): swap and discard then do nothing. An empty or absent target is staged as usual.
+   */
+  inPlace?: boolean;
   /** What the directory is, for messages: "data directory", "tablespace ts1". */
   what: string;
   /** Bytes the restore writes into it, checked against the file system's free space; undefined skips the check. */
@@ -68,7 +73,8 @@ export async function stageRestoreDirectory(path: string, options: StagingOption
       );
     }
     const refusal = options.refuseReplace(target, entries);
-    if (refusal !== undefined) throw new UsageError(`--force refused for ${target}: ${refusal}; nothing was deleted`, options.refuseHint);
+    if (refusal !== undefined) throw new UsageError(`${options.inPlace ? '--delta' : '--force'} refused for ${target}: ${refusal}; nothing was deleted`, options.refuseHint);
+    if (options.inPlace) return inPlaceDirectory(target);
   }
 
   // The pid in the name tells a later restore whether the staging directory's writer is still alive.
@@ -136,6 +142,11 @@ export async function stageRestoreDirectory(path: string, options: StagingOption
       await rm(staging, { recursive: true, force: true, maxRetries: 3 });
     },
   };
+}
+
+function inPlaceDirectory(target: string): StagedDirectory {
+  const nothing = async (): Promise<void> => undefined;
+  return { target, staging: target, replacing: true, swap: nothing, undo: nothing, finish: nothing, discard: nothing };
 }
 
 /**

@@ -6,6 +6,7 @@ import { readBackupCatalog, type BackupCatalog } from '../repo/catalog.js';
 import type { Locker, RepositoryLock } from '../repo/lock.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import type { RepositoryLayout } from '../repo/layout.js';
+import type { BackupManifest } from '../repo/manifest.js';
 import type { ObjectStore, PendingWrite } from '../storage/object-store.js';
 import {
   planGarbage,
@@ -17,11 +18,13 @@ import {
   type Verdict,
   type WalDeleteRange,
 } from './plan.js';
+import { chainDependants } from './chains.js';
 
 /**
  * `pgdr expire`: reads the repository, asks the pure planners (./plan.ts) what goes, and removes it in an order
  * that never leaves a backup looking complete while part of it is gone:
- *   1. each expired backup's manifest first (from then on no restore will pick it), then its data objects;
+ *   1. each expired backup's manifest first (from then on no restore will pick it), then its data objects; newest
+ *      backup first, so that no kept backup ever lacks a member of its chain;
  *   2. WAL before the oldest kept backup's start;
  *   3. the objects of interrupted backups (no manifest) that nothing has written to for the grace period;
  *   4. etcd snapshots the same way: manifest first, then the snapshot; then interrupted snapshots.
@@ -64,6 +67,7 @@ function garbageEntries(
   leftovers: readonly { id: string; objects: number; storedBytes: number; lastModified: Date }[],
   graceMs: number,
   now: Date,
+  neededBy: ReadonlyMap<string, readonly string[]> = new Map(),
 ): GarbageEntry[] {
   const why = kind === 'pending-write' ? 'never finished' : 'no manifest';
   const byId = new Map(leftovers.map((l) => [l.id, l]));
@@ -72,6 +76,7 @@ function garbageEntries(
     graceMs,
     now,
     why,
+    neededBy,
   ).map((verdict) => {
     const l = byId.get(verdict.id)!;
     return { kind, id: l.id, objects: l.objects, storedBytes: l.storedBytes, lastModified: l.lastModified.toISOString(), verdict: verdict.verdict, reason: verdict.reason };
@@ -84,7 +89,8 @@ export interface ExpireReport {
   /** From this moment on every moment stays restorable (given a backup that finished by then). */
   windowStart: string;
   /** Every complete backup, oldest first. */
-  backups: { backupId: string; verdict: Verdict; reason: string }[];
+  /** Oldest first. neededBy: kept backups restored from this one; missingChain: why it cannot be restored. */
+  backups: { backupId: string; type: BackupManifest['type']; verdict: Verdict; reason: string; neededBy: string[]; missingChain: string[] }[];
   /** WAL removed (or, in a dry run, that would be). */
   wal: WalDeleteRange[];
   /** The first WAL segment kept, and the kept backup that starts there; null when no WAL may go. */
@@ -162,6 +168,7 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
     catalog.incomplete.map((b) => ({ id: b.backupId, objects: b.objectCount, storedBytes: b.storedBytes, lastModified: b.lastModified })),
     policy.retention.garbageGrace,
     now,
+    chainDependants(catalog.complete),
   );
 
   // The planner reads only an id and a time of each snapshot: its start, which its id is made from too.
@@ -194,7 +201,7 @@ async function plan(options: ExpireOptions, catalog: BackupCatalog, now: Date): 
     now: now.toISOString(),
     dryRun: options.dryRun,
     windowStart: retention.windowStart.toISOString(),
-    backups: retention.backups.map(({ backupId, verdict, reason }) => ({ backupId, verdict, reason })),
+    backups: retention.backups.map(({ backupId, type, verdict, reason, neededBy, missingChain }) => ({ backupId, type, verdict, reason, neededBy, missingChain })),
     wal: walPlan.ranges,
     walKeptFrom: walPlan.keepFrom !== undefined && walPlan.keepFromBackupId !== undefined ? { segment: walPlan.keepFrom, backupId: walPlan.keepFromBackupId } : null,
     walSkipped,
@@ -214,10 +221,22 @@ async function execute(options: ExpireOptions, planned: ExpirePlan, catalog: Bac
   const { store, layout, log } = options;
   const stopMs = (m: { stopTime: string }) => new Date(m.stopTime).getTime();
   const newest = [...catalog.complete].sort((a, b) => stopMs(b) - stopMs(a) || (a.backupId < b.backupId ? 1 : -1))[0];
-  const doomed = report.backups.filter((b) => b.verdict === 'delete');
+  // Newest first: a chain member is always older than the backups built on it, so an expire cut short anywhere
+  // leaves every remaining complete backup with its whole chain.
+  const doomed = report.backups.filter((b) => b.verdict === 'delete').reverse();
   if (newest !== undefined && doomed.some((b) => b.backupId === newest.backupId)) {
     // The planner promises this never happens; an executor that deletes must not trust a promise it can check.
     throw new RepositoryError(`internal error: the plan would delete the newest backup ${newest.backupId}`, 'nothing was deleted; report this with the output of pgdr expire --dry-run --json');
+  }
+  const doomedIds = new Set(doomed.map((b) => b.backupId));
+  for (const [memberId, dependants] of chainDependants(catalog.complete)) {
+    const survivor = dependants.find((id) => !doomedIds.has(id));
+    if (doomedIds.has(memberId) && survivor !== undefined) {
+      throw new RepositoryError(
+        `internal error: the plan would delete backup ${memberId}, which the kept backup ${survivor} is restored from`,
+        'nothing was deleted; report this with the output of pgdr expire --dry-run --json',
+      );
+    }
   }
 
   for (const { backupId } of doomed) {

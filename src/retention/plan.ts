@@ -2,6 +2,7 @@ import { formatDuration, type RetentionPolicy, type TierCounts } from '../config
 import { RepositoryError } from '../errors.js';
 import { parseWalFileName, type WalSegmentName } from '../postgres/wal-file-name.js';
 import type { BackupManifest } from '../repo/manifest.js';
+import { chainDependencies, missingChainMembers } from './chains.js';
 import { newestFirst, selectTiers, type TimedItem } from './tiers.js';
 
 /**
@@ -10,23 +11,42 @@ import { newestFirst, selectTiers, type TimedItem } from './tiers.js';
  *
  * Base backups are kept by three rules, and a backup any rule names stays:
  *   1. the tiers (src/retention/tiers.ts): the newest backup of each of the newest N days / ISO weeks / months /
- *      years, by the backup's start time in UTC;
+ *      years, by the backup's start time in UTC; a diff or incr counts as a backup of its day like any other;
  *   2. the PITR window: every moment from (now - window) on must stay restorable, so the newest backup that had
  *      finished by the window's start stays (or, when none had, the oldest backup: the earliest point there is);
  *   3. the newest complete backup always stays, whatever the policy says.
- * WAL is then kept from the oldest kept backup's first segment onward, on every timeline, so that each kept backup
- * can be restored and replayed to any later moment.
+ * The rules look only at backups that can be restored. A diff or incr whose chain lacks a member (a full deleted by
+ * hand) cannot be, so it fills no tier and is not "the newest"; it is kept, not deleted, and `pgdr verify` reports
+ * it, because the missing member may yet come back (copied from another repository) and deleting is not undoable.
+ * Then every backup in the chain of a kept backup stays too ("needed by ..."): a full is never deleted while a diff
+ * or incr that is restored from it is kept.
+ *
+ * WAL is then kept from the oldest kept backup's first segment onward, on every timeline, counting backups kept only
+ * because a later one needs them. They are complete backups like any other: the restore planner (src/restore/plan.ts)
+ * picks the newest backup that finished before a target, which is such a full for a target between its stop and
+ * its dependant's, and `--backup-id`, drills and `pgdr verify` (which checks every complete backup's WAL) see it
+ * too. Removing its WAL would leave a backup that looks restorable and is not, and make verify report missing WAL
+ * every day. Teaching the planner to skip such backups instead would need a mark in the repository that retention
+ * writes and every reader honours; keeping their WAL costs at most the WAL of one full-backup interval.
  */
 
 export type Verdict = 'keep' | 'delete';
 
 export interface BackupVerdict {
   backupId: string;
+  type: BackupManifest['type'];
   verdict: Verdict;
-  /** "keep (daily 2024-05-03)", "keep (weekly 2024-W18, monthly 2024-04)", "keep (PITR window)", "keep (newest)", "delete". */
+  /**
+   * "keep (daily 2024-05-03)", "keep (weekly 2024-W18, monthly 2024-04)", "keep (PITR window)", "keep (newest)",
+   * "keep (needed by 20240503T020000Z (incr))", "keep (cannot be restored: ...)", "delete".
+   */
   reason: string;
   /** Every rule that keeps the backup: tier labels, then "PITR window" and "newest". Empty for a deleted backup. */
   keptBy: string[];
+  /** Kept backups restored from this one (it is in their chain), oldest first: it stays while they do. */
+  neededBy: string[];
+  /** Members of its chain that are not complete backups in the repository: it cannot be restored. */
+  missingChain: string[];
 }
 
 export interface RetentionPlan {
@@ -56,27 +76,42 @@ export function planRetention(backups: readonly BackupManifest[], policy: { rete
   assertUniqueIds(timed.map((b) => b.manifest.backupId), 'backup');
   const windowStart = new Date(now.getTime() - retention.pitrWindow);
 
+  const present = new Set(timed.map((b) => b.manifest.backupId));
+  const missing = new Map(timed.map((b) => [b.manifest.backupId, missingChainMembers(b.manifest, present)]));
+  const restorable = timed.filter((b) => missing.get(b.manifest.backupId)!.length === 0);
+
   const tierLabels = selectTiers(
-    timed.map((b) => ({ id: b.manifest.backupId, time: b.start })),
+    restorable.map((b) => ({ id: b.manifest.backupId, time: b.start })),
     retention.backups,
   );
-  const byStop = timed.map((b) => ({ id: b.manifest.backupId, time: b.stop })).sort(newestFirst);
+  const byStop = restorable.map((b) => ({ id: b.manifest.backupId, time: b.stop })).sort(newestFirst);
   const newest = byStop[0]?.id;
   const windowBackupId = byStop.find((b) => b.time <= windowStart)?.id ?? byStop[byStop.length - 1]?.id;
+
+  const keptBy = new Map<string, string[]>();
+  for (const b of timed) {
+    const id = b.manifest.backupId;
+    const labels = [...(tierLabels.get(id) ?? [])];
+    if (id === windowBackupId) labels.push(WINDOW_LABEL);
+    if (id === newest) labels.push(NEWEST_LABEL);
+    keptBy.set(id, labels);
+  }
+  const roots = timed.map((b) => b.manifest.backupId).filter((id) => keptBy.get(id)!.length > 0 || missing.get(id)!.length > 0);
+  const neededBy = chainDependencies(roots, new Map(timed.map((b) => [b.manifest.backupId, b.manifest])));
+  const typeOf = new Map(timed.map((b) => [b.manifest.backupId, b.manifest.type]));
 
   const verdicts: BackupVerdict[] = [];
   const kept: BackupManifest[] = [];
   const deleted: BackupManifest[] = [];
   for (const b of [...timed].sort(oldestFirstByStart)) {
     const id = b.manifest.backupId;
-    const keptBy = [...(tierLabels.get(id) ?? [])];
-    if (id === windowBackupId) keptBy.push(WINDOW_LABEL);
-    if (id === newest) keptBy.push(NEWEST_LABEL);
-    if (keptBy.length === 0) {
-      verdicts.push({ backupId: id, verdict: 'delete', reason: 'delete', keptBy });
+    const facts = { keptBy: keptBy.get(id)!, neededBy: neededBy.get(id) ?? [], missingChain: missing.get(id)! };
+    const base = { backupId: id, type: b.manifest.type, ...facts };
+    if (facts.keptBy.length === 0 && facts.neededBy.length === 0 && facts.missingChain.length === 0) {
+      verdicts.push({ ...base, verdict: 'delete', reason: 'delete' });
       deleted.push(b.manifest);
     } else {
-      verdicts.push({ backupId: id, verdict: 'keep', reason: keepReason(keptBy), keptBy });
+      verdicts.push({ ...base, verdict: 'keep', reason: keepReason(facts, typeOf) });
       kept.push(b.manifest);
     }
   }
@@ -85,11 +120,31 @@ export function planRetention(backups: readonly BackupManifest[], policy: { rete
 
 /**
  * The reason people read: the tiers that keep a backup; the safety rules (window, newest) are named only when no
- * tier keeps it, since the newest backup is nearly always also "daily" and saying so twice is noise.
+ * tier keeps it, since the newest backup is nearly always also "daily" and saying so twice is noise. Then the
+ * backups that need it, and last why it cannot be restored, when it cannot.
  */
-function keepReason(keptBy: readonly string[]): string {
+function keepReason(facts: Pick<BackupVerdict, 'keptBy' | 'neededBy' | 'missingChain'>, typeOf: ReadonlyMap<string, string>): string {
+  const parts: string[] = [];
+  if (facts.keptBy.length > 0) parts.push(ruleLabels(facts.keptBy));
+  if (facts.neededBy.length > 0) parts.push(`needed by ${describeDependants(facts.neededBy, typeOf)}`);
+  if (facts.missingChain.length > 0) {
+    parts.push(
+      `cannot be restored: it builds on ${facts.missingChain.join(', ')}, which the repository does not hold as complete; kept until someone looks, run pgdr verify`,
+    );
+  }
+  return `keep (${parts.join('; ')})`;
+}
+
+function ruleLabels(keptBy: readonly string[]): string {
   const tiers = keptBy.filter((l) => l !== WINDOW_LABEL && l !== NEWEST_LABEL);
-  return `keep (${(tiers.length > 0 ? tiers : keptBy).join(', ')})`;
+  return (tiers.length > 0 ? tiers : keptBy).join(', ');
+}
+
+/** "20240503T020000Z (incr)", or the newest two and how many more: a weekly full can be needed by a week of incrs. */
+function describeDependants(ids: readonly string[], typeOf: ReadonlyMap<string, string>): string {
+  const named = [...ids].sort().reverse().slice(0, 2).map((id) => `${id} (${typeOf.get(id) ?? 'backup'})`);
+  const more = ids.length - named.length;
+  return more > 0 ? `${named.join(', ')} and ${more} more` : named.join(', ');
 }
 
 function toTimed(manifest: BackupManifest): TimedBackup {
@@ -247,7 +302,7 @@ export function planSnapshotRetention(snapshots: readonly SnapshotRecord[], tier
       plan.snapshots.push({ snapshotId: item.id, verdict: 'delete', reason: 'delete' });
       plan.deleted.push(item.id);
     } else {
-      plan.snapshots.push({ snapshotId: item.id, verdict: 'keep', reason: keepReason(keptBy) });
+      plan.snapshots.push({ snapshotId: item.id, verdict: 'keep', reason: `keep (${ruleLabels(keptBy)})` });
       plan.kept.push(item.id);
     }
   }
@@ -271,7 +326,10 @@ export interface GarbageVerdict {
 
 /**
  * Objects under an id with no manifest are an interrupted backup (or one still running on a host that ignores the
- * lock). They go once nothing has been written to them for the grace period.
+ * lock). They go once nothing has been written to them for the grace period, unless a complete backup names the id
+ * in its chain (`neededBy`): then they are what is left of a chain member whose manifest went missing, and the
+ * objects stay with that backup, which `pgdr verify` reports as unrestorable until someone puts the manifest back
+ * or removes the backup.
  */
 export function planGarbage(
   candidates: readonly GarbageCandidate[],
@@ -279,10 +337,19 @@ export function planGarbage(
   now: Date,
   /** What makes them garbage, for the reason: "no manifest", or "never finished" for a temp file or upload. */
   why = 'no manifest',
+  neededBy: ReadonlyMap<string, readonly string[]> = new Map(),
 ): GarbageVerdict[] {
   return [...candidates]
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     .map((c) => {
+      const dependants = neededBy.get(c.id) ?? [];
+      if (dependants.length > 0) {
+        return {
+          id: c.id,
+          verdict: 'keep',
+          reason: `keep (${why}, but ${dependants.length === 1 ? `backup ${dependants[0]} builds` : `backups ${dependants.join(', ')} build`} on it; run pgdr verify)`,
+        };
+      }
       const age = now.getTime() - c.lastModified.getTime();
       if (age >= graceMs) {
         return { id: c.id, verdict: 'delete', reason: `delete (${why}; last written ${formatDuration(Math.max(age, 0))} ago, past the ${formatDuration(graceMs)} grace period)` };

@@ -140,3 +140,14 @@ function nextDate(d: LocalTime): LocalTime {
   const next = new Date(Date.UTC(d.year, d.month - 1, d.day + 1));
   return { year: next.getUTCFullYear(), month: next.getUTCMonth() + 1, day: next.getUTCDate(), hour: 0, minute: 0, second: 0 };
 }
+
+/** Whether `expression` fires at `at` (taken to the whole second) in `timeZone`. */
+export function cronFiresAt(expression: string, timeZone: string, at: Date): boolean {
+  const task = cron.createTask(expression.trim(), () => undefined, { timezone: timeZone });
+  try {
+    return task.match(new Date(Math.floor(at.getTime() / 1000) * 1000));
+  } finally {
+    // createTask registers every task globally; this one was only a matcher.
+    task.destroy();
+  }
+}

@@ -1,16 +1,18 @@
+import { excludeEachOther, supersedingBackupJob, type FiresAt } from './backup-jobs.js';
 import type { JobName, ScheduledJob } from './config.js';
 import type { LeaderGate } from './leader-gate.js';
 
 /**
  * The scheduling logic of `pgdr schedule`, with every effect behind an interface: when a job's cron fires, the
- * scheduler (1) skips it if the same job is still running here, (2) asks the leader gate and skips it unless this
- * node is the leader, (3) takes the job's repository lock and skips it if another node holds it, (4) runs it, and
- * (5) logs one record. stop() ends the timers and waits for running jobs up to a grace period, then cancels them.
+ * scheduler (1) skips a backup job when another backup job that stores more fires at the same moment
+ * (src/schedule/backup-jobs.ts), (2) skips it if the same job, or for a backup job any backup job, is still running
+ * here, (3) asks the leader gate and skips it unless this node is the leader, (4) takes the job's repository lock and
+ * skips it if another node holds it, (5) runs it, and (6) logs one record. stop() ends the timers and waits for running jobs up to a grace period, then cancels them.
  * Tests drive it with a manual trigger, a fake gate and runner, and a fixed clock.
  */
 
 export type RunOutcome = 'succeeded' | 'failed' | 'skipped';
-export type SkipReason = 'overlap' | 'not-leader' | 'leader-unknown' | 'locked' | 'stopping';
+export type SkipReason = 'superseded' | 'overlap' | 'not-leader' | 'leader-unknown' | 'locked' | 'stopping';
 
 /** One line of the scheduler's log (JSON on stderr). */
 export interface RunRecord {
@@ -62,10 +64,12 @@ export interface SchedulerDeps {
   trigger: Trigger;
   now: () => Date;
   log: (record: RunRecord | Record<string, unknown>) => void;
+  /** Whether a job's cron fires at a moment; without it no backup job supersedes another. */
+  firesAt?: FiresAt;
 }
 
 export class Scheduler {
-  private readonly running = new Map<JobName, { promise: Promise<RunRecord>; abort: AbortController }>();
+  private readonly running = new Map<JobName, { job: ScheduledJob; promise: Promise<RunRecord>; abort: AbortController }>();
   private timers: Array<{ stop(): void }> = [];
   private stopping = false;
 
@@ -94,14 +98,21 @@ export class Scheduler {
     if (job === undefined) return Promise.reject(new Error(`no job named ${name}`));
     const base = { event: 'job-run' as const, job: name, scheduledAt: scheduledAt.toISOString() };
     if (this.stopping) return Promise.resolve(this.record({ ...base, outcome: 'skipped', reason: 'stopping' }));
-    const current = this.running.get(name);
-    if (current !== undefined) {
-      return Promise.resolve(this.record({ ...base, outcome: 'skipped', reason: 'overlap', detail: 'the previous run of this job is still running here' }));
+    const winner = this.deps.firesAt === undefined ? undefined : supersedingBackupJob(job, scheduledAt, this.deps.jobs, this.deps.firesAt);
+    if (winner !== undefined) {
+      return Promise.resolve(
+        this.record({ ...base, outcome: 'skipped', reason: 'superseded', detail: `the ${winner.name} job fires at the same moment and takes a ${winner.backupType} backup instead` }),
+      );
+    }
+    const busy = [...this.running.values()].find((r) => excludeEachOther(r.job, job));
+    if (busy !== undefined) {
+      const detail = busy.job.name === name ? 'the previous run of this job is still running here' : `the ${busy.job.name} job, a backup too, is still running here`;
+      return Promise.resolve(this.record({ ...base, outcome: 'skipped', reason: 'overlap', detail }));
     }
     // Registered before the first await, so a second firing during the gate check counts as an overlap.
     const abort = new AbortController();
     const promise = this.execute(job, base, abort.signal).finally(() => this.running.delete(name));
-    this.running.set(name, { promise, abort });
+    this.running.set(name, { job, promise, abort });
     return promise;
   }
 

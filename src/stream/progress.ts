@@ -8,12 +8,14 @@ export interface ProgressReporter {
   /** False when nothing is drawn (not a TTY, or not asked for): callers can skip work that only feeds the bar. */
   readonly active: boolean;
   update(bytes: number): void;
+  /** The work turned out to be this size (an incremental backup reads less than the database holds). */
+  setTotal?(bytes: number): void;
   stop(): void;
 }
 
 export function createProgress(label: string, totalBytes: number | undefined, enabled: boolean): ProgressReporter {
   if (!enabled || !process.stderr.isTTY) return { active: false, update: () => undefined, stop: () => undefined };
-  const total = totalBytes && totalBytes > 0 ? totalBytes : 0;
+  let total = totalBytes && totalBytes > 0 ? totalBytes : 0;
   const bar = new SingleBar(
     {
       format: `${label} {bar} {percentage}% | {done} of ~{all} | {rate}/s`,
@@ -36,6 +38,12 @@ export function createProgress(label: string, totalBytes: number | undefined, en
       const seconds = Math.max((now - started) / 1000, 0.001);
       if (total && bytes > bar.getTotal()) bar.setTotal(bytes);
       bar.update(total ? bytes : 0, { done: formatBytes(bytes), rate: formatBytes(bytes / seconds) });
+    },
+    setTotal(bytes) {
+      if (bytes <= 0) return;
+      total = bytes;
+      bar.setTotal(bytes);
+      bar.update({ all: formatBytes(bytes) });
     },
     stop() {
       bar.stop();

@@ -20,6 +20,14 @@ export type ProblemKind =
   | 'invalid-history'
   /** A backup's manifest.json exists but does not validate. */
   | 'invalid-manifest'
+  /** A diff or incr builds on a backup (a chain member) that is not complete in the repository: it cannot be restored. */
+  | 'broken-chain'
+  /** A diff or incr's chain disagrees with its members' manifests (another chain, another cluster, no full first). */
+  | 'chain-mismatch'
+  /** A files-engine backup's file list does not decompress or parse (full verify only). */
+  | 'invalid-file-list'
+  /** A file list names parts its chain does not hold: another backup, an object not listed, the wrong content (full verify only). */
+  | 'file-list-mismatch'
   /** An etcd snapshot's manifest.json exists but cannot be read. */
   | 'invalid-etcd-manifest'
   /** A drill report that does not validate. */

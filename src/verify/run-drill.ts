@@ -38,6 +38,8 @@ export interface DrillOptions {
   heapallindexed: boolean;
   /** Role for the checks on the scratch copy (it must exist there); libpq's default (PGUSER, the OS user) when unset. */
   user?: string;
+  /** Objects unpacked at once. */
+  jobs?: number;
   log: (message: string) => void;
   now?: () => Date;
   random01?: () => number;
@@ -173,6 +175,7 @@ async function restoreAndCheck(options: DrillOptions, plan: DrillPlan, scratch: 
       target: plan.target,
       backupId: plan.backup.backupId,
       force: false,
+      jobs: options.jobs ?? 2,
       restoreCommand: options.restoreCommand,
       archiveMode: 'off',
       port: scratch.port,

@@ -5,13 +5,17 @@ import { parseTimelineHistory, type TimelineHistory } from '../postgres/timeline
 import { DEFAULT_WAL_SEGMENT_SIZE, isValidWalSegmentSize, parseWalFileName } from '../postgres/wal-file-name.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { readBackupCatalog } from '../repo/catalog.js';
+import { parseFileList, type FileListEntry } from '../repo/file-list.js';
+import type { BackupManifest, BackupObject } from '../repo/manifest.js';
+import { chainDependants } from '../retention/chains.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { isSnapshotId, parseEtcdSnapshotManifest, type EtcdSnapshotManifest } from '../etcd/manifest.js';
 import type { ObjectInfo, ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { zstdDecompressBuffer } from '../stream/zstd.js';
 import { parseDrillReport } from './drill-report.js';
-import type { VerifyNote, VerifyProblem } from './problems.js';
+import { checkChains, checkFileListParts } from './backup-chains.js';
+import { describeBackups, type VerifyNote, type VerifyProblem } from './problems.js';
 import { classifyObject, type ManifestState, type RepositoryManifests } from './repository-objects.js';
 import { buildWalIndex, checkWalCoverage, type ArchivedWalObject, type WalIndex } from './wal-coverage.js';
 
@@ -37,6 +41,10 @@ export interface VerifyCounts {
   incompleteBackups: number;
   backupObjects: number;
   bytesHashed: number;
+  /** diff and incr backups whose chain was checked (from the manifests, also with --quick). */
+  chains: number;
+  /** Files-engine file lists read, parsed and matched against their chain (full verify only). */
+  fileLists: number;
   walFiles: number;
   walSegmentsNeeded: number;
   walSegmentsMissing: number;
@@ -133,19 +141,33 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     });
   }
 
-  // Backup objects.
+  // Chains of diff and incr backups: from the manifests alone, so --quick checks them too.
+  problems.push(...checkChains(catalog, layout));
+  const dependants = chainDependants(catalog.complete);
+  const completeById = new Map(catalog.complete.map((m) => [m.backupId, m]));
+
+  // Backup objects. A full verify reads each file list whole (it is small) to check its parts against the chain.
   const objects: ObjectCheck[] = [];
   let bytesHashed = 0;
+  let fileLists = 0;
   for (const manifest of catalog.complete) {
+    const builtOn = dependants.get(manifest.backupId) ?? [];
     for (const object of manifest.objects) {
       const key = layout.backupObject(manifest.backupId, object.name);
-      const check = await checkStoredObject(store, key, byKey.get(key), object, options.quick);
+      const readList = object.content === 'file-list' && !options.quick;
+      const check = await checkStoredObject(store, key, byKey.get(key), object, options.quick, readList);
       bytesHashed += check.bytesHashed;
       objects.push({ backupId: manifest.backupId, name: object.name, key, status: check.status });
       if (check.failure) {
         const owner = check.status === 'unreadable' ? `backup ${manifest.backupId} could not be checked` : `backup ${manifest.backupId} cannot be restored`;
         const what = check.status === 'missing' ? `its object ${object.name} is missing` : `${object.name} ${check.failure.what}`;
-        problems.push({ kind: check.failure.kind, key, detail: `${owner}: ${what}`, breaks: [manifest.backupId] });
+        // Every backup restored from this one is broken with it.
+        const also = builtOn.length === 0 ? '' : `; neither can ${describeBackups(builtOn)}, which ${builtOn.length === 1 ? 'builds' : 'build'} on it`;
+        problems.push({ kind: check.failure.kind, key, detail: `${owner}: ${what}${also}`, breaks: [manifest.backupId, ...builtOn] });
+      } else if (check.data !== undefined) {
+        fileLists++;
+        const listProblem = await checkFileListObject(manifest, object, key, check.data, completeById, layout);
+        if (listProblem !== undefined) problems.push(listProblem);
       }
     }
   }
@@ -208,6 +230,8 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
       incompleteBackups: catalog.incomplete.length,
       backupObjects: objects.length,
       bytesHashed,
+      chains: catalog.complete.filter((m) => (m.chain ?? []).length > 0).length,
+      fileLists,
       walFiles: wal.files,
       walSegmentsNeeded: coverage.neededSegments,
       walSegmentsMissing: coverage.missingSegments,
@@ -253,15 +277,21 @@ interface ObjectOutcome {
   /** What is wrong, completing "<owner> cannot be restored: <name> ..." */
   failure?: { kind: VerifyProblem['kind']; what: string };
   bytesHashed: number;
+  /** The stored bytes, when asked for and they passed. */
+  data?: Buffer;
 }
 
-/** Existence and size from the listing, then (unless quick) the sha256 of the stored bytes, streamed. */
+/**
+ * Existence and size from the listing, then (unless quick) the sha256 of the stored bytes, streamed; `keep` also
+ * returns the bytes (for a small object read anyway, such as a file list, so that it is not read twice).
+ */
 async function checkStoredObject(
   store: ObjectStore,
   key: string,
   listed: ObjectInfo | undefined,
   expected: { storedBytes: number; sha256: string },
   quick: boolean,
+  keep = false,
 ): Promise<ObjectOutcome> {
   try {
     // The listing was taken before the manifests were read; an object missing from it is looked up once more.
@@ -276,7 +306,17 @@ async function checkStoredObject(
     }
     if (quick) return { status: 'ok', bytesHashed: 0 };
     const checksum = new ChecksumStage();
-    await pipeline(await store.get(key), checksum, new Writable({ write: (_chunk, _encoding, done) => done() }));
+    const chunks: Buffer[] = [];
+    await pipeline(
+      await store.get(key),
+      checksum,
+      new Writable({
+        write: (chunk: Buffer, _encoding, done) => {
+          if (keep) chunks.push(chunk);
+          done();
+        },
+      }),
+    );
     if (checksum.sha256 !== expected.sha256) {
       return {
         status: 'checksum-mismatch',
@@ -287,10 +327,28 @@ async function checkStoredObject(
         },
       };
     }
-    return { status: 'ok', bytesHashed: checksum.bytes };
+    return { status: 'ok', bytesHashed: checksum.bytes, ...(keep ? { data: Buffer.concat(chunks) } : {}) };
   } catch (err) {
     return { status: 'unreadable', bytesHashed: 0, failure: { kind: 'unreadable-object', what: `could not be read: ${errorMessage(err)}` } };
   }
+}
+
+/** A file list that passed its checksum: decompressed, parsed, and its parts matched against the chain. */
+async function checkFileListObject(
+  manifest: BackupManifest,
+  object: BackupObject,
+  key: string,
+  stored: Buffer,
+  complete: ReadonlyMap<string, BackupManifest>,
+  layout: RepositoryLayout,
+): Promise<VerifyProblem | undefined> {
+  let entries: FileListEntry[];
+  try {
+    entries = parseFileList((await zstdDecompressBuffer(stored)).toString('utf8'), `backup ${manifest.backupId} file list`);
+  } catch (err) {
+    return { kind: 'invalid-file-list', key, detail: `backup ${manifest.backupId} cannot be restored: its file list ${object.name} cannot be read: ${errorMessage(err)}`, breaks: [manifest.backupId] };
+  }
+  return checkFileListParts(manifest, entries, complete, layout);
 }
 
 export interface WalArchive {
@@ -438,7 +496,8 @@ export function formatVerifyReport(report: VerifyReport): string {
   const lines = [
     `checked ${c.backups} backups (${c.backupObjects} objects, ${report.quick ? 'existence and size only' : `${c.bytesHashed} bytes hashed`}), ` +
       `${c.walFiles} WAL files on ${c.timelinePaths} timeline paths (${c.walSegmentsNeeded} segments needed), ` +
-      `${c.etcdSnapshots} etcd snapshots, ${c.drillReports} drill reports, ${c.objectsListed} objects in all`,
+      `${c.etcdSnapshots} etcd snapshots, ${c.drillReports} drill reports, ${c.objectsListed} objects in all` +
+      (c.chains > 0 || c.fileLists > 0 ? `; ${c.chains} backup chains${report.quick ? '' : `, ${c.fileLists} file lists read`}` : ''),
   ];
   if (report.archiveEnd) lines.push(`archive reaches ${report.archiveEnd.segment} (archived ${report.archiveEnd.archivedAt})`);
   for (const note of report.notes) lines.push(`note: ${note.detail}`);

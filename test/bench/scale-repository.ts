@@ -153,8 +153,14 @@ export class SyntheticRepository {
       const backupId = newBackupId(startTime);
       const startLsn = BigInt(segment) * size + startOffset;
       const stopLsn = startLsn + length;
+      // Only the data object is copied (the bulk verify reads); the real backup's small backup_manifest.zst is not,
+      // so the copies do not name it.
+      const data = real.objects[0]!;
       const manifest: BackupManifest = {
         ...real,
+        objects: [data],
+        bytes: data.bytes,
+        storedBytes: data.storedBytes,
         backupId,
         startTime: startTime.toISOString(),
         stopTime: stopTime.toISOString(),

@@ -66,6 +66,8 @@ export interface MissingDependency {
 const postgresPrograms = ['postgres', 'initdb', 'pg_ctl', 'pg_basebackup', 'pg_receivewal', 'pg_controldata', 'psql', 'pg_amcheck'];
 const commandsOnPath: Array<[string, string]> = [
   ['zstd', 'zstd'],
+  ['jq', 'jq (the restore-by-hand runbook reads manifests with it)'],
+  ['openssl', 'openssl (makes the MinIO TLS test certificate)'],
   ['etcd', 'etcd server (Debian package etcd-server)'],
   ['etcdctl', 'etcdctl (Debian package etcd-client)'],
   ['patroni', 'patroni'],

@@ -13,6 +13,7 @@ import { openStore } from '../../src/storage/open-store.js';
 import { RepositoryLayout } from '../../src/repo/layout.js';
 import type { ObjectStore } from '../../src/storage/object-store.js';
 import { switchWalAndWaitForArchive } from '../harness/archive.js';
+import { largestDataObject } from '../harness/backups.js';
 
 /**
  * Issue 2's acceptance, run once against the embedded default (a local directory) and once against MinIO:
@@ -42,7 +43,8 @@ function coreEngineSuite(kind: RepoKind): void {
     beforeAll(async () => {
       if (kind === 's3') {
         minio = await startMinio();
-        storeEnv = minio.env();
+        // The CronJob's way: the remote engine into S3. The local-directory suite runs the files engine (auto).
+        storeEnv = { ...minio.env(), PGDR_ENGINE: 'basebackup' };
         repoArgs = ['--repo', `s3://${minio.bucket}/pgdr-tests`];
         // The test process reads the repository directly too (to damage objects), through the same driver.
         Object.assign(process.env, storeEnv);
@@ -234,9 +236,16 @@ function coreEngineSuite(kind: RepoKind): void {
           return '';
         }
       };
+      // The server's side of a backup: a walsender running BASE_BACKUP, or the session that called pg_backup_start.
       const walsenders = async () =>
-        Number((await server.query<{ n: string }>("SELECT count(*)::text AS n FROM pg_stat_activity WHERE backend_type = 'walsender' AND query LIKE 'BASE_BACKUP%'"))[0]!.n);
-      await waitFor(async () => descendantPids(child.pid!).some((pid) => cmdline(pid).startsWith('zstd')) && (await walsenders()) === 1, 30_000, 'zstd and the walsender');
+        Number(
+          (
+            await server.query<{ n: string }>(
+              "SELECT count(*)::text AS n FROM pg_stat_activity WHERE (backend_type = 'walsender' AND query LIKE 'BASE_BACKUP%') OR query LIKE '%pg_backup_start%' AND pid <> pg_backend_pid()",
+            )
+          )[0]!.n,
+        );
+      await waitFor(async () => descendantPids(child.pid!).some((pid) => cmdline(pid).startsWith('zstd')) && (await walsenders()) === 1, 30_000, "zstd and the server's backup");
       await sleep(1000);
       const tree = descendantPids(child.pid!);
       const nodePid = tree.find((pid) => cmdline(pid).includes('backup'))!;
@@ -247,12 +256,12 @@ function coreEngineSuite(kind: RepoKind): void {
     });
 
     it('names zstd as the cause when the compressor fails mid-stream', async () => {
-      // A zstd that compresses normally except for a base backup's archives (-T2), which it abandons after 1 MB.
+      // A zstd that decompresses normally but abandons every compression after 1 MB (backup now compresses nothing else).
       const bin = makeTempDir('fake-zstd', { owner: 'service' });
       const fake = join(bin, 'zstd');
       writeFileSync(
         fake,
-        '#!/bin/bash\ncase " $* " in *" -T2 "*) head -c 1000000 >/dev/null; echo "zstd: simulated failure" >&2; exit 1;; esac\nexec zstd "$@"\n',
+        '#!/bin/bash\ncase " $* " in *" -d "*) exec zstd "$@";; esac\nhead -c 1000000 >/dev/null; echo "zstd: simulated failure" >&2; exit 1\n',
         { mode: 0o755 },
       );
       const before = (await pgdrOk(['backup', 'list', '--json'])).json<{ backupId: string; status: string }[]>();
@@ -308,7 +317,7 @@ function coreEngineSuite(kind: RepoKind): void {
     it('detects a damaged backup object by its checksum at restore and leaves nothing half-restored', async () => {
       const list = (await pgdrOk(['backup', 'list', '--json'])).json<{ backupId: string; status: string }[]>();
       const newest = list.filter((b) => b.status === 'complete').at(-1)!;
-      const key = layout.backupObject(newest.backupId, 'base.tar.zst');
+      const key = layout.backupObject(newest.backupId, largestDataObject(await store.getBuffer(layout.backupManifest(newest.backupId))));
       const original = await store.getBuffer(key);
       const damaged = Buffer.from(original);
       const at = Math.floor(damaged.length / 2);

@@ -181,7 +181,7 @@ describe('pgdr expire on a month of real backups', () => {
     expect(dryRun.dryRun).toBe(true);
     expect(dryRun.now).toBe('2024-05-16T12:00:00.000Z');
     expect(dryRun.backups).toEqual(
-      HISTORY.map((start) => ({ backupId: ids.get(start), verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete' })),
+      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [] })),
     );
     // WAL before the oldest kept backup (the monthly one of April) goes, on timeline 1; it starts where that backup does.
     const oldestKept = ids.get('2024-04-28T02:00:00Z')!;
@@ -197,8 +197,8 @@ describe('pgdr expire on a month of real backups', () => {
 
     const human = await cli(['expire', '--policy', policyFile, '--now', NOW, '--dry-run']);
     expect(human.exitCode).toBe(0);
-    expect(human.stdout).toContain(`${ids.get('2024-04-28T02:00:00Z')}  keep (monthly 2024-04)`);
-    expect(human.stdout).toContain(`${ids.get('2024-04-10T02:00:00Z')}  delete`);
+    expect(human.stdout).toContain(`${ids.get('2024-04-28T02:00:00Z')}  full  keep (monthly 2024-04)`);
+    expect(human.stdout).toContain(`${ids.get('2024-04-10T02:00:00Z')}  full  delete`);
     expect(human.stdout).toMatch(/timeline 1: 00000001\S+ \.\. 00000001\S+ \(\d+ files\)/);
   });
 
@@ -396,17 +396,19 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
     const now = new Date('2024-05-03T12:00:00Z');
     await expect(runExpire({ store: faulty, layout, lock: repositoryLocker(faulty, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined })).rejects.toThrow(/injected/);
     expect(deletes.indexOf(layout.backupManifest(victim))).toBeLessThan(deletes.indexOf(layout.backupObject(victim, 'base.tar.zst')));
+    // Newest first: a backup built on an older one (a diff or incr) never outlives what it is restored from.
+    expect(deletes.indexOf(layout.backupManifest(backups[1]!.backupId))).toBeLessThan(deletes.indexOf(layout.backupManifest(victim)));
     expect(await listKeys(fs, layout.locksPrefix())).toEqual([]);
 
     // The half-deleted backup is now an interrupted upload, not a backup restore could choose.
     let report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: true, lockWaitMs: 0, now, log: () => undefined });
-    expect(report.backups.map((b) => b.backupId)).toEqual(backups.slice(1).map((b) => b.backupId));
+    expect(report.backups.map((b) => b.backupId)).toEqual([backups[2]!.backupId]);
     expect(report.garbage).toEqual([expect.objectContaining({ kind: 'backup', id: victim })]);
 
     // Once past the grace period it goes as garbage.
     age(layout.backupObject(victim, 'base.tar.zst'), '2024-05-01T02:10:00Z');
     report = await runExpire({ store: fs, layout, lock: repositoryLocker(fs, layout), policy, dryRun: false, lockWaitMs: 0, now, log: () => undefined });
-    expect(report.backups.map((b) => `${b.backupId} ${b.reason}`)).toEqual([`${backups[1]!.backupId} delete`, `${backups[2]!.backupId} keep (daily 2024-05-03)`]);
+    expect(report.backups.map((b) => `${b.backupId} ${b.reason}`)).toEqual([`${backups[2]!.backupId} keep (daily 2024-05-03)`]);
     expect(report.garbage.map((g) => [g.id, g.verdict])).toEqual([[victim, 'delete']]);
     expect(await listKeys(fs, layout.backupsPrefix())).toEqual([layout.backupObject(backups[2]!.backupId, 'base.tar.zst'), layout.backupManifest(backups[2]!.backupId)]);
     expect((await listKeys(fs, layout.walPrefix())).map(walName)[0]).toBe(backups[2]!.startWal);

@@ -75,7 +75,8 @@ describe('pgdr health and pgdr report on a real repository and server', () => {
     Object.assign(process.env, minio.env());
     store = openStore(repo, { s3Endpoint: minio.endpoint, s3ForcePathStyle: true, s3Region: 'us-east-1' });
     // Credentials reach archive_command through the server's environment, never its command line.
-    server = await startPostgres({ name: 'health', archiveCommand: pgdrCommandLine(['wal', 'push', '%p']), env });
+    // No look-ahead: a segment pgdr archived ahead of PostgreSQL would hide the lag the archive_command test counts.
+    server = await startPostgres({ name: 'health', archiveCommand: pgdrCommandLine(['wal', 'push', '%p']), env: { ...env, PGDR_ARCHIVE_LOOKAHEAD: '0' } });
     await server.query('CREATE TABLE events (id int PRIMARY KEY)');
     const backup = await runPgdrOk(['backup', 'now', '--json', '--no-progress'], { env: { ...env, ...server.libpqEnv() }, timeoutMs: 180_000 });
     ({ backupId } = backup.json<{ backupId: string }>());

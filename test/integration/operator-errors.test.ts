@@ -1,3 +1,4 @@
+import { largestDataObject } from '../harness/backups.js';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -80,7 +81,7 @@ describe('pgdr behaves like libpq and its errors point the right way', () => {
   it('base backup objects and their directories are private to the repository owner (0600/0700)', async () => {
     const list = (await runPgdrOk(['backup', 'list', '--json', ...repoArgs])).json<{ backupId: string; status: string }[]>();
     const id = list.filter((b) => b.status === 'complete').at(-1)!.backupId;
-    const object = join(repo, ...layout.backupObject(id, 'base.tar.zst').split('/'));
+    const object = join(repo, ...layout.backupObject(id, largestDataObject(readFileSync(join(repo, ...layout.backupManifest(id).split('/'))))).split('/'));
     expect(statSync(object).mode & 0o777).toBe(0o600);
     expect(statSync(join(object, '..')).mode & 0o777).toBe(0o700);
     expect(statSync(join(repo, ...layout.backupManifest(id).split('/'))).mode & 0o777).toBe(0o600);

@@ -60,7 +60,8 @@ describe('tablespaces', () => {
     await server.query(`CREATE TABLESPACE ts1 LOCATION '${location}'`);
     await server.query('CREATE TABLE spread (id int PRIMARY KEY) TABLESPACE ts1');
     await server.query('INSERT INTO spread SELECT generate_series(1, 100)');
-    backupId = (await runPgdrOk(['backup', 'now', '--json', ...repoArgs], { env: server.libpqEnv(), timeoutMs: 180_000 })).json<{ backupId: string }>().backupId;
+    // The remote engine: what these tests check (one tar per tablespace, in-place tablespaces refused) is its.
+    backupId = (await runPgdrOk(['backup', 'now', '--json', '--engine', 'basebackup', ...repoArgs], { env: server.libpqEnv(), timeoutMs: 180_000 })).json<{ backupId: string }>().backupId;
     await server.query('INSERT INTO spread SELECT generate_series(101, 150)');
     await new Promise((resolve) => setTimeout(resolve, 1100));
     [{ at: middle }] = (await server.query<{ at: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`)) as [{ at: string }];
@@ -159,12 +160,12 @@ describe('tablespaces', () => {
     expect(readdirSync(scratch)).toEqual([]);
   });
 
-  it('an in-place tablespace is refused before anything is stored', async () => {
+  it('the basebackup engine refuses an in-place tablespace before anything is stored', async () => {
     const other = await startPostgres({ name: 'ts-inplace', archiveCommand: pgdrCommandLine(['wal', 'push', '%p', '--repo', `file://${repo}`, '--cluster', 'inplace']) });
     // psql sends each statement on its own (CREATE TABLESPACE refuses a transaction block), in one session.
     await other.psql("SET allow_in_place_tablespaces = on;\nCREATE TABLESPACE here LOCATION '';\n");
     await other.query('CREATE TABLE lost (id int) TABLESPACE here');
-    const result = await runPgdr(['backup', 'now', '--repo', `file://${repo}`, '--cluster', 'inplace', '--no-progress'], { env: other.libpqEnv(), timeoutMs: 120_000 });
+    const result = await runPgdr(['backup', 'now', '--engine', 'basebackup', '--repo', `file://${repo}`, '--cluster', 'inplace', '--no-progress'], { env: other.libpqEnv(), timeoutMs: 120_000 });
     expect(result.exitCode).toBe(4);
     expect(result.stderr).toMatch(/in-place tablespace "here"/);
     expect(existsSync(join(repo, 'inplace', 'backups')) ? readdirSync(join(repo, 'inplace', 'backups')) : []).toEqual([]);

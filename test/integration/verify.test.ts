@@ -48,7 +48,8 @@ describe('pgdr verify on a MinIO repository', () => {
     await server.query('CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
     for (let round = 0; round < 2; round++) {
       await server.query('INSERT INTO events (id) SELECT g FROM generate_series($1::int, $1::int + 999) g', [round * 1000]);
-      const backup = await runPgdrOk(['backup', 'now', '--json', ...repoArgs], { env, timeoutMs: 180_000 });
+      // The remote engine: the object names below (base.tar.zst, backup_manifest.zst) are its.
+      const backup = await runPgdrOk(['backup', 'now', '--json', '--engine', 'basebackup', ...repoArgs], { env, timeoutMs: 180_000 });
       backups.push(backup.json<{ backupId: string }>().backupId);
       await switchWalAndWaitForArchive(server);
     }

@@ -61,6 +61,8 @@ need_file postgresql-client-15 "$pg_bindir/psql"
 need_command zstd zstd
 # openssl makes the TLS certificate of the MinIO test server (and is how most Debian machines already trust CAs).
 [ "$demo" -eq 1 ] || need_command openssl openssl
+# jq: the restore-by-hand runbook test reads manifests with it, as the runbook tells a reader to.
+[ "$demo" -eq 1 ] || need_command jq jq
 if [ "$demo" -eq 0 ]; then
   need_command pgbackrest pgbackrest
   need_command etcd-server etcd

@@ -3,9 +3,9 @@ import { ServiceError } from '../../errors.js';
 import { openBaseBackupSession, type BaseBackupSession } from '../../postgres/base-backup-session.js';
 import { withConnection, type PgEndpoint } from '../../postgres/connection.js';
 import type { BackupObject } from '../../repo/manifest.js';
-import { ByteCounterStage, ChecksumStage, sha256Hex } from '../../stream/checksum.js';
-import { composeStreams } from '../../stream/compose.js';
-import { asZstdFailure, zstdCompressBuffer, zstdCompressStage } from '../../stream/zstd.js';
+import { sha256Hex } from '../../stream/checksum.js';
+import { zstdCompressBuffer } from '../../stream/zstd.js';
+import { uploadCompressed, type UploadedObject } from '../object-upload.js';
 import type { BackupEngine, EngineJob, EngineResult } from '../engine.js';
 
 /**
@@ -73,34 +73,20 @@ async function tablespaceNames(endpoint: PgEndpoint): Promise<Map<number, string
   });
 }
 
-/**
- * tar → byte count → zstd → sha256 → store.put. Whichever part fails first is the cause: the rest then fail only
- * because the chain was torn down (and the session is cancelled, so the server stops sending).
- */
-async function storeArchive(job: EngineJob, name: string, tar: Readable, session: BaseBackupSession): Promise<{ bytes: number; storedBytes: number; sha256: string }> {
+/** One archive of the server's stream, compressed and stored; a failure anywhere cancels the server's backup. */
+async function storeArchive(job: EngineJob, name: string, tar: Readable, session: BaseBackupSession): Promise<UploadedObject> {
   const key = job.layout.backupObject(job.backupId, name);
   job.started.push(key);
-  const counter = new ByteCounterStage();
-  const checksum = new ChecksumStage();
-  const chain = composeStreams(tar, counter, zstdCompressStage({ level: job.compress.level, threads: job.compress.threads }), checksum);
-  let firstError: unknown;
-  const fail = (err: unknown): void => {
-    firstError ??= asZstdFailure(err);
-    session.cancel(err instanceof Error ? err : new Error(String(err)));
-    if (!chain.destroyed) chain.destroy();
-  };
-  chain.on('error', fail);
-  const uploaded = job.store
+  return uploadCompressed({
+    store: job.store,
+    key,
+    source: tar,
+    compress: job.compress,
     // The server's size estimate bounds the compressed size: it sizes S3 parts for large databases.
-    .put(key, { kind: 'stream', open: () => chain, oneShot: true }, { expectedBytes: job.server.estimatedBytes })
-    .catch(fail);
-  const interrupted = job.interrupted.catch(fail);
-  await Promise.race([uploaded, interrupted]);
-  if (firstError !== undefined) {
-    await uploaded;
-    throw firstError;
-  }
-  return { bytes: counter.bytes, storedBytes: checksum.bytes, sha256: checksum.sha256 };
+    expectedBytes: job.server.estimatedBytes,
+    interrupted: job.interrupted,
+    onFailure: (err) => session.cancel(err),
+  });
 }
 
 async function storeManifest(job: EngineJob, manifest: Buffer): Promise<BackupObject> {

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { defaultPolicy, parsePolicy } from '../../../src/config/policy.js';
 import { ageState, evaluateHealth, formatAge, walArchiveLag, worstState, type CheckResult } from '../../../src/health/evaluate.js';
 import { failed, known, notConfigured, type HealthFacts, type ServerWalFacts } from '../../../src/health/facts.js';
+import { backupFacts } from '../../../src/health/gather.js';
 import { currentSegment } from '../../../src/health/sources.js';
+import { filesBackup } from '../retention/fixtures.js';
 
 const H = 3_600_000;
 const D = 24 * H;
@@ -40,6 +42,7 @@ function healthyFacts(): HealthFacts {
       completeCount: 12,
       incompleteCount: 0,
       invalidIds: [],
+      unrestorableIds: [],
     }),
     wal: known({ server: server(), newestArchived: { name: '00000001000000000000000F', storedAt: ago(60_000) }, aheadOfServer: null }),
     etcd: known({ newest: { snapshotId: '20240510T060000Z', takenAt: ago(6 * H) } }),
@@ -107,7 +110,7 @@ describe('evaluateHealth', () => {
 
     it('is CRITICAL when there is no complete backup', () => {
       const facts = healthyFacts();
-      facts.backups = known({ newest: null, oldestStart: null, completeCount: 0, incompleteCount: 1, invalidIds: [] });
+      facts.backups = known({ newest: null, oldestStart: null, completeCount: 0, incompleteCount: 1, invalidIds: [], unrestorableIds: [] });
       const c = check(facts, 'backup-age');
       expect(c.status).toBe('CRITICAL');
       expect(c.message).toBe('no complete base backup in the repository');
@@ -119,6 +122,29 @@ describe('evaluateHealth', () => {
       const c = check(facts, 'backup-age');
       expect(c.status).toBe('WARNING');
       expect(c.message).toMatch(/1 invalid manifest\(s\): 20240101T000000Z/);
+    });
+
+    it('counts only backups that can be restored, and warns about those whose chain lacks a member', () => {
+      const full = filesBackup({ start: '2024-05-01T02:00:00Z', type: 'full' });
+      const gone = filesBackup({ start: '2024-05-02T02:00:00Z', type: 'full' });
+      const incr = filesBackup({ start: '2024-05-03T02:00:00Z', type: 'incr', chain: [gone] });
+      const value = backupFacts({ complete: [full, incr], incomplete: [], invalid: [] });
+      expect(value.newest?.backupId).toBe(full.backupId);
+      expect(value.unrestorableIds).toEqual([incr.backupId]);
+      const facts = healthyFacts();
+      facts.backups = known(value);
+      const c = check(facts, 'backup-age');
+      expect(c.status).toBe('CRITICAL'); // the full is weeks old at NOW
+      expect(c.message).toContain(`newest complete backup ${full.backupId}`);
+      expect(c.message).toContain(`1 backup(s) cannot be restored, their chain lacks a member: ${incr.backupId}`);
+
+      const fresh = healthyFacts();
+      if (fresh.backups.kind === 'known') fresh.backups.value.unrestorableIds = [incr.backupId];
+      expect(check(fresh, 'backup-age')).toMatchObject({ status: 'WARNING', hint: expect.stringContaining('broken-chain') });
+
+      const none = healthyFacts();
+      none.backups = known(backupFacts({ complete: [incr], incomplete: [], invalid: [] }));
+      expect(check(none, 'backup-age')).toMatchObject({ status: 'CRITICAL', message: expect.stringMatching(/^no base backup in the repository can be restored: 1 build/) });
     });
 
     it('treats a stop time in the future (clock skew) as age 0', () => {

@@ -24,6 +24,7 @@ function cluster(name: string, backupAgeMs: number | null): HealthReport {
       completeCount: backupAgeMs === null ? 0 : 1,
       incompleteCount: 0,
       invalidIds: [],
+      unrestorableIds: [],
     }),
     wal: notConfigured('with --all only the repository is read'),
     etcd: notConfigured('no etcd'),

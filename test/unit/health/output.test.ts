@@ -20,6 +20,7 @@ function facts(backupAgeMs: number, cluster = 'main'): HealthFacts {
       completeCount: 3,
       incompleteCount: 1,
       invalidIds: [],
+      unrestorableIds: [],
     }),
     wal: notConfigured('no PostgreSQL configured (--pg-host/PGHOST or --patroni/PGDR_PATRONI)'),
     etcd: known({ newest: { snapshotId: '20240510T000000Z', takenAt: ago(12 * H) } }),

@@ -71,6 +71,12 @@ describe('planRebuild', () => {
     expect(Object.keys(configs)).toEqual(['pg1', 'pg2', 'pg3']);
   });
 
+  it('gives every member\'s restore the --tablespace-map pairs of the rebuild', () => {
+    const { configs } = planRebuild(request({ tablespaceMap: ['ts1=/data/ts1'] }));
+    expect((configs.pg1?.bootstrap as { pgdr: { command: string } }).pgdr.command).toMatch(/ --backup-id 20261123T100000Z --tablespace-map ts1=\/data\/ts1$/);
+    expect((configs.pg2?.postgresql as { pgdr: { command: string } }).pgdr.command).toMatch(/create-replica --repo s3:\/\/b\/p --cluster main --tablespace-map ts1=\/data\/ts1$/);
+  });
+
   it('clones replicas from the leader when a newer backup than the target exists (it lies past the fork)', () => {
     const { plan, configs } = planRebuild(request({ newestBackupId: '20261123T130000Z' }));
     expect(plan.replicasFrom).toBe('leader');

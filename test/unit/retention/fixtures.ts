@@ -52,3 +52,25 @@ export function backup(spec: BackupSpec): BackupManifest {
     pgdrVersion: '0.1.0',
   };
 }
+
+/**
+ * A files-engine backup (manifest format 2) of `type` built on `chain` (oldest first, the reference last; empty for a
+ * full), with the file-list object every format-2 manifest names.
+ */
+export function filesBackup(spec: BackupSpec & { type: 'full' | 'diff' | 'incr'; chain?: readonly BackupManifest[] }): BackupManifest {
+  const base = backup(spec);
+  const chain = (spec.chain ?? []).map((m) => m.backupId);
+  return {
+    ...base,
+    format: 2,
+    engine: 'files',
+    type: spec.type,
+    ...(chain.length > 0 ? { reference: chain[chain.length - 1]!, chain } : { chain: [] }),
+    restoredBytes: 1000,
+    fileCount: 1,
+    objects: [
+      { name: 'files-000001.tar.zst', bytes: 1000, storedBytes: 100, sha256: 'a'.repeat(64), encoding: 'tar+zstd', content: 'files' },
+      { name: 'files.jsonl.zst', bytes: 100, storedBytes: 50, sha256: 'b'.repeat(64), encoding: 'zstd', content: 'file-list' },
+    ],
+  };
+}

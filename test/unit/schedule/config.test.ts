@@ -57,6 +57,45 @@ describe('parseScheduleSection', () => {
     expect(() => parseScheduleSection(section, 'policy file p.yaml', { etcdConfigured: false })).toThrow(message);
   });
 
+  it('takes more backup jobs, each with its type and engine, after the fixed jobs', () => {
+    const config = parseScheduleSection(
+      {
+        jobs: {
+          backup: { cron: '0 2 * * 0', type: 'full', engine: 'files' },
+          'backup-incr': { cron: '0 2 * * *', type: 'incr', engine: 'files', args: ['--jobs', '4'] },
+          'backup-diff': { cron: '30 2 * * 3', type: 'diff', timeout: '6h' },
+        },
+      },
+      'test',
+      { etcdConfigured: false },
+    );
+    expect(config.jobs.map((j) => [j.name, j.cron, j.command.join(' '), j.backupType ?? null])).toEqual([
+      ['backup', '0 2 * * 0', 'backup now --type full --engine files', 'full'],
+      ['wal-archive-check', '*/5 * * * *', 'health --check wal-archive', null],
+      ['etcd-snapshot', '15 */6 * * *', 'etcd snapshot', null],
+      ['expire', '0 4 * * *', 'expire', null],
+      ['verify', '0 5 * * 0', 'verify', null],
+      ['drill', '0 6 1 * *', 'drill', null],
+      ['backup-diff', '30 2 * * 3', 'backup now --type diff', 'diff'],
+      ['backup-incr', '0 2 * * *', 'backup now --type incr --engine files --jobs 4', 'incr'],
+    ]);
+    expect(config.jobs.find((j) => j.name === 'backup-diff')).toMatchObject({ enabled: true, timeoutMs: 6 * 3_600_000 });
+    // Without type: the backup job takes what backup now takes by default, a full one.
+    expect(parseScheduleSection(undefined, 'test', { etcdConfigured: false }).jobs[0]).toMatchObject({ command: ['backup', 'now'], backupType: 'full' });
+  });
+
+  it.each([
+    [{ jobs: { 'backup-incr': { type: 'incr' } } }, /schedule\.jobs\.backup-incr\.cron: expected a cron expression/],
+    [{ jobs: { 'backup-incr': { cron: '0 2 * * *', type: 'incr', engine: 'basebackup' } } }, /schedule\.jobs\.backup-incr\.engine: a diff or incr backup needs the files engine/],
+    [{ jobs: { 'backup-incr': { cron: '0 2 * * *', args: ['--type', 'incr'] } } }, /schedule\.jobs\.backup-incr\.args: give the backup type and engine as type: and engine:/],
+    [{ jobs: { 'backup-incr': { cron: '0 2 * * *', type: 'weekly' } } }, /schedule\.jobs\.backup-incr\.type: expected full, diff or incr/],
+    [{ jobs: { 'backup-incr': { cron: '0 2 * * *', colour: 'blue' } } }, /schedule\.jobs\.backup-incr\.colour: unknown key$/],
+    [{ jobs: { 'backup-Incr': { cron: '0 2 * * *' } } }, /schedule\.jobs\.backup-Incr: unknown key \(jobs are .*, or backup-<name> for another backup job/],
+    [{ jobs: { verify: { type: 'full' } } }, /schedule\.jobs\.verify\.type: unknown key \(type: belongs to backup jobs\)/],
+  ])('refuses the backup job %j with one line naming the key', (section, message) => {
+    expect(() => parseScheduleSection(section, 'policy file p.yaml', { etcdConfigured: false })).toThrow(message);
+  });
+
   it('lists every job name', () => {
     expect(JOB_NAMES).toEqual(['backup', 'wal-archive-check', 'etcd-snapshot', 'expire', 'verify', 'drill']);
   });

@@ -148,6 +148,40 @@ describe('Scheduler', () => {
     expect(log.map((r) => r.outcome)).toEqual(['skipped', 'succeeded', 'failed']);
   });
 
+  it('runs only the backup job that stores the most when several fire at once, and never two backup jobs side by side', async () => {
+    const jobs = parseScheduleSection(
+      { jobs: { backup: { cron: '0 2 * * 0', type: 'full' }, 'backup-incr': { cron: '0 2 * * *', type: 'incr', engine: 'files' } } },
+      'test',
+      { etcdConfigured: false },
+    ).jobs;
+    const runner = new ManualRunner();
+    const log: Array<RunRecord | Record<string, unknown>> = [];
+    const firesAt = (job: ScheduledJob, at: Date) => job.name === 'backup-incr' || at.getUTCDay() === 0;
+    const scheduler = new Scheduler({ jobs, gate: new FakeGate('leader'), runner, locks: noLocks, trigger: new ManualTrigger(), now: () => AT, log: (r) => log.push(r), firesAt });
+    // Sunday 02:00: both fire; the incr's timer happens to fire first.
+    const sunday = new Date('2024-05-05T02:00:00Z');
+    expect(await scheduler.fire('backup-incr', sunday)).toMatchObject({
+      outcome: 'skipped',
+      reason: 'superseded',
+      detail: 'the backup job fires at the same moment and takes a full backup instead',
+    });
+    const full = scheduler.fire('backup', sunday);
+    await runner.waitStarted(1);
+    // Monday's incr while Sunday's full still runs: skipped, naming the running job.
+    expect(await scheduler.fire('backup-incr', new Date('2024-05-06T02:00:00Z'))).toMatchObject({
+      outcome: 'skipped',
+      reason: 'overlap',
+      detail: 'the backup job, a backup too, is still running here',
+    });
+    runner.finish('backup');
+    expect((await full).outcome).toBe('succeeded');
+    const incr = scheduler.fire('backup-incr', new Date('2024-05-07T02:00:00Z'));
+    await runner.waitStarted(2);
+    runner.finish('backup-incr');
+    expect((await incr).outcome).toBe('succeeded');
+    expect(runner.started).toEqual(['backup', 'backup-incr']);
+  });
+
   it('skips a run whose repository lock another scheduler holds (real locks on an fs repository)', async () => {
     const store = createFsStore({ root: join(dir, 'repo-locks') });
     const layout = new RepositoryLayout('main');

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveSettings } from '../../../src/config/settings.js';
-import { JOB_COMMANDS, JOB_NAMES, type ScheduledJob } from '../../../src/schedule/config.js';
+import { JOB_COMMANDS, JOB_NAMES, parseScheduleSection, type ScheduledJob } from '../../../src/schedule/config.js';
 import { settingsArgs, SpawnJobRunner } from '../../../src/schedule/spawn-runner.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgdr-spawn-runner-'));
@@ -74,7 +74,13 @@ describe('the job commands', () => {
     return lines.slice(lines.findIndex((l) => l.trim() === 'Commands:') + 1).flatMap((l) => /^ {2}(\S+)/.exec(l)?.[1] ?? []);
   };
 
-  it.each(JOB_NAMES.map((name) => [name, JOB_COMMANDS[name]] as const))('%s runs `pgdr %s`, which exists with its flags', (_name, command) => {
+  // A backup job with a type and an engine, as policies/README.md shows one.
+  const incrJob = parseScheduleSection({ jobs: { 'backup-incr': { cron: '0 2 * * *', type: 'incr', engine: 'files' } } }, 'test', { etcdConfigured: false }).jobs.find(
+    (j) => j.name === 'backup-incr',
+  )!;
+  const commands = [...JOB_NAMES.map((name) => [name, JOB_COMMANDS[name]] as const), [incrJob.name, incrJob.command] as const];
+
+  it.each(commands)('%s runs `pgdr %s`, which exists with its flags', (_name, command) => {
     if (!existsSync(join(root, 'dist', 'cli', 'entry.js'))) throw new Error('dist/ is missing: run `npm run build` first');
     const words = command.filter((w, i) => !w.startsWith('-') && !command.slice(0, i).some((p) => p.startsWith('-')));
     expect(subcommands(pgdr(['--help']))).toContain(words[0]);

@@ -47,6 +47,8 @@ describe('formatVerifyReport', () => {
       incompleteBackups: 0,
       backupObjects: 2,
       bytesHashed: 2048,
+      chains: 0,
+      fileLists: 0,
       walFiles: 9,
       walSegmentsNeeded: 7,
       walSegmentsMissing: 0,
@@ -77,6 +79,9 @@ describe('formatVerifyReport', () => {
         { kind: 'missing-wal', key: 'k', detail: 'backups X and Y cannot reach 2024-05-03 10:00:00 UTC: segment S missing', breaks: ['X', 'Y'] },
       ],
     };
+    const chained: VerifyReport = { ...base, checked: { ...base.checked, chains: 3, fileLists: 4 } };
+    expect(formatVerifyReport(chained).split('\n')[0]).toMatch(/20 objects in all; 3 backup chains, 4 file lists read$/);
+    expect(formatVerifyReport({ ...chained, quick: true }).split('\n')[0]).toMatch(/20 objects in all; 3 backup chains$/);
     expect(formatVerifyReport(broken).split('\n').slice(-2)).toEqual([
       'missing-wal: backups X and Y cannot reach 2024-05-03 10:00:00 UTC: segment S missing',
       'verify: 1 problem found',

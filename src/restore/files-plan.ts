@@ -1,0 +1,110 @@
+import { VerificationError } from '../errors.js';
+import { entryKey, type FileEntry, type FileListEntry } from '../repo/file-list.js';
+import type { BackupManifest, BackupObject } from '../repo/manifest.js';
+
+/**
+ * How a files-engine backup (and its chain) comes back, as a list of steps the executor runs: layer by layer, oldest
+ * backup first, each layer's objects in parallel. A file's whole copy comes from the layer that stored it last; runs
+ * of changed blocks from later layers are then written over it in order; a file whose newest part is a block run is
+ * cut to its listed size at the end. A delta restore passes the files it already has right, and those are left out.
+ */
+export interface FilesRestorePlan {
+  /** Directories and links to create (from the final list), directories first. */
+  structure: FileListEntry[];
+  layers: RestoreLayer[];
+  /** Files whose newest part is a block run: their final size. */
+  truncate: FileEntry[];
+  /** Files the plan writes. */
+  files: FileEntry[];
+  /** Bytes the written files take. */
+  bytes: number;
+}
+
+export interface RestoreLayer {
+  backupId: string;
+  extracts: ObjectExtract[];
+}
+
+export interface ObjectExtract {
+  backupId: string;
+  object: BackupObject;
+  /** undefined: the data directory. */
+  tablespace?: number;
+  /** Members to take, or every member (a full backup's objects, restored whole). */
+  members: string[] | 'all';
+  /** For a blocks object: where each taken member goes, [file, first block, count]. */
+  runs: { member: string; file: FileEntry; first: number; count: number }[];
+}
+
+/**
+ * @param chain the manifests of every backup the list refers to, the restored one last
+ * @param keep entryKeys of files already right in place (delta restore): not written
+ */
+export function planFilesRestore(chain: readonly BackupManifest[], list: readonly FileListEntry[], keep: ReadonlySet<string> = new Set()): FilesRestorePlan {
+  const byId = new Map(chain.map((m) => [m.backupId, m]));
+  const order = chain.map((m) => m.backupId);
+  const wanted = new Map<string, { members: Set<string>; runs: ObjectExtract['runs']; tablespace: number | undefined }>();
+  const objectKey = (backupId: string, name: string) => `${backupId}/${name}`;
+  const truncate: FileEntry[] = [];
+  const files: FileEntry[] = [];
+  let bytes = 0;
+
+  for (const entry of list) {
+    if (entry.type !== 'file' || keep.has(entryKey(entry))) continue;
+    files.push(entry);
+    bytes += entry.size;
+    entry.parts.forEach((part, index) => {
+      const manifest = byId.get(part.backup);
+      const object = manifest?.objects.find((o) => o.name === part.object);
+      if (manifest === undefined || object === undefined) {
+        throw new VerificationError(
+          `the file list names ${part.backup}/${part.object} for ${entry.path}, which is not in the backup's chain`,
+          'the file list or a manifest is damaged: run pgdr verify, and restore another backup with --backup-id',
+        );
+      }
+      const expected = index === 0 ? 'files' : 'blocks';
+      if (object.content !== expected || (part.blocks === undefined) !== (index === 0)) {
+        throw new VerificationError(
+          `${entry.path}: part ${index + 1} in ${part.backup}/${part.object} is not a ${index === 0 ? 'whole copy' : 'block run'}`,
+          'the file list is damaged: run pgdr verify, and restore another backup with --backup-id',
+        );
+      }
+      const key = objectKey(part.backup, part.object);
+      const slot = wanted.get(key) ?? { members: new Set<string>(), runs: [], tablespace: entry.tablespace };
+      if (part.blocks === undefined) {
+        slot.members.add(entry.path);
+      } else {
+        for (const [first, count] of part.blocks) {
+          const member = `${entry.path}@${first}`;
+          slot.members.add(member);
+          slot.runs.push({ member, file: entry, first, count });
+        }
+      }
+      wanted.set(key, slot);
+    });
+    if (entry.parts.length > 1) truncate.push(entry);
+  }
+
+  const layers: RestoreLayer[] = order.map((backupId) => ({ backupId, extracts: [] }));
+  for (const [key, slot] of wanted) {
+    const slash = key.indexOf('/');
+    const backupId = key.slice(0, slash);
+    const name = key.slice(slash + 1);
+    const object = byId.get(backupId)!.objects.find((o) => o.name === name)!;
+    const extract: ObjectExtract = {
+      backupId,
+      object,
+      ...(slot.tablespace === undefined ? {} : { tablespace: slot.tablespace }),
+      members: [...slot.members].sort(),
+      runs: slot.runs,
+    };
+    layers[order.indexOf(backupId)]!.extracts.push(extract);
+  }
+  // An object of the restored backup itself that gives every member is unpacked whole (its directories too).
+  const last = layers[layers.length - 1]!;
+  for (const extract of last.extracts) if (extract.object.content === 'files' && keep.size === 0) extract.members = 'all';
+  for (const layer of layers) layer.extracts.sort((a, b) => b.object.bytes - a.object.bytes);
+
+  const structure = list.filter((e) => e.type !== 'file');
+  return { structure, layers: layers.filter((l) => l.extracts.length > 0), truncate, files, bytes };
+}
