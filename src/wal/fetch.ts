@@ -10,14 +10,26 @@ import { zstdDecompressStage } from '../stream/zstd.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { prefetchDir, prefetchTempPath, publishPrefetched, resetPrefetchDir, type PrefetchSource } from './prefetch-spool.js';
 
-export interface WalFetchOptions {
+/** One repository `wal fetch` may find WAL in. */
+export interface WalSource {
   store: ObjectStore;
+  /** How messages name it: the repository's name, or its URL. */
+  label: string;
+}
+
+export interface WalFetchOptions {
+  /**
+   * Where to look, in order (src/config/repositories.ts): a file one lacks, or cannot give because it fails, is
+   * asked of the next. Only when none has it is the file "not in the archive".
+   */
+  sources: readonly WalSource[];
   layout: RepositoryLayout;
   /** Segments to download ahead, in parallel, for PostgreSQL's next requests (0: none). */
   lookahead: number;
   spoolDir: string;
-  /** The repository URL as configured: prefetched files are served only to requests for the same repository. */
+  /** The repositories' URLs as configured: prefetched files are served only to requests for the same repositories. */
   repoUrl: string;
+  log?: (message: string) => void;
   /** The restoring data directory (restore_command's working directory). */
   dataDirectory: string;
 }
@@ -32,9 +44,10 @@ export interface WalFetchOptions {
 export async function fetchWal(name: string, destination: string, options: WalFetchOptions): Promise<void> {
   const parsed = parseWalFileName(name);
   const final = resolve(destination);
-  const found = await downloadWalFile(options.store, options.layout, name, final);
+  const found = await downloadFromSources(options, name, final, options.log);
   if (!found) {
-    throw new NotFoundError(`${name} is not in ${options.store.location}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
+    const where = options.sources.map((s) => s.store.location).join(', ');
+    throw new NotFoundError(`${name} is not in ${where}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
   }
   if (parsed.kind !== 'segment' || options.lookahead <= 0) return;
 
@@ -55,7 +68,7 @@ export async function fetchWal(name: string, destination: string, options: WalFe
       const file = upcoming.shift()!;
       const temp = prefetchTempPath(dir, file);
       try {
-        if (await downloadWalFile(options.store, options.layout, file, temp)) publishPrefetched(temp, file);
+        if (await downloadFromSources(options, file, temp)) publishPrefetched(temp, file);
         else ended = true;
       } catch {
         // A failed look-ahead costs nothing: PostgreSQL asks for the file and the normal path reports the error.
@@ -76,6 +89,25 @@ async function segmentSizeOf(path: string): Promise<number> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * The first source that has the file gives it. A source that fails (down, refusing, a damaged copy) is named and the
+ * next is asked; if none has the file and one failed, that failure is the answer, never "not in the archive": the
+ * failing one may hold it, and recovery must not end early on a storage error.
+ */
+async function downloadFromSources(options: WalFetchOptions, name: string, final: string, log?: (message: string) => void): Promise<boolean> {
+  let failure: unknown;
+  for (const source of options.sources) {
+    try {
+      if (await downloadWalFile(source.store, options.layout, name, final)) return true;
+    } catch (err) {
+      failure ??= err;
+      if (options.sources.length > 1) log?.(`${name}: repository ${source.label} failed (${(err as Error).message}); asking the next`);
+    }
+  }
+  if (failure !== undefined) throw failure;
+  return false;
 }
 
 /** Downloads and decompresses one WAL file to `final` (via a temp file, fsynced); false when it is not stored. */

@@ -14,18 +14,29 @@ import type { RunningCommand } from '../process/run-command.js';
 import { startZstdCompressFile, zstdDecompressBuffer } from '../stream/zstd-buffer.js';
 import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
 
-export interface WalPushOptions {
+/** One repository `wal push` stores into. */
+export interface WalPushTarget {
   store: ObjectStore;
-  layout: RepositoryLayout;
-  compressLevel: number;
-  spoolDir: string;
-  /** The repository URL as configured; markers name it so a marker for another repository is never trusted. */
-  repoUrl: string;
+  /** How messages name it: the repository's name, or its URL. */
+  label: string;
   /**
    * The store ignores If-None-Match (src/repo/store-probe.ts): a conditional put would silently replace, so pgdr
    * looks before it writes and reads back after.
    */
   storeIgnoresConditions?: boolean;
+}
+
+export interface WalPushOptions {
+  /**
+   * Every repository that receives WAL (src/config/repositories.ts): a push succeeds only once each holds the file,
+   * so one that is down delays archiving (PostgreSQL retries) and never loses a segment.
+   */
+  targets: readonly WalPushTarget[];
+  layout: RepositoryLayout;
+  compressLevel: number;
+  spoolDir: string;
+  /** The repositories' URLs as configured: markers name them so a marker for other repositories is never trusted. */
+  repoUrl: string;
   log: (message: string) => void;
 }
 
@@ -45,7 +56,7 @@ export async function pushWal(path: string, options: WalPushOptions, compression
   const absolute = resolve(path);
   const name = basename(absolute);
   parseWalFileName(name);
-  const cluster = new ClusterIdentity(options.store, options.layout);
+  const cluster = clusterIdentities(options);
   await checkReadable(absolute);
   const { spoolDir } = options;
   const clusterName = options.layout.cluster;
@@ -97,7 +108,7 @@ export async function pushReadyFiles(
   /** Files left to PostgreSQL's own call (they failed here, or were stored already): not tried again. */
   failed: Set<string> = new Set(),
 ): Promise<number> {
-  const cluster = new ClusterIdentity(options.store, options.layout);
+  const cluster = clusterIdentities(options);
   const { spoolDir } = options;
   const clusterName = options.layout.cluster;
   sweepMarkers(spoolDir, clusterName, pgWalDir);
@@ -117,7 +128,8 @@ export async function pushReadyFiles(
       try {
         // Stored already (by PostgreSQL's own call, which has just not marked it done yet): that call answered, or
         // will check the stored copy itself; uploading or comparing it here again would only repeat its work.
-        if ((await options.store.head(options.layout.walObject(file))) !== null) {
+        const key = options.layout.walObject(file);
+        if ((await Promise.all(options.targets.map((t) => t.store.head(key)))).some((info) => info !== null)) {
           options.log(`${file} is stored already; left to PostgreSQL's own call`);
           failed.add(file);
           continue;
@@ -151,46 +163,65 @@ async function checkReadable(path: string): Promise<void> {
 }
 
 /**
- * Stores one WAL file. zstd reads the file itself and starts first, so it compresses on its own core while this
- * process checks the segment header against cluster.json; nothing is stored unless that check passes. The file's
- * sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores conditional
- * writes, or the background pusher leaves a marker. Nothing holds the whole file in memory (a segment may be 1 GiB).
+ * Stores one WAL file in every target. zstd reads the file itself and starts first, so it compresses on its own core
+ * while this process checks the segment header against each repository's cluster.json; nothing is stored in a
+ * repository unless its check passes. The targets are written at once; one that fails (down, refusing, holding other
+ * content) fails the push after the others are done, so PostgreSQL's retry finds those holding the file already.
+ * The file's sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores
+ * conditional writes, or the background pusher leaves a marker. Nothing holds the whole file in memory but its
+ * compressed frame (a segment may be 1 GiB).
  */
 async function storeWalFile(
   name: string,
   path: string,
-  cluster: ClusterIdentity,
+  clusters: readonly ClusterIdentity[],
   options: WalPushOptions,
   digest: () => Promise<string>,
   started?: RunningCommand,
 ): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
   const compression = started ?? startZstdCompressFile(path, { level: options.compressLevel, threads: 1 });
-  let compressed: Buffer;
-  try {
-    if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
-    compressed = (await compression.result).stdout;
-  } catch (err) {
-    compression.kill();
-    throw err;
+  const compressed = compression.result.then((r) => r.stdout);
+  compressed.catch(() => undefined);
+  const head = kind === 'segment' || kind === 'partial' ? readHead(path, 64) : undefined;
+  head?.catch(() => undefined);
+  const results = await Promise.allSettled(
+    options.targets.map(async (target, i) => {
+      if (head !== undefined) await clusters[i]!.check(await head, name);
+      return storeIn(target, name, await compressed, options, digest);
+    }),
+  );
+  const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ target: options.targets[i]!, error: r.reason as unknown }] : []));
+  if (failures.length === results.length) compression.kill();
+  if (failures.length > 0) {
+    if (options.targets.length > 1) {
+      for (const f of failures) options.log(`${name}: repository ${f.target.label}: ${(f.error as Error).message}`);
+      const stored = options.targets.filter((t) => !failures.some((f) => f.target === t));
+      if (stored.length > 0) options.log(`${name} is in ${stored.map((t) => t.label).join(', ')}; PostgreSQL will retry for the rest`);
+    }
+    throw failures[0]!.error;
   }
+  return results.some((r) => r.status === 'fulfilled' && r.value === 'stored') ? 'stored' : 'already-stored';
+}
+
+async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, options: WalPushOptions, digest: () => Promise<string>): Promise<WalPushOutcome> {
   const key = options.layout.walObject(name);
-  if (options.storeIgnoresConditions && (await options.store.head(key)) !== null) {
-    return compareWithStored(name, key, await digest(), options);
+  if (target.storeIgnoresConditions && (await target.store.head(key)) !== null) {
+    return compareWithStored(name, key, await digest(), target, options);
   }
   try {
-    await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
+    await target.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
-    return compareWithStored(name, key, await digest(), options);
+    return compareWithStored(name, key, await digest(), target, options);
   }
-  if (options.storeIgnoresConditions) {
+  if (target.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
     // be this file, or PostgreSQL must hear that it is not archived.
-    const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+    const stored = await zstdDecompressBuffer(await target.store.getBuffer(key));
     if (sha256Hex(stored) !== (await digest())) {
       throw new RepositoryError(
-        `${name} was replaced in ${options.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
+        `${name} was replaced in ${target.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
         'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
       );
     }
@@ -199,14 +230,14 @@ async function storeWalFile(
 }
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
-async function compareWithStored(name: string, key: string, sha256: string, options: WalPushOptions): Promise<WalPushOutcome> {
-  const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+async function compareWithStored(name: string, key: string, sha256: string, target: WalPushTarget, options: WalPushOptions): Promise<WalPushOutcome> {
+  const stored = await zstdDecompressBuffer(await target.store.getBuffer(key));
   if (sha256Hex(stored) === sha256) {
-    options.log(`${name} is already in the repository with identical content`);
+    options.log(`${name} is already in ${options.targets.length > 1 ? `repository ${target.label}` : 'the repository'} with identical content`);
     return 'already-stored';
   }
   throw new RepositoryError(
-    `${name} is already in ${options.store.location} with different content; nothing was overwritten`,
+    `${name} is already in ${target.store.location} with different content; nothing was overwritten`,
     'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
   );
 }
@@ -239,6 +270,10 @@ function fileDigest(path: string): () => Promise<string> {
     }
     return hashing;
   };
+}
+
+function clusterIdentities(options: WalPushOptions): ClusterIdentity[] {
+  return options.targets.map((t) => new ClusterIdentity(t.store, options.layout));
 }
 
 /** Checks each segment's system identifier against cluster.json, creating cluster.json from the first segment. */

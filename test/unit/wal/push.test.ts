@@ -37,7 +37,7 @@ function setup() {
   const repo = temp();
   const store = createFsStore({ root: repo });
   const layout = new RepositoryLayout('c1');
-  const options: WalPushOptions = { store, layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
+  const options: WalPushOptions = { targets: [{ store, label: 'r' }], layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
   return { pgWal, repo, store, layout, options };
 }
 
@@ -110,5 +110,28 @@ describe('readyBesides', () => {
     expect(readyBesides(pgWal, '000000010000000000000001')).toBe(false);
     writeFileSync(join(pgWal, 'archive_status', '000000010000000000000002.ready'), '');
     expect(readyBesides(pgWal, '000000010000000000000001')).toBe(true);
+  });
+
+  it('stores into every target; one that fails fails the push, and the retry finds the other holding it already', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const second = createFsStore({ root: temp() });
+    let down = true;
+    const flaky: typeof second = Object.create(second);
+    flaky.put = (...args) => (down ? Promise.reject(new RepositoryError('cannot reach the S3 endpoint (ECONNREFUSED)', 'start it')) : second.put(...args));
+    const lines: string[] = [];
+    const both: WalPushOptions = { ...options, targets: [{ store, label: 'r2' }, { store: flaky, label: 'b2' }], log: (m) => lines.push(m) };
+    const name = '000000010000000000000001';
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(1));
+    await expect(pushWal(path, both)).rejects.toThrow('cannot reach the S3 endpoint (ECONNREFUSED)');
+    expect(await store.head(layout.walObject(name))).not.toBeNull();
+    expect(await second.head(layout.walObject(name))).toBeNull();
+    expect(lines).toContain(`${name}: repository b2: cannot reach the S3 endpoint (ECONNREFUSED)`);
+    expect(lines).toContain(`${name} is in r2; PostgreSQL will retry for the rest`);
+    down = false;
+    expect(await pushWal(path, both)).toBe('stored');
+    expect(lines).toContain(`${name} is already in repository r2 with identical content`);
+    expect((await zstdDecompressBuffer(await second.getBuffer(layout.walObject(name)))).equals(segment(1))).toBe(true);
+    expect(await pushWal(path, both)).toBe('already-stored');
   });
 });
