@@ -30,6 +30,7 @@ const COMMAND_GROUPS: Record<string, () => Promise<Register>> = {
   report: async () => (await import('./report.js')).registerReportCommands,
   schedule: async () => (await import('./schedule.js')).registerScheduleCommands,
   repo: async () => (await import('./repo.js')).registerRepoCommands,
+  copy: async () => (await import('./copy.js')).registerCopyCommands,
   'restore-point': async () => (await import('./restore-point.js')).registerRestorePointCommands,
 };
 

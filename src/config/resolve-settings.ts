@@ -139,8 +139,8 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
   });
   const repositories = configuredRepositories(file);
   const repository =
-    repositories.length === 0
-      ? adHoc(selection ?? `file://${join(home, '.local', 'share', 'pgdr', 'repo')}`)
+    repositories.length === 0 && selection === undefined
+      ? adHoc(`file://${join(home, '.local', 'share', 'pgdr', 'repo')}`)
       : selection === undefined
         ? undefined
         : selectRepository(selection, repositories, adHoc);
