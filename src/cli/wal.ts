@@ -6,6 +6,8 @@ import type { Action } from './main.js';
 import { walPushAheadCommand, walPushCommand } from './wal-push.js';
 import { repositoriesKey, repositoryLabel, walFetchSources } from '../config/repositories.js';
 import { openRepositoryAt } from './repository.js';
+import { createLazyStore } from '../storage/lazy-store.js';
+import { RepositoryLayout } from '../repo/layout.js';
 
 /** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
 const ABORT_RECOVERY_EXIT_CODE = 126;
@@ -50,7 +52,14 @@ export function registerWalCommands(program: Command, action: Action): void {
   ).action(
     action(async (ctx: CommandContext, name: unknown, dest: unknown, options: unknown) => {
       const repositories = walFetchSources(ctx.settings);
-      const opened = repositories.map((r) => openRepositoryAt(r, ctx.settings));
+      // A repository that cannot even be opened (a credentials file gone) is one failing source, not the end of the fetch.
+      const opened = repositories.map((r) => {
+        try {
+          return openRepositoryAt(r, ctx.settings);
+        } catch (err) {
+          return { store: createLazyStore(r.url, () => Promise.reject(err)), layout: new RepositoryLayout(ctx.settings.cluster) };
+        }
+      });
       try {
         await fetchWal(String(name), String(dest), {
           sources: opened.map(({ store }, i) => ({ store, label: repositoryLabel(repositories[i]!) })),

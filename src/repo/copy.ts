@@ -3,6 +3,7 @@ import { PassThrough } from 'node:stream';
 import { RepositoryError, VerificationError } from '../errors.js';
 import { readEtcdSnapshots } from '../etcd/catalog.js';
 import { parseWalFileName } from '../postgres/wal-file-name.js';
+import { failpoint } from '../process/failpoint.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { ObjectExistsError, ObjectNotFoundError, type ObjectInfo, type ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
@@ -291,6 +292,8 @@ async function copyCommitted(options: CopyOptions, c: Committed): Promise<'copie
     await copyObject(options, object, recorded, c.counted);
     c.report.copied++;
   });
+  // The fault suite kills a copy here: every object is in B, the manifest is not, and B must show no such backup.
+  await failpoint('copy:before-manifest', c.manifestKey);
   try {
     await to.put(c.manifestKey, { kind: 'buffer', data: manifest }, { ifNoneMatch: true });
   } catch (err) {
