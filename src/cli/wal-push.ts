@@ -68,7 +68,7 @@ export async function walPushOptions(settings: Settings, repositories: readonly 
         log,
         cacheFile: join(settings.spoolDir, layout.cluster, repository.name === undefined ? 'store-probe.json' : `store-probe-${repository.name}.json`),
       });
-      return { store, label: repositoryLabel(repository), storeIgnoresConditions: probe.conditionalWrites === 'ignored' };
+      return { store, id: `${repository.url} ${repository.s3Endpoint ?? ''}`.trim(), label: repositoryLabel(repository), storeIgnoresConditions: probe.conditionalWrites === 'ignored' };
     }),
   );
   return {

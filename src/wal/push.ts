@@ -12,11 +12,26 @@ import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js'
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
 import type { RunningCommand } from '../process/run-command.js';
 import { startZstdCompressFile, zstdDecompressBuffer } from '../stream/zstd-buffer.js';
-import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
+import {
+  claimOwner,
+  markedFiles,
+  readMarker,
+  readPartialPush,
+  releaseClaim,
+  removeMarker,
+  removePartialPush,
+  sweepMarkers,
+  tryClaim,
+  writeMarker,
+  writePartialPush,
+  type SpoolMarker,
+} from './spool.js';
 
 /** One repository `wal push` stores into. */
 export interface WalPushTarget {
   store: ObjectStore;
+  /** What spool records name it by: its URL and endpoint (a name may later mean another store). */
+  id: string;
   /** How messages name it: the repository's name, or its URL. */
   label: string;
   /**
@@ -56,7 +71,6 @@ export async function pushWal(path: string, options: WalPushOptions, compression
   const absolute = resolve(path);
   const name = basename(absolute);
   parseWalFileName(name);
-  const cluster = clusterIdentities(options);
   await checkReadable(absolute);
   const { spoolDir } = options;
   const clusterName = options.layout.cluster;
@@ -70,12 +84,26 @@ export async function pushWal(path: string, options: WalPushOptions, compression
     return 'already-stored';
   }
   if (!claimed) claimed = tryClaim(spoolDir, clusterName, name);
+  const digest = fileDigest(absolute);
+  // A retry after some repositories took the file and one did not: only the rest are asked again.
+  const partial = readPartialPush(spoolDir, clusterName, name);
+  const holding = partial !== null && partial.sha256 === (await digest()) ? partial.stored : [];
+  const rest = options.targets.filter((t) => !holding.includes(t.id));
+  const stored: string[] = [];
   try {
-    return await storeWalFile(name, absolute, cluster, options, fileDigest(absolute), compression);
+    if (rest.length === 0) return 'already-stored';
+    if (holding.length > 0) options.log(`${name} is in ${options.targets.filter((t) => holding.includes(t.id)).map((t) => t.label).join(', ')} already; storing it in ${rest.map((t) => t.label).join(', ')}`);
+    const outcome = await storeWalFile(name, absolute, clusterIdentities({ ...options, targets: rest }), { ...options, targets: rest }, digest, compression, (t) => stored.push(t.id));
+    removePartialPush(spoolDir, clusterName, name);
+    return holding.length > 0 ? 'stored' : outcome;
+  } catch (err) {
+    if (stored.length > 0) writePartialPush(spoolDir, clusterName, name, { sha256: await digest(), stored: [...holding, ...stored] });
+    throw err;
   } finally {
     removeMarker(spoolDir, clusterName, name);
     if (claimed) releaseClaim(spoolDir, clusterName, name);
-    sweepMarkers(spoolDir, clusterName, dirname(absolute));
+    // This file's own partial record stays for PostgreSQL's retry, whether or not PostgreSQL lists it as ready.
+    sweepMarkers(spoolDir, clusterName, dirname(absolute), name);
   }
 }
 
@@ -178,6 +206,7 @@ async function storeWalFile(
   options: WalPushOptions,
   digest: () => Promise<string>,
   started?: RunningCommand,
+  onStored?: (target: WalPushTarget) => void,
 ): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
   const compression = started ?? startZstdCompressFile(path, { level: options.compressLevel, threads: 1 });
@@ -188,7 +217,9 @@ async function storeWalFile(
   const results = await Promise.allSettled(
     options.targets.map(async (target, i) => {
       if (head !== undefined) await clusters[i]!.check(await head, name);
-      return storeIn(target, name, await compressed, options, digest);
+      const outcome = await storeIn(target, name, await compressed, options, digest);
+      onStored?.(target);
+      return outcome;
     }),
   );
   const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ target: options.targets[i]!, error: r.reason as unknown }] : []));

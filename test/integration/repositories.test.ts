@@ -162,6 +162,9 @@ describe('several repositories on two MinIO servers', () => {
     await minioB.start();
     await switchWalAndWaitForArchive(server, 240_000);
     const rows = await sourceIds();
+    // The retries sent the stuck segment to b only: a's copy was recorded in the spool, not sent again.
+    expect(server.logTail(5000)).toMatch(/is in a already; storing it in b/);
+    expect(server.logTail(5000)).toMatch(/repository b: cannot reach the S3 endpoint/);
     const [a, b] = await Promise.all([walKeys(stores.a!), walKeys(stores.b!)]);
     for (const segment of outage) {
       expect(a).toContain(layout.walObject(segment));

@@ -37,7 +37,7 @@ function setup() {
   const repo = temp();
   const store = createFsStore({ root: repo });
   const layout = new RepositoryLayout('c1');
-  const options: WalPushOptions = { targets: [{ store, label: 'r' }], layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
+  const options: WalPushOptions = { targets: [{ store, id: 'r', label: 'r' }], layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
   return { pgWal, repo, store, layout, options };
 }
 
@@ -119,7 +119,7 @@ describe('readyBesides', () => {
     const flaky: typeof second = Object.create(second);
     flaky.put = (...args) => (down ? Promise.reject(new RepositoryError('cannot reach the S3 endpoint (ECONNREFUSED)', 'start it')) : second.put(...args));
     const lines: string[] = [];
-    const both: WalPushOptions = { ...options, targets: [{ store, label: 'r2' }, { store: flaky, label: 'b2' }], log: (m) => lines.push(m) };
+    const both: WalPushOptions & { targets: WalPushOptions['targets'] } = { ...options, targets: [{ store, id: 'r2', label: 'r2' }, { store: flaky, id: 'b2', label: 'b2' }], log: (m) => lines.push(m) };
     const name = '000000010000000000000001';
     const path = join(pgWal, name);
     writeFileSync(path, segment(1));
@@ -128,9 +128,18 @@ describe('readyBesides', () => {
     expect(await second.head(layout.walObject(name))).toBeNull();
     expect(lines).toContain(`${name}: repository b2: cannot reach the S3 endpoint (ECONNREFUSED)`);
     expect(lines).toContain(`${name} is in r2; PostgreSQL will retry for the rest`);
+    // The retry sends it to b2 only: r2's copy is named in the spool (with the file's sha256), not compared again.
+    let r2Writes = 0;
+    const counting: typeof store = Object.create(store);
+    counting.put = (...args) => {
+      r2Writes++;
+      return store.put(...args);
+    };
+    both.targets = [{ store: counting, id: 'r2', label: 'r2' }, { store: flaky, id: 'b2', label: 'b2' }];
     down = false;
     expect(await pushWal(path, both)).toBe('stored');
-    expect(lines).toContain(`${name} is already in repository r2 with identical content`);
+    expect(r2Writes).toBe(0);
+    expect(lines).toContain(`${name} is in r2 already; storing it in b2`);
     expect((await zstdDecompressBuffer(await second.getBuffer(layout.walObject(name)))).equals(segment(1))).toBe(true);
     expect(await pushWal(path, both)).toBe('already-stored');
   });
