@@ -21,7 +21,9 @@ export function registerVerifyCommands(program: Command, action: Action): void {
       for (const run of runs) {
         const { store, layout } = run.ctx.openRepository();
         try {
-          results.push({ name: run.name, location: store.location, cluster: layout.cluster, report: await verifyRepository({ store, layout, quick: quick === true, log: (m) => ctx.log(m) }) });
+          const own = run.ctx.settings.repository;
+          const backupRangesOnly = own !== undefined && !own.receives.includes('wal');
+          results.push({ name: run.name, location: store.location, cluster: layout.cluster, report: await verifyRepository({ store, layout, quick: quick === true, backupRangesOnly, log: (m) => ctx.log(m) }) });
         } finally {
           await store.close();
         }

@@ -48,7 +48,8 @@ export interface VerifyProblem {
 /** Things worth knowing that are not damage: backups or snapshots without a manifest (running, or interrupted). */
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write';
+  /** wal-between-backups: WAL a repository that does not receive WAL was never meant to hold (see VerifyOptions). */
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'wal-between-backups';
   key: string;
   detail: string;
 }

@@ -98,7 +98,8 @@ describe('several repositories on two MinIO servers', () => {
         entry('a', minioA, minioA.bucket, 'a', '[wal, backups, etcd]') +
         entry('b', minioB, minioB.bucket, 'b', '[wal, backups]') +
         entry('c', minioB, 'pgdr-copy', 'b', '[]') +
-        entry('d', minioA, minioA.bucket, 'a', '[]').replace('/pg\n', '/copy-killed\n'),
+        entry('d', minioA, minioA.bucket, 'a', '[]').replace('/pg\n', '/copy-killed\n') +
+        entry('e', minioB, 'pgdr-copy', 'b', '[backups]').replace('/pg\n', '/offsite\n'),
     );
     chownToServiceUser(config);
     // Apart: wal fetch asks every configured repository before it calls a file missing, and one it cannot open fails it.
@@ -207,6 +208,26 @@ describe('several repositories on two MinIO servers', () => {
     expect(rerun.backups.copied).toBe(1);
     expect(rerun.skipped).toBeGreaterThan(0);
     await pgdrOk(['verify', '--repo', 'd']);
+  }, 600_000);
+
+  it('a daily full into a repository that receives no WAL copies its WAL there: verify passes, gaps between backups are notes; health covers each', async () => {
+    const first = (await pgdrOk(['backup', 'now', '--repo', 'e', '--json'])).json<{ backupId: string }>();
+    await server.query("INSERT INTO load (note) SELECT 'between' FROM generate_series(1, 2000)");
+    await switchWalAndWaitForArchive(server);
+    await switchWalAndWaitForArchive(server);
+    const second = (await pgdrOk(['backup', 'now', '--repo', 'e', '--json'])).json<{ backupId: string }>();
+    expect(second.backupId > first.backupId).toBe(true);
+    const verify = (await pgdrOk(['verify', '--repo', 'e', '--json'])).json<{ ok: boolean; notes: { kind: string }[] }>();
+    expect(verify.ok).toBe(true);
+    expect(verify.notes.some((n) => n.kind === 'wal-between-backups')).toBe(true);
+
+    const health = await pgdr(['health', '--json', '--check', 'backup-age,wal-archive']);
+    const report = health.json<{ exitCode: number; repositories: { name: string; checks: { check: string; status: string; message: string }[] }[] }>();
+    expect(report.repositories.map((r) => r.name)).toEqual(['a', 'b', 'c', 'd', 'e']);
+    const e = report.repositories.find((r) => r.name === 'e')!;
+    expect(e.checks.find((c) => c.check === 'wal-archive')).toMatchObject({ status: 'SKIPPED', message: expect.stringContaining('repository e does not receive WAL') });
+    expect(e.checks.find((c) => c.check === 'backup-age')!.status).toBe('OK');
+    expect(report.repositories.find((r) => r.name === 'a')!.checks.find((c) => c.check === 'wal-archive')!.status).toBe('OK');
   }, 600_000);
 
   it('a repository whose credentials profile does not exist is one clear line naming it', async () => {
