@@ -69,8 +69,9 @@ function lastLine(text: string): string {
   return (lines[lines.length - 1] ?? '').replace(/^age: (error: )?/, '');
 }
 
-export async function ageEncryptBuffer(data: Buffer, recipients: readonly string[]): Promise<Buffer> {
-  const { stdout } = await runCommand(AGE, encryptArgs(recipients), { input: data, label: 'age', hint: AGE_INSTALL_HINT });
+/** `armor`: the ASCII form (-----BEGIN AGE ENCRYPTED FILE-----), for a field of a JSON document. */
+export async function ageEncryptBuffer(data: Buffer, recipients: readonly string[], armor = false): Promise<Buffer> {
+  const { stdout } = await runCommand(AGE, [...encryptArgs(recipients), ...(armor ? ['-a'] : [])], { input: data, label: 'age', hint: AGE_INSTALL_HINT });
   return stdout;
 }
 
