@@ -49,11 +49,12 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'] });
   if (age !== undefined) zstd.stdin!.destroy();
   const identityFile = options.identityFile;
+  const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
   const ageDone =
-    age === undefined || identityFile === undefined
+    ageWatch === undefined || identityFile === undefined
       ? Promise.resolve()
-      : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify').done.catch((err: unknown) => {
-          throw asDecryptFailure(err, options.what ?? 'the object', identityFile);
+      : ageWatch.done.catch((err: unknown) => {
+          throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
         });
   ageDone.catch(() => undefined);
   const listed = readLines(tar.stdout!, (line) => guard.acceptListing(line));

@@ -41,8 +41,8 @@ export function decryptArgs(identityFile: string): string[] {
  * The error a decryption fails with, in pgdr's words: a missing or wrong identity is the user's to fix (exit 2),
  * anything else (a truncated or altered object: the AEAD refuses it) is a verification failure of the object.
  */
-export function asDecryptFailure(err: unknown, what: string, identityFile: string): unknown {
-  const stderr = String((err as { cause?: { stderr?: unknown } })?.cause?.stderr ?? (err as { stderr?: unknown })?.stderr ?? (err as Error)?.message ?? '');
+export function asDecryptFailure(err: unknown, what: string, identityFile: string, stderrTail?: string): unknown {
+  const stderr = stderrTail ?? String((err as { cause?: { stderr?: unknown } })?.cause?.stderr ?? (err as { stderr?: unknown })?.stderr ?? (err as Error)?.message ?? '');
   if (/no identity matched/i.test(stderr)) return wrongIdentityError(what, identityFile);
   if (/reading identity file|failed to open|no such file|permission denied|no secret keys|failed to parse|malformed secret key/i.test(stderr)) {
     return new UsageError(`cannot use identity file ${identityFile}: ${lastLine(stderr)}`, 'pass a readable age identity file (AGE-SECRET-KEY-1…) with --identity-file or PGDR_IDENTITY_FILE');
@@ -65,7 +65,7 @@ function lastLine(text: string): string {
   const lines = text
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== '');
+    .filter((l) => l !== '' && !/report unexpected or unhelpful errors/.test(l));
   return (lines[lines.length - 1] ?? '').replace(/^age: (error: )?/, '');
 }
 

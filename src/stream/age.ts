@@ -27,8 +27,8 @@ export function compressEncryptStage(options: ZstdOptions, recipients: readonly 
 /** A Duplex: write an age file, read what was encrypted. A wrong identity or an altered object fails it. */
 export function decryptStage(identityFile: string, what: string): Duplex {
   const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', 'pipe', 'pipe'] });
-  return new ChildChain([{ child: age, label: 'age -d', hint: 'the object does not decrypt: it may be damaged; run pgdr verify' }], (err) =>
-    asDecryptFailure(err, what, identityFile),
+  return new ChildChain([{ child: age, label: 'age -d', hint: 'the object does not decrypt: it may be damaged; run pgdr verify' }], (err, stderr) =>
+    asDecryptFailure(err, what, identityFile, stderr),
   );
 }
 
@@ -51,15 +51,22 @@ class ChildChain extends Duplex {
 
   constructor(
     private readonly members: ChainMember[],
-    mapError: (err: unknown) => unknown = (err) => err,
+    mapError: (err: unknown, stderr: string) => unknown = (err) => err,
   ) {
     super();
     this.first = members[0]!.child;
     this.last = members[members.length - 1]!.child;
     this.forget = killOnExit(...members.map((m) => m.child));
-    const watched = members.map((m) => watchChild(m.child, m.label, m.hint).done);
+    const watched = members.map((m) => watchChild(m.child, m.label, m.hint));
     this.done = (async () => {
-      for (const w of watched) await w;
+      for (const w of watched) {
+        try {
+          await w.done;
+        } catch (err) {
+          // The whole tail, not only the last line: age says why on the line before its "report errors" footer.
+          throw mapError(err, w.stderrTail());
+        }
+      }
     })();
     this.done.catch(() => undefined);
     // A child that exits without reading all its input closes the pipe: its exit status tells what happened.
@@ -73,12 +80,12 @@ class ChildChain extends Duplex {
           this.forget();
           this.push(null);
         },
-        (err: unknown) => this.destroy(mapError(err) as Error),
+        (err: unknown) => this.destroy(err as Error),
       );
     });
     // A child that dies early fails the stream at once, not when the writer next blocks.
     void this.done.catch((err: unknown) => {
-      if (!this.destroyed) this.destroy(mapError(err) as Error);
+      if (!this.destroyed) this.destroy(err as Error);
     });
   }
 
