@@ -7,7 +7,9 @@
  * more wall time encrypted than plain.
  */
 import { execa } from 'execa';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { load1 } from './lib/machine.js';
 import type { BenchServer } from './lib/pg.js';
 import { asPg, dropCaches, duBytes, pgTempDir, timedAsPg } from './lib/proc.js';
 import { fmtBytes, fmtSeconds, markdownTable, median } from './lib/report.js';
@@ -23,6 +25,8 @@ export interface EncryptionRun {
   wallSeconds: number;
   cpuSeconds: number;
   storedBytes?: number;
+  /** The 1-minute load average just before the run: on a shared machine, how much else was running. */
+  load1: number;
 }
 
 export interface EncryptionBenchResult {
@@ -61,11 +65,12 @@ export async function encryptionStep(server: BenchServer, datasetBytes: number, 
       await io.useArchiver(archive);
       await io.settle();
       await dropCaches();
+      const before = load1();
       const t = await timedAsPg(process.execPath, [PGDR_BIN, 'backup', 'now', '--engine', 'files', '--json'], env, side.root);
       const id = String((JSON.parse(t.stdout) as { backupId: string }).backupId);
       backupIds.set(variant, id);
       const storedBytes = await duBytes(join(side.repoDir, 'bench', 'backups', id));
-      runs.push({ variant, kind: 'backup', round, wallSeconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, storedBytes });
+      runs.push({ variant, kind: 'backup', round, wallSeconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, storedBytes, load1: before });
       io.log(`  ${variant} backup round ${round}: ${fmtSeconds(t.wallSeconds)}, CPU ${fmtSeconds(t.cpuSeconds)}, stored ${fmtBytes(storedBytes)}`);
     }
     for (const variant of order) {
@@ -75,8 +80,9 @@ export async function encryptionStep(server: BenchServer, datasetBytes: number, 
       try {
         await io.settle();
         await dropCaches();
+        const before = load1();
         const t = await timedAsPg(process.execPath, [PGDR_BIN, 'restore', '--pgdata', target, '--target', 'latest', '--backup-id', backupIds.get(variant)!, '--json'], env, side.root);
-        runs.push({ variant, kind: 'restore', round, wallSeconds: t.wallSeconds, cpuSeconds: t.cpuSeconds });
+        runs.push({ variant, kind: 'restore', round, wallSeconds: t.wallSeconds, cpuSeconds: t.cpuSeconds, load1: before });
         io.log(`  ${variant} restore round ${round}: ${fmtSeconds(t.wallSeconds)}, CPU ${fmtSeconds(t.cpuSeconds)}`);
       } finally {
         await asPg('rm', ['-rf', target]);
@@ -114,7 +120,9 @@ export function encryptionSection(r: EncryptionBenchResult, note: string): strin
     `test/bench/encryption.ts: the dataset (${fmtBytes(r.datasetBytes)}, pg_database_size) backed up by \`pgdr backup now --engine files\` and ` +
       `restored by \`pgdr restore --target latest\` (unpack, no server start), into a plain repository and into one encrypted to ` +
       `${r.recipients} age recipients, alternating which goes first; median of ${rounds} round${rounds === 1 ? '' : 's'}, caches dropped ` +
-      'before each run. CPU is pgdr and all its children (zstd, age, tar). Target: at most 10% more wall time encrypted.',
+      `before each run; the 1-minute load average before the runs was ${Math.min(...r.runs.map((x) => x.load1)).toFixed(1)} to ` +
+      `${Math.max(...r.runs.map((x) => x.load1)).toFixed(1)} on this ${cpus().length}-core machine. CPU is pgdr and all its children (zstd, age, tar). ` +
+      'Target: at most 10% more wall time encrypted.',
     '',
     markdownTable(['step', 'plain wall', 'encrypted wall', 'Δ wall', 'plain CPU', 'encrypted CPU', 'Δ CPU', '≤ +10% wall'], rows),
     '',
