@@ -16,7 +16,13 @@ export function registerVerifyCommands(program: Command, action: Action): void {
       const { store, layout } = ctx.openRepository();
       let report;
       try {
-        report = await verifyRepository({ store, layout, quick: quick === true, log: (m) => ctx.log(m) });
+        report = await verifyRepository({
+          store,
+          layout,
+          quick: quick === true,
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
+          log: (m) => ctx.log(m),
+        });
       } finally {
         await store.close();
       }

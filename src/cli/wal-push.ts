@@ -61,6 +61,8 @@ export async function walPushOptions(settings: Settings, store: ObjectStore, lay
     compressLevel: settings.compressLevel,
     spoolDir: settings.spoolDir,
     repoUrl: settings.repo,
+    encryptTo: settings.encryptRecipients,
+    ...(settings.identityFile === undefined ? {} : { identityFile: settings.identityFile }),
     log,
   };
 }
@@ -71,5 +73,8 @@ function repositoryArgs(settings: Settings, configFile: string | undefined): str
   if (settings.s3Endpoint) args.push('--s3-endpoint', settings.s3Endpoint);
   if (settings.s3ForcePathStyle) args.push('--s3-force-path-style');
   if (configFile) args.push('--config', resolve(configFile));
+  // Public keys, safe on a command line; PGDR_ENCRYPT_RECIPIENTS reaches the pusher through the environment anyway.
+  for (const recipient of settings.encryptRecipients) args.push('--encrypt-recipient', recipient);
+  if (settings.identityFile) args.push('--identity-file', resolve(settings.identityFile));
   return args;
 }

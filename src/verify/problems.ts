@@ -48,7 +48,8 @@ export interface VerifyProblem {
 /** Things worth knowing that are not damage: backups or snapshots without a manifest (running, or interrupted). */
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write';
+  /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list';
   key: string;
   detail: string;
 }

@@ -44,6 +44,9 @@ import {
   type LatencyResult,
 } from './wal-load.js';
 import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
+import { AGE_SECTION } from './age-implementations.js';
+import { ENCRYPTION_SECTION, encryptionSection, encryptionStep, type EncryptionBenchResult } from './encryption.js';
+import { replaceSection } from './lib/report.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 
@@ -64,7 +67,7 @@ interface Options {
   only: Set<OnlyStep>;
 }
 
-const ONLY_STEPS = ['push-latency', 'wal-load'] as const;
+const ONLY_STEPS = ['push-latency', 'wal-load', 'encryption'] as const;
 type OnlyStep = (typeof ONLY_STEPS)[number];
 
 function parseOnly(text: string | undefined): Set<OnlyStep> {
@@ -181,6 +184,18 @@ async function main(): Promise<void> {
     await backupsAndRestores(server, pgbr, pgdr, opts, { results, save, attempt, settle, useArchiver });
   }
 
+  // The cost of encryption (--only encryption): its own dataset at this scale, plain against encrypted repositories.
+  let encryption: EncryptionBenchResult | undefined;
+  if (opts.only.has('encryption')) {
+    log(`== encryption cost (dataset at scale ${opts.scale})`);
+    const dataset = await loadDataset(server, opts.scale, 'bench', log);
+    await attempt('pgdr', 'encryption', async () => {
+      encryption = await encryptionStep(server, dataset.bytes, { rounds: opts.rounds, settle, useArchiver, log });
+    });
+    Object.assign(results, { encryption });
+    save();
+  }
+
   const wantWal = opts.only.size === 0 ? !opts.skipWal : opts.only.has('wal-load');
   const wantLatency = opts.only.size === 0 ? !opts.skipWal : opts.only.has('push-latency');
   if (wantWal || wantLatency) {
@@ -219,13 +234,18 @@ async function main(): Promise<void> {
   const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
   let summary: string;
   if (opts.only.size > 0) {
-    const doc = renderPartialDoc(results, oldDoc);
+    let doc = renderPartialDoc(results, oldDoc);
+    if (encryption) {
+      const note = `*Measured on its own by \`npm run bench -- --only encryption${opts.quick ? ' --quick' : ''}\` on ${startedAt.slice(0, 16).replace('T', ' ')} UTC.*`;
+      doc = replaceSection(doc, ENCRYPTION_SECTION, encryptionSection(encryption, note));
+    }
     writeFileSync(opts.doc, doc);
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   } else {
     const doc = renderDoc(results);
     // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
-    writeFileSync(opts.doc, carrySection(carrySection(doc, oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
+    const carried = [SCALE_SECTION, PUSH_BREAKDOWN_SECTION, AGE_SECTION, ENCRYPTION_SECTION].reduce((d, name) => carrySection(d, oldDoc, name), doc);
+    writeFileSync(opts.doc, carried);
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   }
   log(`\nwrote ${opts.doc}`);

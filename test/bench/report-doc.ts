@@ -336,6 +336,8 @@ export function renderDoc(r: BenchResults): string {
     'npm run bench -- --only push-latency  # only the per-segment latency (no dataset): its section and summary row here',
     'npm run bench -- --only wal-load,push-latency   # the WAL load too (add --load-seconds S, --latency-n N)',
     'npx tsx test/bench/zstd-bindings.ts   # the zstd table alone (generated input, or --input DIR|FILE)',
+    'npx tsx test/bench/age-implementations.ts --doc docs/benchmarks.md   # the age CLI against the npm package (its section here)',
+    'npm run bench -- --only encryption --quick --doc docs/benchmarks.md  # the cost of encryption: backup and restore, plain against encrypted',
     'npx tsx test/bench/dataset.ts         # build the dataset alone and print its size and zstd ratio',
     'npx tsx test/bench/pgbackrest.ts --quick   # pgBackRest backup + restore smoke test',
     '```',
