@@ -224,7 +224,7 @@ async function main(): Promise<void> {
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   } else {
     const doc = renderDoc(results);
-    // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
+    // Sections from their own runs (npm run bench:scale, test/bench/push-breakdown.ts) stay as they were.
     writeFileSync(opts.doc, carrySection(carrySection(doc, oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   }

@@ -58,7 +58,7 @@ const TARGETS = {
 
 /**
  * Sections of the page that `npm run bench -- --only ...` rewrites on their own (between markers), and the one
- * written by hand (where the time of a push goes), which every run carries over.
+ * test/bench/push-breakdown.ts writes (where the time of a push goes), which every run carries over.
  */
 export const WAL_LOAD_SECTION = 'wal-load';
 export const PUSH_LATENCY_SECTION = 'push-latency';
@@ -306,7 +306,7 @@ export function renderDoc(r: BenchResults): string {
 
   if (r.wal.length > 0) out.push(`<!-- ${WAL_LOAD_SECTION}:begin -->`, walSection(r), `<!-- ${WAL_LOAD_SECTION}:end -->`, '');
   if (r.latency.length > 0) out.push(`<!-- ${PUSH_LATENCY_SECTION}:begin -->`, latencySection(r), `<!-- ${PUSH_LATENCY_SECTION}:end -->`, '');
-  // Written by hand from profiles (docs/benchmarks.md keeps it from run to run); an empty slot keeps its place.
+  // Written by test/bench/push-breakdown.ts (main.ts carries it over from the old page); an empty slot keeps its place.
   out.push(`<!-- ${PUSH_BREAKDOWN_SECTION}:begin -->`, `<!-- ${PUSH_BREAKDOWN_SECTION}:end -->`, '');
 
   if (r.zstd) {
@@ -335,6 +335,7 @@ export function renderDoc(r: BenchResults): string {
     'npm run bench -- --quick              # smoke run: ~200 MB, 1 round, 20 s loads; writes .bench/benchmarks-quick.md',
     'npm run bench -- --only push-latency  # only the per-segment latency (no dataset): its section and summary row here',
     'npm run bench -- --only wal-load,push-latency   # the WAL load too (add --load-seconds S, --latency-n N)',
+    'npx tsx test/bench/push-breakdown.ts  # where the time of a cold wal push goes (and what --config adds): its section here',
     'npx tsx test/bench/zstd-bindings.ts   # the zstd table alone (generated input, or --input DIR|FILE)',
     'npx tsx test/bench/dataset.ts         # build the dataset alone and print its size and zstd ratio',
     'npx tsx test/bench/pgbackrest.ts --quick   # pgBackRest backup + restore smoke test',
