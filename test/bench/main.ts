@@ -204,7 +204,9 @@ async function main(): Promise<void> {
     await useArchiver('/bin/true');
     await settle();
     await attempt('push latency', 'step', async () => {
+      const before = load1();
       ({ latency: results.latency, segment: results.latencySegment } = await latencyStep(server, pgbr, pgdr, opts.latencyN));
+      results.latencyLoad = { before, after: load1() };
     });
     for (const l of results.latency) {
       log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)}), CPU ${fmtSeconds(l.cpuMedianSeconds ?? 0)}`);

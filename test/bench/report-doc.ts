@@ -44,6 +44,8 @@ export interface BenchResults {
   latency: LatencyResult[];
   /** The segment the latency step pushed: its size at zstd level 3. */
   latencySegment?: { zstd3Bytes: number };
+  /** 1-minute load average before and after the latency step: on a busy machine every call waits for a core. */
+  latencyLoad?: { before: number; after: number };
 }
 
 /** Targets from the design brief; "holds" is computed, never written by hand. */
@@ -523,7 +525,20 @@ function latencySection(r: BenchResults, note = ''): string {
     ),
   );
   if (pgdr && pgbr) {
-    out.push('', `pgdr / pgBackRest, median wall time: ${fmtRatio(pgdr.medianSeconds / pgbr.medianSeconds)} (target ≤ ${TARGETS.pushRatio}×).`);
+    const cpu = pgdr.cpuMedianSeconds !== undefined && pgbr.cpuMedianSeconds ? `; median CPU: ${fmtRatio(pgdr.cpuMedianSeconds / pgbr.cpuMedianSeconds)}` : '';
+    out.push('', `pgdr / pgBackRest, median wall time: ${fmtRatio(pgdr.medianSeconds / pgbr.medianSeconds)} (target ≤ ${TARGETS.pushRatio}×)${cpu}.`);
+  }
+  if (r.latencyLoad) {
+    const { before, after } = r.latencyLoad;
+    const busy = Math.max(before, after) > r.machine.nproc;
+    out.push(
+      '',
+      `1-minute load average ${before.toFixed(2)} before the calls, ${after.toFixed(2)} after, on ${r.machine.nproc} cores` +
+        (busy
+          ? ': **a busy machine**. Every call also waited for a core, so the wall times are well above what a quiet ' +
+            'machine gives and their ratio is less steady than the CPU ratio, which leaves the waiting out.'
+          : '.'),
+    );
   }
   return out.join('\n');
 }
