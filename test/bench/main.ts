@@ -29,7 +29,7 @@ import { execa } from 'execa';
 import { asPg, duBytes, pgTempDir, timedAsPg } from './lib/proc.js';
 import { carrySection, fmtBytes, fmtSeconds } from './lib/report.js';
 import { PgBackRestSide } from './pgbackrest.js';
-import { PgdrSide, pgdrAvailable } from './pgdr.js';
+import { PGDR_BIN, PgdrSide, pgdrAvailable } from './pgdr.js';
 import { PUSH_BREAKDOWN_SECTION, renderDoc, renderPartialDoc, type BenchResults, type StepResult } from './report-doc.js';
 import { SCALE_SECTION } from './scale-doc.js';
 import {
@@ -219,7 +219,9 @@ async function main(): Promise<void> {
     await useArchiver('/bin/true');
     await settle();
     await attempt('push latency', 'step', async () => {
+      const before = load1();
       ({ latency: results.latency, segment: results.latencySegment } = await latencyStep(server, pgbr, pgdr, opts.latencyN));
+      results.latencyLoad = { before, after: load1() };
     });
     for (const l of results.latency) {
       log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)}), CPU ${fmtSeconds(l.cpuMedianSeconds ?? 0)}`);
@@ -243,7 +245,7 @@ async function main(): Promise<void> {
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   } else {
     const doc = renderDoc(results);
-    // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
+    // Sections from their own runs (npm run bench:scale, test/bench/push-breakdown.ts, the age choice) stay as they were.
     const carried = [SCALE_SECTION, PUSH_BREAKDOWN_SECTION, AGE_SECTION, ENCRYPTION_SECTION].reduce((d, name) => carrySection(d, oldDoc, name), doc);
     writeFileSync(opts.doc, carried);
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
@@ -343,10 +345,16 @@ async function walLoadStep(
 ): Promise<void> {
   const { attempt, settle, useArchiver, results, save } = ctx;
   const archivers: { name: string; command: string; processes: RegExp }[] = [];
-  if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: /bin\/pgdr wal push/ });
+  // Only this run's processes: on a shared machine other checkouts run `bin/pgdr wal push` and pgBackRest too (their
+  // tests, their benches), and counting theirs inflated the memory columns. pgdr's pushes and background pusher name
+  // this checkout's bin/pgdr; pgBackRest's carry this run's --config.
+  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const ownPgdr = new RegExp(`${escape(PGDR_BIN)} wal push`);
+  const ownPgbr = new RegExp(`pgbackrest .*--config=${escape(pgbr.conf)} .*archive-push`);
+  if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: ownPgdr });
   // Sync pushes are children of the archiver; async ones also leave a background archive-push:async process.
-  archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: /pgbackrest .*archive-push/ });
-  archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: /pgbackrest .*archive-push/ });
+  archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: ownPgbr });
+  archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: ownPgbr });
   for (const a of archivers) {
     await attempt(a.name, 'WAL load', async () => {
       await useArchiver(a.command);
