@@ -75,6 +75,12 @@ export function addCommonOptions(command: Command): Command {
       '--accept-unconditional-writes',
       'on a store that ignores If-None-Match and with no etcd configured, use repository locks anyway (env PGDR_ACCEPT_UNCONDITIONAL_WRITES=1)',
     )
+    .option(
+      '--encrypt-recipient <key>',
+      'age public key (age1…) to encrypt every new object to; repeatable (env PGDR_ENCRYPT_RECIPIENTS, comma-separated)',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .option('--identity-file <file>', 'age identity file (private key) to decrypt with: restore, drill, wal fetch, verify --full (env PGDR_IDENTITY_FILE)')
     .option('--no-progress', 'never draw progress bars');
 }
 
@@ -174,5 +180,7 @@ export function buildRestoreCommand(settings: Settings, configFile: string | und
   words.push('--cluster', settings.cluster);
   const config = configFile ?? configFilePath({}, process.env);
   if (config) words.push('--config', resolve(config));
+  // A path, never the key: the server's restore_command decrypts each WAL file with the same identity file.
+  if (settings.identityFile) words.push('--identity-file', resolve(settings.identityFile));
   return words.map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w))).join(' ');
 }

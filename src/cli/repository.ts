@@ -35,10 +35,14 @@ export function openRepositoryAt(repository: RepositorySettings, settings: Setti
   return { store, layout };
 }
 
-/** The settings as they apply to one repository: `repo` and the S3 settings are its own, and it is the one named. */
+/**
+ * The settings as they apply to one repository: `repo` and the S3 settings are its own, it is the one named, and
+ * what is written to it is encrypted to its own recipients when it names any.
+ */
 export function settingsFor(settings: Settings, repository: RepositorySettings): Settings {
   return {
     ...settings,
+    ...(repository.encryptRecipients.length > 0 ? { encryptRecipients: repository.encryptRecipients } : {}),
     repo: repository.url,
     s3Endpoint: repository.s3Endpoint,
     s3ForcePathStyle: repository.s3ForcePathStyle,

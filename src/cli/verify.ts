@@ -23,7 +23,15 @@ export function registerVerifyCommands(program: Command, action: Action): void {
         try {
           const own = run.ctx.settings.repository;
           const backupRangesOnly = own !== undefined && !own.receives.includes('wal');
-          results.push({ name: run.name, location: store.location, cluster: layout.cluster, report: await verifyRepository({ store, layout, quick: quick === true, backupRangesOnly, log: (m) => ctx.log(m) }) });
+          results.push({ name: run.name, location: store.location, cluster: layout.cluster, report: await verifyRepository({
+              store,
+              layout,
+              quick: quick === true,
+              backupRangesOnly,
+              ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
+              log: (m) => ctx.log(m),
+            }),
+          });
         } finally {
           await store.close();
         }

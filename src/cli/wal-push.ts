@@ -68,7 +68,14 @@ export async function walPushOptions(settings: Settings, repositories: readonly 
         log,
         cacheFile: join(settings.spoolDir, layout.cluster, repository.name === undefined ? 'store-probe.json' : `store-probe-${repository.name}.json`),
       });
-      return { store, id: `${repository.url} ${repository.s3Endpoint ?? ''}`.trim(), label: repositoryLabel(repository), storeIgnoresConditions: probe.conditionalWrites === 'ignored' };
+      return {
+        store,
+        id: `${repository.url} ${repository.s3Endpoint ?? ''}`.trim(),
+        label: repositoryLabel(repository),
+        storeIgnoresConditions: probe.conditionalWrites === 'ignored',
+        // A repository with recipients of its own gets WAL encrypted to them (the others: the global ones).
+        ...(repository.encryptRecipients.length > 0 ? { encryptTo: repository.encryptRecipients } : {}),
+      };
     }),
   );
   return {
@@ -77,6 +84,8 @@ export async function walPushOptions(settings: Settings, repositories: readonly 
     compressLevel: settings.compressLevel,
     spoolDir: settings.spoolDir,
     repoUrl: repositoriesKey(repositories.map((r) => r.repository)),
+    encryptTo: settings.encryptRecipients,
+    ...(settings.identityFile === undefined ? {} : { identityFile: settings.identityFile }),
     log,
   };
 }
@@ -92,5 +101,8 @@ function repositoryArgs(settings: Settings, configFile: string | undefined): str
     if (repository.s3ForcePathStyle) args.push('--s3-force-path-style');
   }
   if (configFile) args.push('--config', resolve(configFile));
+  // Public keys, safe on a command line; PGDR_ENCRYPT_RECIPIENTS reaches the pusher through the environment anyway.
+  for (const recipient of settings.encryptRecipients) args.push('--encrypt-recipient', recipient);
+  if (settings.identityFile) args.push('--identity-file', resolve(settings.identityFile));
   return args;
 }

@@ -69,6 +69,7 @@ export function registerWalCommands(program: Command, action: Action): void {
           repoUrl: repositoriesKey(repositories),
           dataDirectory: process.cwd(),
           log: (m) => ctx.log(m),
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
         });
         ctx.emit({ file: String(name), destination: String(dest) }, '');
       } catch (err) {

@@ -48,8 +48,9 @@ export interface VerifyProblem {
 /** Things worth knowing that are not damage: backups or snapshots without a manifest (running, or interrupted). */
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
+  /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
   /** wal-between-backups: WAL a repository that does not receive WAL was never meant to hold (see VerifyOptions). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'wal-between-backups';
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'wal-between-backups';
   key: string;
   detail: string;
 }

@@ -2,10 +2,12 @@ import { createWriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { NotFoundError, VerificationError } from '../errors.js';
+import type { Readable } from 'node:stream';
+import { NotFoundError, UsageError, VerificationError } from '../errors.js';
 import { formatWalSegmentName, nextWalSegment, parseWalFileName, DEFAULT_WAL_SEGMENT_SIZE } from '../postgres/wal-file-name.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
+import { AGE_MAGIC, decryptStage, isAgeEncrypted, missingIdentityError, peekHead } from '../stream/age.js';
 import { zstdDecompressStage } from '../stream/zstd.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { prefetchDir, prefetchTempPath, publishPrefetched, resetPrefetchDir, type PrefetchSource } from './prefetch-spool.js';
@@ -32,6 +34,8 @@ export interface WalFetchOptions {
   log?: (message: string) => void;
   /** The restoring data directory (restore_command's working directory). */
   dataDirectory: string;
+  /** age identity file for WAL stored encrypted (told by its first bytes, whatever the configured recipients). */
+  identityFile?: string;
 }
 
 /**
@@ -100,7 +104,7 @@ async function downloadFromSources(options: WalFetchOptions, name: string, final
   let failure: unknown;
   for (const source of options.sources) {
     try {
-      if (await downloadWalFile(source.store, options.layout, name, final)) return true;
+      if (await downloadWalFile({ store: source.store, layout: options.layout, ...(options.identityFile === undefined ? {} : { identityFile: options.identityFile }) }, name, final)) return true;
     } catch (err) {
       failure ??= err;
       if (options.sources.length > 1) log?.(`${name}: repository ${source.label} failed (${(err as Error).message}); asking the next`);
@@ -110,9 +114,14 @@ async function downloadFromSources(options: WalFetchOptions, name: string, final
   return false;
 }
 
-/** Downloads and decompresses one WAL file to `final` (via a temp file, fsynced); false when it is not stored. */
-async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, name: string, final: string): Promise<boolean> {
-  let source;
+/**
+ * Downloads, decrypts when it is an age file, and decompresses one WAL file to `final` (via a temp file, fsynced);
+ * false when it is not stored. Whether it is encrypted is read from its first bytes, so a repository where
+ * encryption was turned on (or its keys rotated) part way serves every segment under its one key.
+ */
+async function downloadWalFile(options: { store: ObjectStore; layout: RepositoryLayout; identityFile?: string }, name: string, final: string): Promise<boolean> {
+  const { store, layout } = options;
+  let source: Readable;
   try {
     source = await store.get(layout.walObject(name));
   } catch (err) {
@@ -121,7 +130,16 @@ async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, nam
   }
   const temp = `${final}.pgdr-${process.pid}`;
   try {
-    await pipeline(source, zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    const { head, stream } = await peekHead(source, AGE_MAGIC.length);
+    if (isAgeEncrypted(head)) {
+      if (options.identityFile === undefined) {
+        stream.destroy();
+        throw missingIdentityError(`WAL file ${name}`);
+      }
+      await pipeline(stream, decryptStage(options.identityFile, `WAL file ${name}`), zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    } else {
+      await pipeline(stream, zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    }
     const handle = await open(temp, 'r');
     try {
       await handle.sync();
@@ -132,7 +150,8 @@ async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, nam
     return true;
   } catch (err) {
     await unlink(temp).catch(() => undefined);
-    if (err instanceof Error && /zstd/.test(err.message)) {
+    if (err instanceof UsageError) throw err;
+    if (err instanceof Error && /zstd|age -d/.test(err.message)) {
       throw new VerificationError(`stored WAL file ${name} does not decompress: ${err.message}`, 'the archive copy is damaged; run pgdr verify', err);
     }
     throw err;

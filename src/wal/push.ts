@@ -11,7 +11,9 @@ import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
 import type { RunningCommand } from '../process/run-command.js';
-import { startZstdCompressFile, zstdDecompressBuffer } from '../stream/zstd-buffer.js';
+import { ageDecryptBuffer, isAgeEncrypted } from '../stream/age-buffer.js';
+import { zstdDecompressBuffer } from '../stream/zstd-buffer.js';
+import { startWalEncoding, walEncryptTo } from './encoding.js';
 import {
   claimOwner,
   markedFiles,
@@ -39,6 +41,8 @@ export interface WalPushTarget {
    * looks before it writes and reads back after.
    */
   storeIgnoresConditions?: boolean;
+  /** The repository's own age recipients (its encryptRecipients); undefined: WalPushOptions.encryptTo. */
+  encryptTo?: readonly string[];
 }
 
 export interface WalPushOptions {
@@ -52,6 +56,10 @@ export interface WalPushOptions {
   spoolDir: string;
   /** The repositories' URLs as configured: markers name them so a marker for other repositories is never trusted. */
   repoUrl: string;
+  /** age recipients WAL segments are encrypted to (empty: none), unless a target has its own; see walEncryptTo. */
+  encryptTo?: readonly string[];
+  /** An identity to compare an encrypted copy already stored with; a writer normally has none. */
+  identityFile?: string;
   log: (message: string) => void;
 }
 
@@ -209,21 +217,34 @@ async function storeWalFile(
   onStored?: (target: WalPushTarget) => void,
 ): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
-  const compression = started ?? startZstdCompressFile(path, { level: options.compressLevel, threads: 1 });
-  const compressed = compression.result.then((r) => r.stdout);
-  compressed.catch(() => undefined);
+  // One encoding per set of recipients: a repository with recipients of its own gets its own ciphertext.
+  const encodings = new Map<string, RunningCommand>();
+  const defaultRecipients = walEncryptTo(name, options.encryptTo ?? []);
+  if (started !== undefined) encodings.set(defaultRecipients.join(','), started);
+  const encodingFor = (target: WalPushTarget): Promise<Buffer> => {
+    const recipients = walEncryptTo(name, target.encryptTo ?? options.encryptTo ?? []);
+    const key = recipients.join(',');
+    let encoding = encodings.get(key);
+    if (encoding === undefined) {
+      encoding = startWalEncoding(path, options.compressLevel, recipients);
+      encodings.set(key, encoding);
+    }
+    return encoding.result.then((r) => r.stdout);
+  };
   const head = kind === 'segment' || kind === 'partial' ? readHead(path, 64) : undefined;
   head?.catch(() => undefined);
   const results = await Promise.allSettled(
     options.targets.map(async (target, i) => {
+      const encoded = encodingFor(target);
+      encoded.catch(() => undefined);
       if (head !== undefined) await clusters[i]!.check(await head, name);
-      const outcome = await storeIn(target, name, await compressed, options, digest);
+      const outcome = await storeIn(target, name, await encoded, options, digest);
       onStored?.(target);
       return outcome;
     }),
   );
   const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ target: options.targets[i]!, error: r.reason as unknown }] : []));
-  if (failures.length === results.length) compression.kill();
+  if (failures.length === results.length) for (const encoding of encodings.values()) encoding.kill();
   if (failures.length > 0) {
     if (options.targets.length > 1) {
       for (const f of failures) options.log(`${name}: repository ${f.target.label}: ${(f.error as Error).message}`);
@@ -249,7 +270,7 @@ async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, 
   if (target.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
     // be this file, or PostgreSQL must hear that it is not archived.
-    const stored = await zstdDecompressBuffer(await target.store.getBuffer(key));
+    const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
     if (sha256Hex(stored) !== (await digest())) {
       throw new RepositoryError(
         `${name} was replaced in ${target.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
@@ -262,7 +283,7 @@ async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, 
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
 async function compareWithStored(name: string, key: string, sha256: string, target: WalPushTarget, options: WalPushOptions): Promise<WalPushOutcome> {
-  const stored = await zstdDecompressBuffer(await target.store.getBuffer(key));
+  const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
   if (sha256Hex(stored) === sha256) {
     options.log(`${name} is already in ${options.targets.length > 1 ? `repository ${target.label}` : 'the repository'} with identical content`);
     return 'already-stored';
@@ -271,6 +292,22 @@ async function compareWithStored(name: string, key: string, sha256: string, targ
     `${name} is already in ${target.store.location} with different content; nothing was overwritten`,
     'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
   );
+}
+
+/**
+ * The content of a stored WAL object, to compare with the file being pushed. An encrypted copy needs an identity,
+ * which a host that writes backups normally does not hold: then pgdr cannot tell a retried push from a different
+ * file, and refuses to guess (PostgreSQL retries, and archiving waits for an operator).
+ */
+async function storedWalContent(name: string, stored: Buffer, target: WalPushTarget, options: WalPushOptions): Promise<Buffer> {
+  if (!isAgeEncrypted(stored)) return zstdDecompressBuffer(stored);
+  if (options.identityFile === undefined) {
+    throw new RepositoryError(
+      `${name} is already in ${target.store.location}, encrypted, and without an identity pgdr cannot tell whether it is this same file; nothing was overwritten`,
+      `on a host that holds the identity, compare it (pgdr wal fetch ${name} /tmp/${name} --identity-file KEY; cmp) and, if it is the same file, delete the stored copy so the next retry stores it; or pass --identity-file to wal push`,
+    );
+  }
+  return zstdDecompressBuffer(await ageDecryptBuffer(stored, options.identityFile, `stored WAL file ${name}`));
 }
 
 async function readHead(path: string, bytes: number): Promise<Buffer> {

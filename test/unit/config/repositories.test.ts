@@ -33,7 +33,7 @@ repositories:
     s3Endpoint: https://s3.us-west-004.backblazeb2.com
     s3Region: us-west-004
     credentials: { file: /run/secrets/b2 }
-    encryptRecipients: [age1aaa, age1bbb]
+    encryptRecipients: [age1atsj87lsu6x2x6hfp7mmf8nc4utce08j0xmuq6lhxvvlgul6fdks8p59j5, age10wcqsrcmcw35v7n42dksrjew9rpcf4zageents2aa6hzj93mtsqqktg8he]
     receives: [backups]
 `;
 const env = { HOME: '/home/pg', PGDR_S3_ENDPOINT: 'http://global:9000', AWS_REGION: 'eu-central-1' };
@@ -45,7 +45,7 @@ describe('repositories: in the config file', () => {
     expect(settings.repository).toBeUndefined();
     const [r2, b2] = settings.repositories;
     expect(r2).toMatchObject({ url: 's3://pg-wal/prod', s3Endpoint: 'https://acct.r2.cloudflarestorage.com', s3Region: 'auto', credentials: { file: '/run/secrets/r2', profile: 'r2' } });
-    expect(b2).toMatchObject({ s3Region: 'us-west-004', s3ForcePathStyle: false, credentials: { file: '/run/secrets/b2', profile: undefined }, encryptRecipients: ['age1aaa', 'age1bbb'], receives: ['backups'] });
+    expect(b2).toMatchObject({ s3Region: 'us-west-004', s3ForcePathStyle: false, credentials: { file: '/run/secrets/b2', profile: undefined }, encryptRecipients: ['age1atsj87lsu6x2x6hfp7mmf8nc4utce08j0xmuq6lhxvvlgul6fdks8p59j5', 'age10wcqsrcmcw35v7n42dksrjew9rpcf4zageents2aa6hzj93mtsqqktg8he'], receives: ['backups'] });
   });
 
   it('--repo picks a name, a configured URL, or an unconfigured URL with the global settings', () => {
@@ -67,6 +67,7 @@ describe('repositories: in the config file', () => {
     expect(() => resolveSettings({ config: configFile('repositories:\n  - { name: a, url: s3://b/p, secretKey: x }\n') }, env)).toThrow('repositories.0');
     expect(() => resolveSettings({ config: configFile('repositories:\n  - { name: a, url: s3://b/p }\n  - { name: a, url: s3://c/p }\n') }, env)).toThrow('the name "a" is used twice');
     expect(() => resolveSettings({ config: configFile('repositories:\n  - { name: 9a, url: s3://b/p }\n') }, env)).toThrow('repositories.0.name');
+    expect(() => resolveSettings({ config: configFile('repositories:\n  - { name: a, url: s3://b/p, encryptRecipients: [age1short] }\n') }, env)).toThrow('repository a: encryptRecipients: "age1short" is not an age X25519 recipient');
   });
 
   it('without repositories:, the one repository is what it always was', async () => {
