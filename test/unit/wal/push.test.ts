@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -142,5 +143,24 @@ describe('readyBesides', () => {
     expect(lines).toContain(`${name} is in r2 already; storing it in b2`);
     expect((await zstdDecompressBuffer(await second.getBuffer(layout.walObject(name)))).equals(segment(1))).toBe(true);
     expect(await pushWal(path, both)).toBe('already-stored');
+  });
+
+  it('encrypts a segment once per set of recipients: a repository with its own gets its own ciphertext, the other the global form', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const dir = temp();
+    const identity = join(dir, 'key');
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+    const recipient = execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim();
+    const offsite = createFsStore({ root: temp() });
+    const both: WalPushOptions = { ...options, targets: [{ store, id: 'r2', label: 'r2' }, { store: offsite, id: 'b2', label: 'b2', encryptTo: [recipient] }] };
+    const name = '000000010000000000000001';
+    writeFileSync(join(pgWal, name), segment(1));
+    expect(await pushWal(join(pgWal, name), both)).toBe('stored');
+    const plain = await store.getBuffer(layout.walObject(name));
+    const sealed = await offsite.getBuffer(layout.walObject(name));
+    expect((await zstdDecompressBuffer(plain)).equals(segment(1))).toBe(true);
+    expect(sealed.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+    const opened = execFileSync('age', ['-d', '-i', identity], { input: sealed });
+    expect((await zstdDecompressBuffer(opened)).equals(segment(1))).toBe(true);
   });
 });
