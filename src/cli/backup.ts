@@ -37,11 +37,12 @@ export function registerBackupCommands(program: Command, action: Action): void {
       if (opts.maxRate !== undefined && !/^\d+[kM]?$/.test(opts.maxRate)) {
         throw new UsageError(`--max-rate must be a number of kB/s with an optional k or M suffix, got ${JSON.stringify(opts.maxRate)}`, 'e.g. --max-rate 50M');
       }
+      // Which repository first: several receiving backups and no --repo is refused before the database is asked.
+      const { store, layout } = ctx.openRepository('backups');
       // Resolved right before the backup: with --patroni/--etcd the current leader (or a replica), else --pg-host.
       const target = await resolveBackupTarget(ctx, opts);
       const choice = await chooseEngine(ctx.settings.engine, target.endpoint, ctx.settings.pgdata);
       ctx.log(`backup: ${choice.engine.name} engine: ${choice.reason}`);
-      const { store, layout } = ctx.openRepository('backups');
       const walFrom = walSourceFor(ctx);
       const { manifest } = await takeBackup({
         store,

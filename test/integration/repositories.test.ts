@@ -137,7 +137,8 @@ describe('several repositories on two MinIO servers', () => {
 
     const refused = await pgdr(['backup', 'now']);
     expect(refused.exitCode).toBe(2);
-    expect(refused.stderr).toContain('pgdr backup now: the config file names several repositories that receive backups (a, b) and no --repo picks one');
+    expect(refused.stderr).toContain('pgdr backup now: the config file names several repositories that receive backups (a, b, e) and no --repo picks one');
+    expect(refused.stderr).not.toContain('engine');
     await pgdrOk(['backup', 'now', '--repo', 'a']);
     await pgdrOk(['backup', 'now', '--repo', 'b']);
     expect((await pgdrOk(['backup', 'list', '--repo', 'b', '--json'])).json<unknown[]>()).toHaveLength(1);
