@@ -112,4 +112,15 @@ describe('copyRepository', () => {
     expect(await b.head(key)).toBeNull();
     expect(await b.head(layout.backupManifest('20261123T020000Z'))).toBeNull();
   });
+
+  it('copies an encrypted WAL file as stored, without a key', async () => {
+    const a = store();
+    const b = store();
+    await fillSource(a);
+    const sealed = Buffer.concat([Buffer.from('age-encryption.org/v1\n-> X25519 stand-in\n'), Buffer.alloc(2000, 3)]);
+    await a.put(layout.walObject('000000010000000000000004'), { kind: 'buffer', data: sealed });
+    const report = await copyRepository({ from: a, to: b, layout, log: () => undefined });
+    expect(report.walFiles.copied).toBe(4);
+    expect((await b.getBuffer(layout.walObject('000000010000000000000004'))).equals(sealed)).toBe(true);
+  });
 });
