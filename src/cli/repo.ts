@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
 import { probeConditionalWrites } from '../repo/store-probe.js';
+import type { BucketObjectLock } from '../storage/object-store.js';
 import { redactUrl } from '../storage/redact.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
@@ -12,7 +14,8 @@ export function registerRepoCommands(program: Command, action: Action): void {
       .command('probe')
       .description(
         'ask the store now whether it honours conditional writes (If-None-Match) and record the answer; ' +
-          'commands that rely on it probe by themselves once the record is older than storeProbeInterval (24h)',
+          'commands that rely on it probe by themselves once the record is older than storeProbeInterval (24h). ' +
+          'Also says whether the bucket has S3 Object Lock, and refuses Object Lock settings on a bucket without it',
       ),
   ).action(
     action(async (ctx: CommandContext) => {
@@ -28,13 +31,32 @@ export function registerRepoCommands(program: Command, action: Action): void {
               : ctx.settings.acceptUnconditionalWrites
                 ? 'locks are NOT exclusive here (--accept-unconditional-writes); WAL is read back after each push'
                 : 'backup now, expire and schedule refuse until etcd is configured (--etcd) or the risk is accepted (--accept-unconditional-writes); WAL is read back after each push';
+        const bucketLock: BucketObjectLock = store.location.startsWith('s3://') && store.objectLock ? await store.objectLock() : { enabled: false, defaultRetention: null };
+        const wanted = ctx.settings.objectLock;
+        const objectLock = { ...bucketLock, pgdr: wanted === undefined ? 'off' : wanted.mode, margin: wanted === undefined ? null : `${Math.round(wanted.marginMs / 1000)}s` };
+        const lockLine = describeObjectLock(bucketLock, wanted?.mode);
         ctx.emit(
-          { ...record, key: layout.storeProbe() },
-          `${record.location} ${record.conditionalWrites === 'honoured' ? 'honours' : 'IGNORES'} conditional writes (probed ${record.probedAt}): ${locks}`,
+          { ...record, key: layout.storeProbe(), objectLock },
+          `${record.location} ${record.conditionalWrites === 'honoured' ? 'honours' : 'IGNORES'} conditional writes (probed ${record.probedAt}): ${locks}\n${lockLine}`,
         );
+        if (wanted !== undefined && !bucketLock.enabled) {
+          throw new UsageError(
+            `Object Lock is set (${wanted.mode}), but the bucket of ${store.location} has no Object Lock`,
+            'create a bucket with Object Lock enabled (docs/configuration.md, "Object Lock") and use it, or unset PGDR_OBJECT_LOCK_MODE / objectLockMode',
+          );
+        }
       } finally {
         await store.close();
       }
     }),
   );
+}
+
+function describeObjectLock(bucket: BucketObjectLock, wanted: string | undefined): string {
+  if (!bucket.enabled) return `Object Lock: not enabled on the bucket${wanted === undefined ? '' : `, but pgdr is set to ${wanted}`}`;
+  const def = bucket.defaultRetention;
+  const defaultText = def === null
+    ? 'no default retention'
+    : `a DEFAULT RETENTION (${def.mode}, ${def.days !== undefined ? `${def.days} days` : `${def.years ?? '?'} years`}) that also locks pgdr's lock objects and state: remove it, pgdr sets retention per object`;
+  return `Object Lock: enabled on the bucket, ${defaultText}; pgdr writes ${wanted === undefined ? 'no retention (objectLockMode is off)' : `in ${wanted} mode`}`;
 }
