@@ -181,7 +181,7 @@ describe('pgdr expire on a month of real backups', () => {
     expect(dryRun.dryRun).toBe(true);
     expect(dryRun.now).toBe('2024-05-16T12:00:00.000Z');
     expect(dryRun.backups).toEqual(
-      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [] })),
+      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [], retainedUntil: null })),
     );
     // WAL before the oldest kept backup (the monthly one of April) goes, on timeline 1; it starts where that backup does.
     const oldestKept = ids.get('2024-04-28T02:00:00Z')!;
