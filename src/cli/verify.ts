@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { loadPolicy } from '../config/policy.js';
 import { VerificationError } from '../errors.js';
 import { formatVerifyReport, verifyRepository } from '../verify/verify-repository.js';
 import { addCommonOptions, type CommandContext } from './context.js';
@@ -16,7 +17,13 @@ export function registerVerifyCommands(program: Command, action: Action): void {
       const { store, layout } = ctx.openRepository();
       let report;
       try {
-        report = await verifyRepository({ store, layout, quick: quick === true, log: (m) => ctx.log(m) });
+        report = await verifyRepository({
+          store,
+          layout,
+          quick: quick === true,
+          log: (m) => ctx.log(m),
+          ...(ctx.settings.objectLock !== undefined ? { objectLockRetention: loadPolicy(ctx.settings.policy).retention } : {}),
+        });
       } finally {
         await store.close();
       }
@@ -29,6 +36,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
           notes: report.notes,
           objects: report.objects,
           archiveEnd: report.archiveEnd,
+          retention: report.retention,
           timings: report.timings,
         },
         formatVerifyReport(report),
