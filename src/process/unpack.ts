@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
+import { childEnv } from './child-env.js';
 import { killOnExit, watchChild } from './child.js';
 
 /**
@@ -36,9 +37,9 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const list = options.members === undefined ? undefined : writeMemberList(options.members);
   const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, LC_ALL: 'C' },
+    env: { ...childEnv('tool'), LC_ALL: 'C' },
   });
-  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'] });
+  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
   const listed = readLines(tar.stdout!, (line) => guard.acceptListing(line));
