@@ -17,7 +17,7 @@ export function registerExpireCommands(program: Command, action: Action): void {
   addCommonOptions(
     program
       .command('expire')
-      .description('apply the retention policy: delete the backups, WAL, etcd snapshots and interrupted uploads it no longer keeps')
+      .description('apply the retention policy: delete the backups, WAL, etcd snapshots and interrupted uploads it no longer keeps (never what S3 Object Lock still retains: it says until when)')
       .option('--dry-run', 'list every backup with its verdict and the WAL that would go; delete nothing (takes no lock)')
       .option('--lock-wait <seconds>', 'wait this long for a running backup to finish; 0 fails at once, deleting nothing', '0')
       // A testing aid, kept out of --help: plan as if the clock said this (retention tests simulate months of
