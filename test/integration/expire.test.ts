@@ -449,10 +449,10 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
     expect(await listKeys(fs, layout.backupPrefix(damagedId))).toHaveLength(2);
     expect(await fs.head(kept)).toBeNull();
     expect(report.etcdSnapshots).toEqual([
-      { snapshotId: snapshots[0]!.id, verdict: 'delete', reason: 'delete' },
-      { snapshotId: snapshots[1]!.id, verdict: 'delete', reason: 'delete' },
-      { snapshotId: snapshots[2]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-02)' },
-      { snapshotId: snapshots[3]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-03)' },
+      { snapshotId: snapshots[0]!.id, verdict: 'delete', reason: 'delete', retainedUntil: null },
+      { snapshotId: snapshots[1]!.id, verdict: 'delete', reason: 'delete', retainedUntil: null },
+      { snapshotId: snapshots[2]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-02)', retainedUntil: null },
+      { snapshotId: snapshots[3]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-03)', retainedUntil: null },
     ]);
     expect(report.garbage).toEqual([expect.objectContaining({ kind: 'etcd-snapshot', id: interrupted, verdict: 'delete' })]);
     const etcdLeft = await listKeys(fs, layout.etcdPrefix());
