@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { errorMessage, UsageError } from '../errors.js';
 import { probeConditionalWrites } from '../repo/store-probe.js';
 import type { BucketObjectLock } from '../storage/object-store.js';
 import { redactUrl } from '../storage/redact.js';
@@ -21,6 +21,25 @@ export function registerRepoCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext) => {
       const { store, layout } = ctx.openRepository();
       try {
+        // Asked first: on a bucket with a default retention the probe's own scratch key could not be deleted.
+        let bucketLock: BucketObjectLock = { enabled: false, defaultRetention: null };
+        let unreadable: string | undefined;
+        if (store.location.startsWith('s3://') && store.objectLock) {
+          try {
+            bucketLock = await store.objectLock();
+          } catch (err) {
+            // Without Object Lock settings the answer is only informative: a policy that does not grant
+            // s3:GetBucketObjectLockConfiguration must not fail the conditional-write probe.
+            if (ctx.settings.objectLock !== undefined) throw err;
+            unreadable = errorMessage(err);
+          }
+        }
+        if (bucketLock.defaultRetention !== null) {
+          throw new UsageError(
+            `the bucket of ${store.location} has a default Object Lock retention (${describeDefault(bucketLock.defaultRetention)}): it would lock pgdr's lock objects and state too, which pgdr must rewrite and delete`,
+            'remove the default retention and keep Object Lock enabled (e.g. aws s3api put-object-lock-configuration --object-lock-configuration \'{"ObjectLockEnabled":"Enabled"}\'); pgdr sets a retention on each object itself (objectLockMode)',
+          );
+        }
         const identity = ctx.settings.s3Endpoint ? `${store.location} at ${redactUrl(ctx.settings.s3Endpoint)}` : store.location;
         const record = await probeConditionalWrites(store, layout, new Date(), identity);
         const locks =
@@ -31,10 +50,9 @@ export function registerRepoCommands(program: Command, action: Action): void {
               : ctx.settings.acceptUnconditionalWrites
                 ? 'locks are NOT exclusive here (--accept-unconditional-writes); WAL is read back after each push'
                 : 'backup now, expire and schedule refuse until etcd is configured (--etcd) or the risk is accepted (--accept-unconditional-writes); WAL is read back after each push';
-        const bucketLock: BucketObjectLock = store.location.startsWith('s3://') && store.objectLock ? await store.objectLock() : { enabled: false, defaultRetention: null };
         const wanted = ctx.settings.objectLock;
         const objectLock = { ...bucketLock, pgdr: wanted === undefined ? 'off' : wanted.mode, margin: wanted === undefined ? null : `${Math.round(wanted.marginMs / 1000)}s` };
-        const lockLine = describeObjectLock(bucketLock, wanted?.mode);
+        const lockLine = unreadable === undefined ? describeObjectLock(bucketLock, wanted?.mode) : `Object Lock: the bucket's configuration could not be read (${unreadable})`;
         ctx.emit(
           { ...record, key: layout.storeProbe(), objectLock },
           `${record.location} ${record.conditionalWrites === 'honoured' ? 'honours' : 'IGNORES'} conditional writes (probed ${record.probedAt}): ${locks}\n${lockLine}`,
@@ -52,11 +70,12 @@ export function registerRepoCommands(program: Command, action: Action): void {
   );
 }
 
+function describeDefault(rule: NonNullable<BucketObjectLock['defaultRetention']>): string {
+  const [n, unit] = rule.days !== undefined ? [rule.days, 'day'] : [rule.years ?? 0, 'year'];
+  return `${rule.mode}, ${n} ${unit}${n === 1 ? '' : 's'}`;
+}
+
 function describeObjectLock(bucket: BucketObjectLock, wanted: string | undefined): string {
   if (!bucket.enabled) return `Object Lock: not enabled on the bucket${wanted === undefined ? '' : `, but pgdr is set to ${wanted}`}`;
-  const def = bucket.defaultRetention;
-  const defaultText = def === null
-    ? 'no default retention'
-    : `a DEFAULT RETENTION (${def.mode}, ${def.days !== undefined ? `${def.days} days` : `${def.years ?? '?'} years`}) that also locks pgdr's lock objects and state: remove it, pgdr sets retention per object`;
-  return `Object Lock: enabled on the bucket, ${defaultText}; pgdr writes ${wanted === undefined ? 'no retention (objectLockMode is off)' : `in ${wanted} mode`}`;
+  return `Object Lock: enabled on the bucket, no default retention; pgdr writes ${wanted === undefined ? 'no retention (objectLockMode is off)' : `under ${wanted} retention`}`;
 }

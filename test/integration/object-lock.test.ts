@@ -2,6 +2,7 @@ import {
   DeleteObjectCommand,
   HeadObjectCommand,
   ListObjectVersionsCommand,
+  PutObjectLockConfigurationCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { writeFileSync } from 'node:fs';
@@ -101,6 +102,21 @@ describe('S3 Object Lock (MinIO bucket with Object Lock)', () => {
     expect(backup.stderr).toMatch(/has no Object Lock, but pgdr is set to write with retention/);
   });
 
+  it('refuses a bucket with a default retention, which would lock pgdr\'s lock objects too', async () => {
+    const bucket = `${minio.bucket}-dflt`;
+    await minio.createBucket(bucket, { objectLock: true });
+    await s3.send(
+      new PutObjectLockConfigurationCommand({
+        Bucket: bucket,
+        ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 1 } } },
+      }),
+    );
+    const probe = await runPgdr(['repo', 'probe', '--repo', `s3://${bucket}/x`, '--cluster', 'ol'], { env: { ...env } });
+    expect(probe.exitCode).toBe(2);
+    expect(probe.stderr).toMatch(/has a default Object Lock retention \(governance, 1 day\)/);
+    expect(probe.stderr).toMatch(/hint: remove the default retention/);
+  });
+
   let first = '';
   let second = '';
   let target = '';
@@ -145,18 +161,30 @@ describe('S3 Object Lock (MinIO bucket with Object Lock)', () => {
     expect((await head(layout.backupManifest(first))).VersionId).toBe(VersionId);
   });
 
-  it('expire leaves the retained backup and its WAL alone and says when they become deletable', async () => {
-    const result = await pgdr(['expire']);
+  it('expire leaves the retained backup and its WAL alone, says when they become deletable, and extends what it keeps', async () => {
+    const before = (await head(layout.backupManifest(second))).ObjectLockRetainUntilDate!.getTime();
+    const result = await pgdr(['expire', '--json']);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout).toMatch(new RegExp(`${first} .*delete: retained \\(Object Lock\\) until \\S+, deletable then`));
-    expect(result.stdout).toMatch(/WAL files? (is|are) under Object Lock retention and left alone: deletable from \S+, all of them from \S+/);
-
-    const report = (await pgdrOk(['expire', '--dry-run', '--json'])).json<ExpireReport>();
+    const report = result.json<ExpireReport>();
     const verdict = report.backups.find((b) => b.backupId === first)!;
     expect(verdict.verdict).toBe('delete');
     expect(Date.parse(verdict.retainedUntil!)).toBe((await head(layout.backupManifest(first))).ObjectLockRetainUntilDate!.getTime());
+    expect(report.deleted.backups).toBe(0);
     expect(report.walRetained?.files).toBeGreaterThan(0);
-    expect(report.objectLock).toEqual({ bucket: true, extended: [] });
+    expect(report.deleted.walFiles).toBe(0);
+    // The newest backup stays while it is the newest: its lock moves along with the clock (here: 1 s + the margin).
+    expect(report.objectLock?.bucket).toBe(true);
+    const extended = report.objectLock!.extended.find((e) => e.backupId === second)!;
+    expect(extended.objects).toBeGreaterThanOrEqual(2);
+    const after = (await head(layout.backupManifest(second))).ObjectLockRetainUntilDate!.getTime();
+    expect(after).toBeGreaterThan(before);
+    expect(after).toBe(Date.parse(extended.retainUntil));
+    expect((await head(layout.backupObject(second, 'base.tar.zst'))).ObjectLockRetainUntilDate!.getTime()).toBe(after);
+
+    const text = await pgdr(['expire', '--dry-run']);
+    expect(text.exitCode, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`${first} .*delete: retained \\(Object Lock\\) until \\S+, deletable then`));
+    expect(text.stdout).toMatch(/WAL files? (is|are) under Object Lock retention and left alone: deletable from \S+, all of them from \S+/);
     const list = (await pgdrOk(['backup', 'list', '--json'])).json<{ backupId: string; status: string }[]>();
     expect(list.map((b) => [b.backupId, b.status])).toEqual([[first, 'complete'], [second, 'complete']]);
   });
