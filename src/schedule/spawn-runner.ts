@@ -96,5 +96,8 @@ export function settingsArgs(settings: Settings, configFile: string | undefined)
   if (settings.pgdata !== undefined) args.push('--pgdata', settings.pgdata);
   args.push('--compress-level', String(settings.compressLevel));
   if (settings.acceptUnconditionalWrites) args.push('--accept-unconditional-writes');
+  if (settings.objectLock !== undefined) {
+    args.push('--object-lock-mode', settings.objectLock.mode, '--object-lock-margin', `${Math.round(settings.objectLock.marginMs / 1000)}s`);
+  }
   return args;
 }
