@@ -25,6 +25,8 @@ export interface EngineJob {
   endpoint: PgEndpoint;
   server: ServerInfo;
   compress: { level: number; threads: number };
+  /** age recipients every object is encrypted to (empty: none); the manifest records them. */
+  encryptTo: readonly string[];
   /** kB/s, or with a k or M suffix. */
   maxRate?: string;
   /** Rejects when the backup must stop (the lock was lost: the repository stopped answering or someone took over). */

@@ -8,7 +8,7 @@ import { failpoint } from '../process/failpoint.js';
 import { ensureClusterInfo } from '../repo/cluster-info.js';
 import type { Locker } from '../repo/lock.js';
 import { newBackupId, type RepositoryLayout } from '../repo/layout.js';
-import { serializeManifest, type BackupManifest } from '../repo/manifest.js';
+import { encryptionFor, serializeManifest, type BackupManifest } from '../repo/manifest.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { zstdDecompressBuffer } from '../stream/zstd.js';
 import { createProgress } from '../stream/progress.js';
@@ -29,6 +29,10 @@ export interface BackupOptions {
   endpoint: PgEndpoint;
   compressLevel: number;
   compressThreads: number;
+  /** age recipients every object is encrypted to; empty: stored as zstd frames. */
+  encryptTo?: readonly string[];
+  /** An identity to read an encrypted reference's file list with (a diff or incr); without one such a backup becomes a full. */
+  identityFile?: string;
   /** How the data is read; the remote engine (BASE_BACKUP) unless given. */
   engine?: BackupEngine;
   /** full (the default), or diff/incr: only what changed since a reference (the files engine). */
@@ -92,6 +96,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       endpoint: options.endpoint,
       server,
       compress: { level: options.compressLevel, threads: options.compressThreads },
+      encryptTo: options.encryptTo ?? [],
       ...(options.maxRate === undefined ? {} : { maxRate: options.maxRate }),
       interrupted: lock.lost,
       progress: createProgress(`backup ${backupId}`, server.estimatedBytes, options.progress),
@@ -146,6 +151,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       source,
       ...(options.sourceMember !== undefined ? { sourceMember: options.sourceMember } : {}),
       compression: { algorithm: 'zstd', level: options.compressLevel },
+      ...(encryptionFor(options.encryptTo ?? []) === undefined ? {} : { encryption: encryptionFor(options.encryptTo ?? [])! }),
       bytes,
       storedBytes,
       objects: streamed.objects,
@@ -183,7 +189,13 @@ async function chooseReference(options: BackupOptions, engine: BackupEngine, ser
     log(`backup: taking a full backup instead of a ${requested}: ${plan.reason}`);
     return undefined;
   }
-  const files = await readFileList(store, layout, plan.reference);
+  if (plan.reference.encryption !== undefined && options.identityFile === undefined) {
+    // Writers hold public keys only: the reference's list of files (sizes, times, where each one's bytes are) is
+    // encrypted, and a backup never asks for the private key.
+    log(`backup: taking a full backup instead of a ${requested}: the reference ${plan.reference.backupId}'s file list is encrypted and no identity file was given`);
+    return undefined;
+  }
+  const files = await readFileList(store, layout, plan.reference, options.identityFile);
   return { type: plan.type, manifest: plan.reference, files, chain: plan.chain };
 }
 

@@ -53,6 +53,8 @@ export function registerBackupCommands(program: Command, action: Action): void {
         finishWal: target.finishWal,
         compressLevel: ctx.settings.compressLevel,
         compressThreads: ctx.settings.compressThreads,
+        encryptTo: ctx.settings.encryptRecipients,
+        ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
         lockWaitMs: secondsFlag('--lock-wait', opts.lockWait, { positive: false, example: 60 }) * 1000,
         archiveWaitMs: secondsFlag('--archive-wait', opts.archiveWait, { positive: false, example: 60 }) * 1000,
         maxRate: opts.maxRate,

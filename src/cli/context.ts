@@ -64,6 +64,12 @@ export function addCommonOptions(command: Command): Command {
     )
     .option('--object-lock-mode <mode>', 'governance, compliance or off: write what never changes under S3 Object Lock retention (env PGDR_OBJECT_LOCK_MODE)')
     .option('--object-lock-margin <duration>', 'added to every retain-until date, e.g. 7d (env PGDR_OBJECT_LOCK_MARGIN)')
+    .option(
+      '--encrypt-recipient <key>',
+      'age public key (age1…) to encrypt every new object to; repeatable (env PGDR_ENCRYPT_RECIPIENTS, comma-separated)',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .option('--identity-file <file>', 'age identity file (private key) to decrypt with: restore, drill, wal fetch, verify --full (env PGDR_IDENTITY_FILE)')
     .option('--no-progress', 'never draw progress bars');
 }
 
@@ -137,5 +143,7 @@ export function buildRestoreCommand(settings: Settings, configFile: string | und
   if (settings.s3Endpoint) words.push('--s3-endpoint', settings.s3Endpoint);
   if (settings.s3ForcePathStyle) words.push('--s3-force-path-style');
   if (configFile) words.push('--config', resolve(configFile));
+  // A path, never the key: the server's restore_command decrypts each WAL file with the same identity file.
+  if (settings.identityFile) words.push('--identity-file', resolve(settings.identityFile));
   return words.map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w))).join(' ');
 }

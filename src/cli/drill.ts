@@ -40,6 +40,8 @@ export function registerDrillCommands(program: Command, action: Action): void {
       try {
         outcome = await runDrill({
           jobs: ctx.settings.jobs,
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
+          encryptTo: ctx.settings.encryptRecipients,
           store,
           layout,
           policy: policy.drill,

@@ -159,6 +159,7 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
           force: flags.force === true,
           waitTimeoutMs: waitTimeout * 1000,
           workDir: flags.workDir ?? tmpdir(),
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
           env: process.env,
           log: (m) => ctx.log(m),
         });

@@ -34,6 +34,7 @@ export async function restoreInto(
       force: flags.force === true,
       delta: flags.delta === true,
       jobs: ctx.settings.jobs,
+      ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
       restoreCommand: buildRestoreCommand(ctx.settings, flags.config),
       ...how,
       log: (m) => ctx.log(m),

@@ -21,6 +21,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
           store,
           layout,
           quick: quick === true,
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
           log: (m) => ctx.log(m),
           ...(ctx.settings.objectLock !== undefined ? { objectLockRetention: loadPolicy(ctx.settings.policy).retention } : {}),
         });

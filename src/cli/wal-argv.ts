@@ -32,6 +32,7 @@ const VALUE_FLAGS: Record<string, keyof SettingFlags> = {
   '--compress-level': 'compressLevel',
   '--object-lock-mode': 'objectLockMode',
   '--object-lock-margin': 'objectLockMargin',
+  '--identity-file': 'identityFile',
 };
 
 export function parseWalCommandLine(argv: readonly string[]): WalCommandLine | null {
@@ -47,6 +48,12 @@ export function parseWalCommandLine(argv: readonly string[]): WalCommandLine | n
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg : arg.slice(0, eq);
     const key = VALUE_FLAGS[name];
+    if (name === '--encrypt-recipient') {
+      const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined || (eq === -1 && value.startsWith('-'))) return null;
+      (line.flags.encryptRecipient ??= []).push(value);
+      continue;
+    }
     if (key !== undefined) {
       const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
       if (value === undefined || (eq === -1 && value.startsWith('-'))) return null;

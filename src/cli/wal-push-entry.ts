@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import { loadSettings } from '../config/resolve-settings.js';
 import type { RunningCommand } from '../process/run-command.js';
-import { startZstdCompressFile } from '../stream/zstd-buffer.js';
+import { startWalEncoding, walEncryptTo } from '../wal/encoding.js';
 import { claimOwner } from '../wal/spool.js';
 import { reportError } from './report-error.js';
 import { parseWalCommandLine } from './wal-argv.js';
@@ -38,7 +38,7 @@ export async function walPushEntry(argv: readonly string[], env: NodeJS.ProcessE
     } else {
       // A file another pgdr is pushing right now will be its to answer for: no work to start for it here.
       if (claimOwner(settings.spoolDir, settings.cluster, basename(path)) === undefined) {
-        compression = startZstdCompressFile(path, { level: settings.compressLevel, threads: 1 });
+        compression = startWalEncoding(path, settings.compressLevel, walEncryptTo(basename(path), settings.encryptRecipients));
       }
       const { walPushCommand } = await import('./wal-push.js');
       outcome = await walPushCommand(path, settings, {

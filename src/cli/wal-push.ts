@@ -61,6 +61,8 @@ export async function walPushOptions(settings: Settings, store: ObjectStore, lay
     compressLevel: settings.compressLevel,
     spoolDir: settings.spoolDir,
     repoUrl: settings.repo,
+    encryptTo: settings.encryptRecipients,
+    ...(settings.identityFile === undefined ? {} : { identityFile: settings.identityFile }),
     log,
   };
 }
@@ -76,5 +78,8 @@ function repositoryArgs(settings: Settings, configFile: string | undefined): str
     args.push('--object-lock-mode', settings.objectLock.mode, '--object-lock-margin', `${Math.round(settings.objectLock.marginMs / 1000)}s`);
     if (settings.policy) args.push('--policy', resolve(settings.policy));
   }
+  // Public keys, safe on a command line; PGDR_ENCRYPT_RECIPIENTS reaches the pusher through the environment anyway.
+  for (const recipient of settings.encryptRecipients) args.push('--encrypt-recipient', recipient);
+  if (settings.identityFile) args.push('--identity-file', resolve(settings.identityFile));
   return args;
 }

@@ -56,6 +56,7 @@ export function registerWalCommands(program: Command, action: Action): void {
           spoolDir: ctx.settings.spoolDir,
           repoUrl: ctx.settings.repo,
           dataDirectory: process.cwd(),
+          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
         });
         ctx.emit({ file: String(name), destination: String(dest) }, '');
       } catch (err) {

@@ -52,6 +52,10 @@ export interface Settings {
   jobs: number;
   /** Write never-changing objects under S3 Object Lock retention (src/repo/object-lock.ts); undefined: off. */
   objectLock: ObjectLockSettings | undefined;
+  /** age public keys (age1…): every new object is encrypted to all of them; empty: nothing is encrypted. */
+  encryptRecipients: string[];
+  /** An age identity file (private keys): what restore, drill, `wal fetch` and `verify --full` decrypt with. */
+  identityFile: string | undefined;
 }
 
 export interface SettingFlags {
@@ -77,6 +81,9 @@ export interface SettingFlags {
   jobs?: string;
   objectLockMode?: string;
   objectLockMargin?: string;
+  /** `--encrypt-recipient KEY`, repeatable. */
+  encryptRecipient?: string[];
+  identityFile?: string;
 }
 
 function list(value: string | string[] | undefined): string[] {
@@ -98,6 +105,39 @@ function engineSetting(value: string | undefined): Settings['engine'] {
   if (value === undefined) return 'auto';
   if (value === 'auto' || value === 'files' || value === 'basebackup') return value;
   throw new UsageError(`--engine must be auto, files or basebackup, got ${JSON.stringify(value)}`, 'files reads the data directory on the server\'s host; basebackup streams it from the server over a replication connection');
+}
+
+/** An age X25519 recipient: "age1" and 58 characters of lower-case bech32. */
+const AGE_RECIPIENT = /^age1[02-9ac-hj-np-z]{58}$/;
+
+/**
+ * The recipients every new object is encrypted to. Public keys only: a private key (AGE-SECRET-KEY-…) given here by
+ * mistake is refused without being echoed, since the message may end up in a log.
+ */
+export function recipientsSetting(value: string | string[] | undefined, source: string): string[] {
+  const recipients = [...new Set(list(value))];
+  for (const recipient of recipients) {
+    if (/^AGE-SECRET-KEY-/i.test(recipient)) {
+      throw new UsageError(`${source} holds an age private key, not a recipient`, 'give the public key (age-keygen -y KEYFILE prints it); keep the private key off this host');
+    }
+    if (!AGE_RECIPIENT.test(recipient)) {
+      throw new UsageError(`${source}: ${JSON.stringify(recipient.slice(0, 80))} is not an age X25519 recipient`, 'recipients look like age1… (62 characters); age-keygen -y KEYFILE prints one');
+    }
+  }
+  return recipients;
+}
+
+/**
+ * pgdr has no passphrase mode (docs/configuration.md#encryption): a passphrase set for it is refused rather than
+ * ignored, so nobody believes their backups are encrypted with it.
+ */
+function refusePassphrase(env: NodeJS.ProcessEnv): void {
+  const name = env.PGDR_PASSPHRASE !== undefined ? 'PGDR_PASSPHRASE' : env.PGDR_PASSPHRASE_FILE !== undefined ? 'PGDR_PASSPHRASE_FILE' : undefined;
+  if (name === undefined) return;
+  throw new UsageError(
+    `${name} is set, but pgdr encrypts to age public keys only, not to a passphrase`,
+    'unset it; generate a key pair with age-keygen and set PGDR_ENCRYPT_RECIPIENTS (see docs/runbooks/key-management.md)',
+  );
 }
 
 function boolEnv(value: string | undefined): boolean | undefined {
@@ -159,7 +199,15 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
       flags.objectLockMode ?? (env.PGDR_OBJECT_LOCK_MODE || undefined) ?? file.objectLockMode,
       flags.objectLockMargin ?? (env.PGDR_OBJECT_LOCK_MARGIN || undefined) ?? file.objectLockMargin,
     ),
+    encryptRecipients:
+      flags.encryptRecipient !== undefined && flags.encryptRecipient.length > 0
+        ? recipientsSetting(flags.encryptRecipient, '--encrypt-recipient')
+        : env.PGDR_ENCRYPT_RECIPIENTS
+          ? recipientsSetting(env.PGDR_ENCRYPT_RECIPIENTS, 'PGDR_ENCRYPT_RECIPIENTS')
+          : recipientsSetting(file.encryptRecipients, 'encryptRecipients in the config file'),
+    identityFile: flags.identityFile ?? (env.PGDR_IDENTITY_FILE || undefined) ?? file.identityFile,
   };
+  refusePassphrase(env);
   if (!/^(s3|file):\/\//.test(settings.repo)) {
     throw new UsageError(
       `repository URL ${JSON.stringify(settings.repo)} has no supported scheme`,

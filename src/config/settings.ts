@@ -36,6 +36,8 @@ const ConfigFileSchema = z
     jobs: z.number().int().min(1).max(64),
     objectLockMode: z.enum(['governance', 'compliance', 'off']),
     objectLockMargin: z.string(),
+    encryptRecipients: z.union([z.string(), z.array(z.string())]),
+    identityFile: z.string(),
   })
   .partial()
   .strict();

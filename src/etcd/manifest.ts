@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { EncryptionSchema } from '../repo/manifest.js';
 import { RepositoryError } from '../errors.js';
 
 /**
@@ -40,6 +41,8 @@ export const EtcdSnapshotManifestSchema = z.object({
   /** The object holding the snapshot, relative to the snapshot's prefix. */
   object: z.literal(SNAPSHOT_OBJECT),
   compression: z.object({ algorithm: z.literal('zstd'), level: z.number().int() }),
+  /** The object is age-encrypted after compression, to these recipients (public keys); absent: plain zstd. */
+  encryption: EncryptionSchema.optional(),
   /** Bytes of the snapshot as etcd streamed it: the database plus its 32-byte sha256 trailer. */
   bytes: z.number().int().positive(),
   /** Bytes as stored (zstd). */

@@ -8,6 +8,7 @@ import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { zstdDecompressStage } from '../stream/zstd.js';
+import { checkIdentityFor, decryptStage } from '../stream/age.js';
 import { chooseEtcdSnapshot, readEtcdSnapshots } from './catalog.js';
 import type { EtcdSnapshotManifest } from './manifest.js';
 import type { EtcdRestorePlan } from './restore-plan.js';
@@ -17,6 +18,8 @@ import { findEtcdSnapshotTool, restoreSnapshotFile, type EtcdSnapshotTool } from
 export interface EtcdRestoreOptions {
   store: ObjectStore;
   layout: RepositoryLayout;
+  /** age identity file, for a snapshot stored encrypted. */
+  identityFile?: string;
   /** A snapshot id, or 'latest'. */
   snapshotId: string;
   plan: EtcdRestorePlan;
@@ -46,6 +49,8 @@ export async function restoreEtcdSnapshot(options: EtcdRestoreOptions): Promise<
   const { store, layout, plan, log } = options;
   const where = `${store.location} (cluster ${layout.cluster})`;
   const manifest = chooseEtcdSnapshot(await readEtcdSnapshots(store, layout), options.snapshotId, where);
+  // Before anything is downloaded or written: a missing or wrong identity is the operator's to fix.
+  if (manifest.encryption !== undefined) await checkIdentityFor(options.identityFile, manifest.encryption.recipients, `etcd snapshot ${manifest.snapshotId}`);
   for (const member of plan.members) await checkTarget(member.dataDir);
   const tool = options.tool ?? findEtcdSnapshotTool();
 
@@ -55,7 +60,7 @@ export async function restoreEtcdSnapshot(options: EtcdRestoreOptions): Promise<
   const staged: { staging: string; target: string }[] = [];
   try {
     log(`etcd snapshot ${manifest.snapshotId}: downloading and checking (revision ${manifest.revision}, ${manifest.storedBytes} bytes stored)`);
-    const snapshotFile = await downloadAndVerify(store, layout, manifest, work);
+    const snapshotFile = await downloadAndVerify(store, layout, manifest, work, options.identityFile);
     if (options.dryRun) {
       log(`dry run: snapshot ${manifest.snapshotId} verified; would restore ${plan.members.map((m) => `${m.name} into ${m.dataDir}`).join(', ')}`);
       return { manifest, plan, dryRun: true };
@@ -112,7 +117,7 @@ async function checkTarget(dir: string): Promise<void> {
  * its sha256 against the manifest and its trailer against its database. Returns the snapshot file, or throws
  * VerificationError naming the first check that failed.
  */
-async function downloadAndVerify(store: ObjectStore, layout: RepositoryLayout, manifest: EtcdSnapshotManifest, work: string): Promise<string> {
+async function downloadAndVerify(store: ObjectStore, layout: RepositoryLayout, manifest: EtcdSnapshotManifest, work: string, identityFile: string | undefined): Promise<string> {
   const id = manifest.snapshotId;
   const key = layout.etcdSnapshotObject(id, manifest.object);
   const storedFile = join(work, manifest.object);
@@ -128,8 +133,13 @@ async function downloadAndVerify(store: ObjectStore, layout: RepositoryLayout, m
   const snapshotFile = join(work, 'snapshot.db');
   const trailer = new SnapshotTrailerStage();
   try {
-    await pipeline(createReadStream(storedFile), zstdDecompressStage(), trailer, createWriteStream(snapshotFile, { mode: 0o600 }));
+    if (manifest.encryption !== undefined && identityFile !== undefined) {
+      await pipeline(createReadStream(storedFile), decryptStage(identityFile, `etcd snapshot ${id}`), zstdDecompressStage(), trailer, createWriteStream(snapshotFile, { mode: 0o600 }));
+    } else {
+      await pipeline(createReadStream(storedFile), zstdDecompressStage(), trailer, createWriteStream(snapshotFile, { mode: 0o600 }));
+    }
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new VerificationError(
       `etcd snapshot ${id}: ${manifest.object} does not decompress: ${errorMessage(err)}`,
       'the object is damaged although its sha256 matched the manifest; restore another snapshot (pgdr etcd list)',

@@ -9,6 +9,8 @@ import { newBackupId, type RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { zstdCompressStage } from '../stream/zstd.js';
+import { compressEncryptStage } from '../stream/age.js';
+import { encryptionFor } from '../repo/manifest.js';
 import { PGDR_VERSION } from '../version.js';
 import { etcdIdHex, openEtcdClient, type EtcdConnection } from './connection.js';
 import { SNAPSHOT_OBJECT, serializeEtcdSnapshotManifest, type EtcdSnapshotManifest } from './manifest.js';
@@ -27,6 +29,8 @@ export interface EtcdSnapshotOptions {
   timeoutMs: number;
   log: (message: string) => void;
   now?: () => Date;
+  /** age recipients the stored snapshot is encrypted to; empty or absent: plain zstd. */
+  encryptTo?: readonly string[];
   /** Which offline tool reads the snapshot's revision; found on PATH when absent. */
   tool?: EtcdSnapshotTool;
 }
@@ -69,7 +73,10 @@ export async function takeEtcdSnapshot(options: EtcdSnapshotOptions): Promise<Et
 
     const storedFile = join(work, SNAPSHOT_OBJECT);
     const checksum = new ChecksumStage();
-    await pipeline(createReadStream(rawFile), zstdCompressStage({ level: options.compressLevel, threads: options.compressThreads ?? 1 }), checksum, createWriteStream(storedFile, { mode: 0o600 }));
+    const zstd = { level: options.compressLevel, threads: options.compressThreads ?? 1 };
+    const encryptTo = options.encryptTo ?? [];
+    const encode = encryptTo.length > 0 ? compressEncryptStage(zstd, encryptTo) : zstdCompressStage(zstd);
+    await pipeline(createReadStream(rawFile), encode, checksum, createWriteStream(storedFile, { mode: 0o600 }));
 
     const objectKey = layout.etcdSnapshotObject(snapshotId, SNAPSHOT_OBJECT);
     await store.put(objectKey, { kind: 'file', path: storedFile }, { ifNoneMatch: true });
@@ -94,6 +101,7 @@ export async function takeEtcdSnapshot(options: EtcdSnapshotOptions): Promise<Et
       dbSize: source.dbSize,
       object: SNAPSHOT_OBJECT,
       compression: { algorithm: 'zstd', level: options.compressLevel },
+      ...(encryptionFor(encryptTo) === undefined ? {} : { encryption: encryptionFor(encryptTo)! }),
       bytes: trailer.bytes,
       storedBytes: checksum.bytes,
       sha256: checksum.sha256,

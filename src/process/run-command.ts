@@ -20,6 +20,8 @@ export interface RunCommandOptions {
   hint?: string;
   /** Written to the child's stdin, which is then closed; absent: stdin is closed at once (the child reads EOF). */
   input?: Buffer;
+  /** The child's stdin is this stream's file descriptor (another child's stdout: a kernel pipe); excludes `input`. */
+  stdinFrom?: import('node:stream').Readable;
 }
 
 export interface CommandOutput {
@@ -48,7 +50,7 @@ export function startCommand(file: string, args: readonly string[], options: Run
   const label = options.label ?? file;
   const child = spawn(file, args, {
     env: options.env ?? childEnv('tool'),
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: [options.stdinFrom ?? 'pipe', 'pipe', 'pipe'],
   });
   const removeExitHook = onExit(() => {
     child.kill('SIGKILL');
@@ -57,7 +59,7 @@ export function startCommand(file: string, args: readonly string[], options: Run
   let stdoutBytes = 0;
   let stderrTail = '';
   let why: string | undefined;
-  child.stdout.on('data', (chunk: Buffer) => {
+  child.stdout!.on('data', (chunk: Buffer) => {
     stdoutBytes += chunk.length;
     if (stdoutBytes > MAX_STDOUT_BYTES) {
       why ??= `wrote more than ${MAX_STDOUT_BYTES} bytes`;
@@ -66,14 +68,16 @@ export function startCommand(file: string, args: readonly string[], options: Run
     }
     stdout.push(chunk);
   });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
     stderrTail = (stderrTail + chunk).slice(-STDERR_TAIL_BYTES);
   });
   // A child that exits without reading all of its input closes the pipe: its exit status tells what happened.
-  child.stdin.on('error', () => undefined);
-  if (options.input === undefined) child.stdin.end();
-  else child.stdin.end(options.input);
+  if (options.stdinFrom === undefined) {
+    child.stdin!.on('error', () => undefined);
+    if (options.input === undefined) child.stdin!.end();
+    else child.stdin!.end(options.input);
+  }
   let timer: NodeJS.Timeout | undefined;
   let forceTimer: NodeJS.Timeout | undefined;
   if (options.timeoutMs && options.timeoutMs > 0) {

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
 import { childEnv } from './child-env.js';
+import { AGE, asDecryptFailure, decryptArgs } from '../stream/age-buffer.js';
 import { killOnExit, watchChild } from './child.js';
 
 /**
@@ -14,7 +15,7 @@ import { killOnExit, watchChild } from './child.js';
  * could reach outside the directory are reported by name.
  */
 export interface UnpackProcess {
-  /** Write the stored (zstd) bytes here. */
+  /** Write the stored bytes here (zstd frames, or an age file around them). */
   stdin: Writable;
   /** Resolves when both processes exit 0; rejects with the first failure, zstd's first (it feeds tar). */
   wait(): Promise<void>;
@@ -27,6 +28,10 @@ export interface UnpackOptions {
   /** Extract only these members (names as stored); every member when absent. */
   members?: readonly string[];
   zstdBinary?: string;
+  /** The object is age-encrypted: `age -d -i FILE` runs in front of zstd, joined by a kernel pipe too. */
+  identityFile?: string;
+  /** Names the object in a decryption error. */
+  what?: string;
 }
 
 export function startZstdTarUnpack(directory: string, options: UnpackOptions = {}): UnpackProcess {
@@ -42,18 +47,32 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
+  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
+  if (age !== undefined) zstd.stdin!.destroy();
+  const identityFile = options.identityFile;
+  const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
+  const ageDone =
+    ageWatch === undefined || identityFile === undefined
+      ? Promise.resolve()
+      : ageWatch.done.catch((err: unknown) => {
+          throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
+        });
+  ageDone.catch(() => undefined);
   const listed = readLines(tar.stdout!, (line) => guard.acceptListing(line));
   const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
   const tarDone = watchChild(tar, 'tar -x', `check free space and permissions in ${directory}`, (line) => guard.acceptDiagnostic(line)).done;
   const kill = (): void => {
+    age?.kill('SIGTERM');
     zstd.kill('SIGTERM');
     tar.kill('SIGTERM');
   };
-  const forget = killOnExit(zstd, tar);
+  const forget = killOnExit(...(age === undefined ? [] : [age]), zstd, tar);
   return {
-    stdin: zstd.stdin!,
+    stdin: age === undefined ? zstd.stdin! : age.stdin!,
     wait: async () => {
       try {
+        // The first in the chain explains the rest: age refusing the identity ends zstd's input, and so on.
+        await ageDone;
         await zstdDone;
         await tarDone;
       } finally {

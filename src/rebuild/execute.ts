@@ -31,6 +31,8 @@ export interface RebuildOptions {
   /** Per waiting step (etcd quorum, leader, replicas). */
   waitTimeoutMs: number;
   workDir: string;
+  /** age identity file for an encrypted etcd snapshot (PostgreSQL's restore gets it through `env`, PGDR_IDENTITY_FILE). */
+  identityFile?: string;
   env: NodeJS.ProcessEnv;
   log: (message: string) => void;
 }
@@ -68,7 +70,7 @@ export async function executeRebuild(options: RebuildOptions): Promise<RebuildRe
       switch (step.action) {
         case 'restore-etcd':
           if (options.etcdRestore === null || plan.etcd.snapshotId === null) throw new Error('restore-etcd step without an etcd restore plan');
-          await restoreEtcdSnapshot({ store: options.store, layout: options.layout, snapshotId: plan.etcd.snapshotId, plan: options.etcdRestore, workDir: options.workDir, dryRun: false, log });
+          await restoreEtcdSnapshot({ store: options.store, layout: options.layout, snapshotId: plan.etcd.snapshotId, plan: options.etcdRestore, workDir: options.workDir, dryRun: false, log, ...(options.identityFile === undefined ? {} : { identityFile: options.identityFile }) });
           break;
         case 'start-etcd':
           for (const member of plan.etcd.members) await startEtcd(member, options, result, services);

@@ -40,6 +40,21 @@ export const BackupObjectSchema = z.object({
 
 const backupId = z.string().regex(/^\d{8}T\d{6}Z$/);
 
+/**
+ * Objects encrypted with age after zstd (docs/repository-format.md#encryption): to whom, by public key only. The
+ * key of an object does not change; its first bytes tell (age-encryption.org/v1 or the zstd magic). Absent: plain.
+ */
+export const EncryptionSchema = z.object({
+  algorithm: z.literal('age'),
+  recipients: z.array(z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'expected an age X25519 recipient (age1…)')).min(1),
+});
+export type Encryption = z.infer<typeof EncryptionSchema>;
+
+/** The manifest field for objects encrypted to `recipients`; undefined when there are none. */
+export function encryptionFor(recipients: readonly string[]): Encryption | undefined {
+  return recipients.length === 0 ? undefined : { algorithm: 'age', recipients: [...recipients] };
+}
+
 export const BackupManifestSchema = z.object({
   /** 1: a backup of the basebackup engine; 2: of the files engine (a file list, and possibly a chain). */
   format: z.union([z.literal(1), z.literal(2)]),
@@ -76,6 +91,8 @@ export const BackupManifestSchema = z.object({
   /** The Patroni member the backup was taken from, when pgdr found the source through Patroni or etcd. */
   sourceMember: z.string().min(1).optional(),
   compression: z.object({ algorithm: z.literal('zstd'), level: z.number().int() }),
+  /** Every object of this backup (file list included) is encrypted to these recipients after compression. */
+  encryption: EncryptionSchema.optional(),
   bytes: z.number().int().nonnegative(),
   storedBytes: z.number().int().nonnegative(),
   objects: z.array(BackupObjectSchema).min(1),

@@ -20,8 +20,8 @@ import { checkDeltaTarget, CONTROL_FILE, scanForDelta } from './delta.js';
 import { planFilesRestore } from './files-plan.js';
 import { runFilesRestore } from './files-restore.js';
 import { mapConcurrently } from '../repo/concurrent-reads.js';
-import { readFileList } from '../repo/file-list-store.js';
-import type { FileListEntry } from '../repo/file-list.js';
+import { decodeStored, readFileList } from '../repo/file-list-store.js';
+import { checkIdentityFor } from '../stream/age.js';
 import { checksumFailure, unpackObject } from './unpack-object.js';
 
 export interface RestoreOptions {
@@ -45,6 +45,8 @@ export interface RestoreOptions {
   delta?: boolean;
   /** Objects unpacked (and files compared) at once. */
   jobs: number;
+  /** age identity file for encrypted backups: checked against their recipients before anything is written. */
+  identityFile?: string;
   progress: boolean;
   log: (message: string) => void;
 }
@@ -79,7 +81,13 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   log(`restore: ${plan.reason}`);
 
   const tablespaces = planTablespaceTargets(backup.objects, options.tablespaceMap ?? []);
-  const files = backup.format === 2 ? await readChainAndList(store, layout, catalog.complete, backup) : undefined;
+  const chain = backup.format === 2 ? chainOf(catalog.complete, backup) : [backup];
+  // Before anything is staged: a missing or wrong identity is a usage error, and the target stays as it was.
+  for (const manifest of chain) {
+    if (manifest.encryption !== undefined) await checkIdentityFor(options.identityFile, manifest.encryption.recipients, `backup ${manifest.backupId}`);
+  }
+  const identityFor = (backupId: string): string | undefined => (chain.find((m) => m.backupId === backupId)?.encryption === undefined ? undefined : options.identityFile);
+  const files = backup.format === 2 ? { chain, list: await readFileList(store, layout, backup, identityFor(backup.backupId)) } : undefined;
   const restoredBytes = (tablespace: number | undefined, fallback: number) =>
     files === undefined ? fallback : files.list.reduce((sum, e) => sum + (e.type === 'file' && e.tablespace === tablespace ? e.size : 0), 0);
   const inPlace = options.delta === true && files !== undefined && (await holdsDataDirectory(pgdata));
@@ -137,6 +145,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
           ...(inPlace ? { last: { path: CONTROL_FILE } } : {}),
           onBytes: (b) => progress.update(b),
           log,
+          identityFor,
         });
         for (const object of backup.objects.filter((o) => o.file !== undefined)) await restoreFile(options, backup, object, staged.staging);
       } else {
@@ -153,6 +162,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
             object,
             directory: ts === -1 ? staged.staging : stagedTablespaces[ts]!.staging,
             untouched,
+            ...(backup.encryption === undefined || options.identityFile === undefined ? {} : { identityFile: options.identityFile }),
             onBytes: (bytes) => {
               done += bytes - seen;
               seen = bytes;
@@ -294,12 +304,13 @@ async function restoreFile(options: RestoreOptions, backup: BackupManifest, obje
   });
   if (sha256Hex(stored) !== object.sha256) throw checksumFailure(backup.backupId, object, sha256Hex(stored), untouched);
   if (object.file === undefined) throw new VerificationError(`backup ${backup.backupId} object ${object.name} names no file to restore`, 'the manifest is damaged or from a newer pgdr; restore another backup with --backup-id');
-  await writeFile(join(directory, object.file), await zstdDecompressBuffer(stored), { mode: 0o600 });
+  const frames = await decodeStored(stored, backup, options.identityFile, `backup ${backup.backupId} object ${object.name}`);
+  await writeFile(join(directory, object.file), await zstdDecompressBuffer(frames), { mode: 0o600 });
 }
 
-/** A files-engine backup's chain (every backup its file list refers to, oldest first) and its file list. */
-async function readChainAndList(store: ObjectStore, layout: RepositoryLayout, complete: readonly BackupManifest[], backup: BackupManifest): Promise<{ chain: BackupManifest[]; list: FileListEntry[] }> {
-  const chain = restoreChain(backup).map((id) => {
+/** A files-engine backup's chain: every backup its file list refers to, oldest first, the backup itself last. */
+function chainOf(complete: readonly BackupManifest[], backup: BackupManifest): BackupManifest[] {
+  return restoreChain(backup).map((id) => {
     const manifest = complete.find((m) => m.backupId === id);
     if (manifest === undefined) {
       throw new RepositoryError(
@@ -309,7 +320,6 @@ async function readChainAndList(store: ObjectStore, layout: RepositoryLayout, co
     }
     return manifest;
   });
-  return { chain, list: await readFileList(store, layout, backup) };
 }
 
 /** Whether the path holds a PostgreSQL data directory (a delta restore works over one). */

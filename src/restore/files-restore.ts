@@ -23,6 +23,8 @@ export interface FilesRestoreRun {
   last?: { path: string };
   onBytes?: (stored: number) => void;
   log: (message: string) => void;
+  /** The identity file to decrypt a layer's objects with, when that backup is encrypted; undefined: stored plain. */
+  identityFor?: (backupId: string) => string | undefined;
 }
 
 /**
@@ -67,6 +69,7 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
         ...(members === 'all' ? {} : { members }),
         untouched: run.untouched,
         onBytes: (bytes) => report(extract, bytes),
+        ...identity(run, extract.backupId),
       });
       if (blocks) {
         await applyRuns(extract, directory, rootOf);
@@ -84,9 +87,15 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
       directory: rootOf(undefined),
       members: [run.last!.path],
       untouched: run.untouched,
+      ...identity(run, heldBack.backupId),
     });
   }
   await rm(run.scratch, { recursive: true, force: true });
+}
+
+function identity(run: FilesRestoreRun, backupId: string): { identityFile?: string } {
+  const file = run.identityFor?.(backupId);
+  return file === undefined ? {} : { identityFile: file };
 }
 
 /** Directories with their modes, and links (a link already right is kept). */

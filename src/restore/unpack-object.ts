@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RepositoryError, VerificationError } from '../errors.js';
+import { RepositoryError, UsageError, VerificationError } from '../errors.js';
 import { startZstdTarUnpack } from '../process/unpack.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { BackupObject } from '../repo/manifest.js';
@@ -19,6 +19,8 @@ export interface UnpackRequest {
   untouched: string;
   /** Called with the stored bytes read so far. */
   onBytes?: (bytes: number) => void;
+  /** The object is encrypted (its backup's manifest says so): decrypt with this age identity file. */
+  identityFile?: string;
 }
 
 /**
@@ -41,7 +43,10 @@ export async function unpackObject(request: UnpackRequest): Promise<void> {
   }
   const checksum = new ChecksumStage();
   if (request.onBytes) checksum.on('data', () => request.onBytes!(checksum.bytes));
-  const unpack = startZstdTarUnpack(request.directory, request.members === undefined ? {} : { members: request.members });
+  const unpack = startZstdTarUnpack(request.directory, {
+    ...(request.members === undefined ? {} : { members: request.members }),
+    ...(request.identityFile === undefined ? {} : { identityFile: request.identityFile, what: `backup ${backupId} object ${object.name}` }),
+  });
   const source = await store.get(key);
   let streamError: unknown;
   try {
@@ -57,6 +62,8 @@ export async function unpackObject(request: UnpackRequest): Promise<void> {
   // zstd failing (a damaged frame) makes tar fail too, or closes the pipe under us: either way it is the stream
   // error that counts, so a failed exit is treated as one.
   streamError ??= exit;
+  // age refusing the identity is the cause, whatever the pipe said when age stopped reading.
+  if (exit instanceof UsageError) streamError = exit;
   const digestReady = streamError === undefined || checksum.writableFinished;
   if (digestReady && checksum.bytes === object.storedBytes && checksum.sha256 !== object.sha256) {
     throw checksumFailure(backupId, object, checksum.sha256, untouched);
@@ -70,6 +77,7 @@ export async function unpackObject(request: UnpackRequest): Promise<void> {
       streamError,
     );
   }
+  if (streamError instanceof UsageError) throw streamError;
   if (streamError !== undefined) {
     // A damaged object usually breaks zstd before the whole object went through the hash: hash it again on its
     // own to tell a damaged copy (checksum) from a transport or disk failure.

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { RepositoryError } from '../errors.js';
 import { mapConcurrently, MANIFEST_READS_IN_FLIGHT } from '../repo/concurrent-reads.js';
+import { EncryptionSchema, encryptionFor } from '../repo/manifest.js';
+import { ageEncryptBuffer } from '../stream/age.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 
@@ -45,10 +47,38 @@ export const DrillReportSchema = z.object({
   failures: z.array(z.string()).default([]),
   host: z.string(),
   pgdrVersion: z.string(),
+  /**
+   * A report stored with recipients configured: the free-text details (wal, checks, amcheck, error, failures) read
+   * SEALED_DETAIL, and `sealed` holds the whole report, age-encrypted to `encryption.recipients` in ASCII armor.
+   * The outcome, times and RTO stay readable, for `pgdr health` and `drill list`, which hold no key.
+   */
+  encryption: EncryptionSchema.optional(),
+  sealed: z.string().startsWith('-----BEGIN AGE ENCRYPTED FILE-----').optional(),
 });
+
+export const SEALED_DETAIL = '(sealed: see "sealed")';
 
 export type DrillReport = z.infer<typeof DrillReportSchema>;
 export type DrillCheckResult = z.infer<typeof CheckResultSchema>;
+
+/**
+ * The copy of a report that is stored when recipients are configured: details the SQL checks or recovery wrote (which
+ * may quote table data) replaced by SEALED_DETAIL, the whole report in `sealed`. `jq -r .sealed | age -d -i KEY`
+ * reads it back.
+ */
+export async function sealDrillReport(report: DrillReport, recipients: readonly string[]): Promise<DrillReport> {
+  const sealed = (await ageEncryptBuffer(serializeDrillReport(report), recipients, true)).toString('ascii');
+  return {
+    ...report,
+    wal: { ok: report.wal.ok, detail: SEALED_DETAIL },
+    checks: report.checks.map((c) => ({ name: c.name, ok: c.ok, detail: SEALED_DETAIL })),
+    amcheck: { ok: report.amcheck.ok, detail: SEALED_DETAIL },
+    failures: report.failures.map(() => SEALED_DETAIL),
+    ...(report.error === undefined ? {} : { error: SEALED_DETAIL }),
+    encryption: encryptionFor(recipients)!,
+    sealed,
+  };
+}
 
 export function serializeDrillReport(report: DrillReport): Buffer {
   return Buffer.from(`${JSON.stringify(DrillReportSchema.parse(report), null, 2)}\n`);
@@ -105,11 +135,12 @@ export async function readDrillReports(store: ObjectStore, layout: RepositoryLay
   return reports;
 }
 
-/** Stores a report under its id, never replacing another drill's. */
-export async function storeDrillReport(store: ObjectStore, layout: RepositoryLayout, report: DrillReport): Promise<string> {
+/** Stores a report under its id, never replacing another drill's; sealed when there are recipients. */
+export async function storeDrillReport(store: ObjectStore, layout: RepositoryLayout, report: DrillReport, encryptTo: readonly string[] = []): Promise<string> {
   const key = layout.drillReport(report.drillId);
+  const stored = encryptTo.length > 0 ? await sealDrillReport(report, encryptTo) : report;
   try {
-    await store.put(key, { kind: 'buffer', data: serializeDrillReport(report) }, { ifNoneMatch: true, contentType: 'application/json' });
+    await store.put(key, { kind: 'buffer', data: serializeDrillReport(stored) }, { ifNoneMatch: true, contentType: 'application/json' });
   } catch (err) {
     if (err instanceof ObjectExistsError) {
       throw new RepositoryError(`a drill report ${report.drillId} already exists in ${store.location}`, 'two drills started in the same second; run the drill again', err);

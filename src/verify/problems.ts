@@ -48,8 +48,9 @@ export interface VerifyProblem {
 /** Things worth knowing that are not damage: backups or snapshots without a manifest (running, or interrupted). */
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
+  /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
   /** retention-short: on a repository under Object Lock, objects locked for less than the policy needs (or not at all). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'retention-short';
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'retention-short';
   key: string;
   detail: string;
 }

@@ -19,6 +19,7 @@ import { executeRestore } from '../restore/execute.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { PGDR_VERSION } from '../version.js';
 import { describeWalNeed, evaluateExpectation, planDrill, type DrillPlan } from './drill-plan.js';
+import { checkIdentityFor } from '../stream/age.js';
 import { storeDrillReport, type DrillCheckResult, type DrillReport } from './drill-report.js';
 import { readWalArchive } from './verify-repository.js';
 
@@ -41,6 +42,10 @@ export interface DrillOptions {
   user?: string;
   /** Objects unpacked at once. */
   jobs?: number;
+  /** age identity file for an encrypted backup; checked before the drill starts. */
+  identityFile?: string;
+  /** age recipients the stored report's details are sealed to (docs/repository-format.md#drill-reports). */
+  encryptTo?: readonly string[];
   log: (message: string) => void;
   now?: () => Date;
   random01?: () => number;
@@ -101,6 +106,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let scratch: ScratchServer | undefined;
   let keptDir: string | undefined;
   const guard = guardAgainstSignals(() => scratch, options.keep);
+  let identityRefused: unknown;
   try {
     const planned = await planFromRepository(steps);
     if (planned === undefined) {
@@ -115,11 +121,20 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
         failures.push(wal.detail);
         log(`WAL check failed: ${wal.detail}; restoring anyway to see how far recovery gets`);
       }
+      if (plan.backup.encryption !== undefined) {
+        try {
+          await checkIdentityFor(options.identityFile, plan.backup.encryption.recipients, `backup ${plan.backup.backupId}`);
+        } catch (err) {
+          // The operator's key, not the backup, is at fault: no report that says the backups fail to restore.
+          identityRefused = err;
+          throw err;
+        }
+      }
       scratch = await prepareScratch(options.scratchParent ?? tmpdir(), drillId);
       await restoreAndCheck(steps, plan, scratch, report, failures);
     }
   } catch (err) {
-    failures.push(errorMessage(err));
+    if (err !== identityRefused) failures.push(errorMessage(err));
   } finally {
     guard.disarm();
     if (scratch) {
@@ -133,6 +148,10 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       }
     }
   }
+  if (identityRefused !== undefined) {
+    guard.reportSettled();
+    throw identityRefused;
+  }
   // Whatever else went wrong then, the cause was the signal.
   if (guard.signal) failures.unshift(`the drill was interrupted by ${guard.signal}`);
   report.finishedAt = now().toISOString();
@@ -141,7 +160,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   if (failures.length > 0) report.error = report.failures[0];
   let key: string;
   try {
-    key = await storeDrillReport(store, layout, report);
+    key = await storeDrillReport(store, layout, report, options.encryptTo ?? []);
   } finally {
     guard.reportSettled();
   }
@@ -159,7 +178,7 @@ async function planFromRepository(options: DrillOptions): Promise<PlannedDrill |
   const { store, layout, log } = options;
   const catalog = await readBackupCatalog(store, layout);
   if (catalog.complete.length === 0) return undefined;
-  const archive = await readWalArchive(store, layout, undefined, log);
+  const archive = await readWalArchive(store, layout, undefined, log, options.identityFile);
   const plan = planDrill(catalog.complete, archive.index, { random: options.random, random01: options.random01 ?? Math.random });
   return { plan, wal: describeWalNeed(plan.walNeed, archive.index) };
 }
@@ -186,6 +205,7 @@ async function restoreAndCheck(options: DrillOptions, plan: DrillPlan, scratch: 
       // Tablespaces into the scratch directory too: their old locations belong to the production server.
       tablespaceMap: plan.backup.objects.flatMap((o) => (o.tablespace === undefined ? [] : [{ from: String(o.tablespace.oid), to: join(scratch.dir, 'tablespaces', String(o.tablespace.oid)) }])),
       progress: false,
+      ...(options.identityFile === undefined ? {} : { identityFile: options.identityFile }),
       log,
     });
     await scratch.configure(report.drillId);

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errorMessage } from '../errors.js';
+import { errorMessage, UsageError } from '../errors.js';
 import { parseTimelineHistory, type TimelineHistory } from '../postgres/timeline-history.js';
 import { DEFAULT_WAL_SEGMENT_SIZE, isValidWalSegmentSize, parseWalFileName } from '../postgres/wal-file-name.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
@@ -13,6 +13,8 @@ import { isSnapshotId, parseEtcdSnapshotManifest, type EtcdSnapshotManifest } fr
 import type { ObjectInfo, ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage } from '../stream/checksum.js';
 import { zstdDecompressBuffer } from '../stream/zstd.js';
+import { ageDecryptBuffer, isAgeEncrypted } from '../stream/age.js';
+import { decodeStored } from '../repo/file-list-store.js';
 import { parseDrillReport } from './drill-report.js';
 import { checkChains, checkFileListParts } from './backup-chains.js';
 import { describeBackups, type VerifyNote, type VerifyProblem } from './problems.js';
@@ -26,6 +28,8 @@ export interface VerifyOptions {
   layout: RepositoryLayout;
   /** Existence and size only: no object is read. */
   quick: boolean;
+  /** age identity: a full verify then also decrypts encrypted file lists (and a segment's header) to check them. */
+  identityFile?: string;
   log: (message: string) => void;
   /** Set when pgdr writes under Object Lock: the policy the retain-until dates are checked against. */
   objectLockRetention?: RetentionPolicy;
@@ -160,7 +164,15 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     const builtOn = dependants.get(manifest.backupId) ?? [];
     for (const object of manifest.objects) {
       const key = layout.backupObject(manifest.backupId, object.name);
-      const readList = object.content === 'file-list' && !options.quick;
+      const sealedList = object.content === 'file-list' && manifest.encryption !== undefined && options.identityFile === undefined;
+      const readList = object.content === 'file-list' && !options.quick && !sealedList;
+      if (sealedList && !options.quick) {
+        notes.push({
+          kind: 'encrypted-file-list',
+          key,
+          detail: `backup ${manifest.backupId}'s file list is encrypted: its sha256 was checked, its parts were not matched against the chain (pass --identity-file for that)`,
+        });
+      }
       const check = await checkStoredObject(store, key, byKey.get(key), object, options.quick, readList);
       bytesHashed += check.bytesHashed;
       objects.push({ backupId: manifest.backupId, name: object.name, key, status: check.status });
@@ -172,7 +184,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
         problems.push({ kind: check.failure.kind, key, detail: `${owner}: ${what}${also}`, breaks: [manifest.backupId, ...builtOn] });
       } else if (check.data !== undefined) {
         fileLists++;
-        const listProblem = await checkFileListObject(manifest, object, key, check.data, completeById, layout);
+        const listProblem = await checkFileListObject(manifest, object, key, check.data, completeById, layout, options.identityFile);
         if (listProblem !== undefined) problems.push(listProblem);
       }
     }
@@ -183,7 +195,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   );
 
   // WAL.
-  const wal = await readWalArchive(store, layout, listing, log);
+  const wal = await readWalArchive(store, layout, listing, log, options.identityFile);
   problems.push(...wal.problems);
   const coverage = checkWalCoverage(wal.index, catalog.complete, layout);
   problems.push(...coverage.problems);
@@ -364,11 +376,14 @@ async function checkFileListObject(
   stored: Buffer,
   complete: ReadonlyMap<string, BackupManifest>,
   layout: RepositoryLayout,
+  identityFile: string | undefined,
 ): Promise<VerifyProblem | undefined> {
   let entries: FileListEntry[];
   try {
-    entries = parseFileList((await zstdDecompressBuffer(stored)).toString('utf8'), `backup ${manifest.backupId} file list`);
+    const frames = await decodeStored(stored, manifest, identityFile, `backup ${manifest.backupId} file list`);
+    entries = parseFileList((await zstdDecompressBuffer(frames)).toString('utf8'), `backup ${manifest.backupId} file list`);
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     return { kind: 'invalid-file-list', key, detail: `backup ${manifest.backupId} cannot be restored: its file list ${object.name} cannot be read: ${errorMessage(err)}`, breaks: [manifest.backupId] };
   }
   return checkFileListParts(manifest, entries, complete, layout);
@@ -391,6 +406,7 @@ export async function readWalArchive(
   layout: RepositoryLayout,
   listing: readonly ObjectInfo[] | undefined,
   log: (message: string) => void,
+  identityFile?: string,
 ): Promise<WalArchive> {
   const prefix = layout.walPrefix();
   let objects = listing;
@@ -433,7 +449,7 @@ export async function readWalArchive(
     }
   }
 
-  const segmentSize = await readSegmentSize(store, files, log);
+  const segmentSize = await readSegmentSize(store, files, log, identityFile);
   return { index: buildWalIndex({ files, histories, unreadableHistories, segmentSize }), files: files.length, problems };
 }
 
@@ -442,13 +458,26 @@ export async function readWalArchive(
  * it, and segment names mean different positions at different sizes). 16 MiB, PostgreSQL's default, when no
  * segment can be read.
  */
-async function readSegmentSize(store: ObjectStore, files: readonly (ArchivedWalObject & { key: string })[], log: (message: string) => void): Promise<number> {
+async function readSegmentSize(
+  store: ObjectStore,
+  files: readonly (ArchivedWalObject & { key: string })[],
+  log: (message: string) => void,
+  identityFile: string | undefined,
+): Promise<number> {
   // The greatest name, timeline first: one pass, not a sort of the whole archive.
   let newest: (ArchivedWalObject & { key: string }) | undefined;
   for (const f of files) if (/^[0-9A-F]{24}$/.test(f.name) && (newest === undefined || f.name > newest.name)) newest = f;
   if (!newest) return DEFAULT_WAL_SEGMENT_SIZE;
   try {
-    const header = readWalSegmentHeader(await zstdDecompressBuffer(await store.getBuffer(newest.key)));
+    let stored = await store.getBuffer(newest.key);
+    if (isAgeEncrypted(stored)) {
+      if (identityFile === undefined) {
+        log(`verify: ${newest.name} is encrypted and no identity was given; assuming 16 MiB segments (pass --identity-file on a cluster with another wal_segment_size)`);
+        return DEFAULT_WAL_SEGMENT_SIZE;
+      }
+      stored = await ageDecryptBuffer(stored, identityFile, `WAL file ${newest.name}`);
+    }
+    const header = readWalSegmentHeader(await zstdDecompressBuffer(stored));
     if (header && isValidWalSegmentSize(header.segmentSize)) return header.segmentSize;
     log(`verify: ${newest.name} has no readable WAL page header; assuming 16 MiB segments`);
   } catch (err) {

@@ -2,10 +2,12 @@ import { createWriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { NotFoundError, VerificationError } from '../errors.js';
+import type { Readable } from 'node:stream';
+import { NotFoundError, UsageError, VerificationError } from '../errors.js';
 import { formatWalSegmentName, nextWalSegment, parseWalFileName, DEFAULT_WAL_SEGMENT_SIZE } from '../postgres/wal-file-name.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/object-store.js';
+import { AGE_MAGIC, decryptStage, isAgeEncrypted, missingIdentityError, peekHead } from '../stream/age.js';
 import { zstdDecompressStage } from '../stream/zstd.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { prefetchDir, prefetchTempPath, publishPrefetched, resetPrefetchDir, type PrefetchSource } from './prefetch-spool.js';
@@ -20,6 +22,8 @@ export interface WalFetchOptions {
   repoUrl: string;
   /** The restoring data directory (restore_command's working directory). */
   dataDirectory: string;
+  /** age identity file for WAL stored encrypted (told by its first bytes, whatever the configured recipients). */
+  identityFile?: string;
 }
 
 /**
@@ -32,7 +36,7 @@ export interface WalFetchOptions {
 export async function fetchWal(name: string, destination: string, options: WalFetchOptions): Promise<void> {
   const parsed = parseWalFileName(name);
   const final = resolve(destination);
-  const found = await downloadWalFile(options.store, options.layout, name, final);
+  const found = await downloadWalFile(options, name, final);
   if (!found) {
     throw new NotFoundError(`${name} is not in ${options.store.location}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
   }
@@ -55,7 +59,7 @@ export async function fetchWal(name: string, destination: string, options: WalFe
       const file = upcoming.shift()!;
       const temp = prefetchTempPath(dir, file);
       try {
-        if (await downloadWalFile(options.store, options.layout, file, temp)) publishPrefetched(temp, file);
+        if (await downloadWalFile(options, file, temp)) publishPrefetched(temp, file);
         else ended = true;
       } catch {
         // A failed look-ahead costs nothing: PostgreSQL asks for the file and the normal path reports the error.
@@ -78,9 +82,14 @@ async function segmentSizeOf(path: string): Promise<number> {
   }
 }
 
-/** Downloads and decompresses one WAL file to `final` (via a temp file, fsynced); false when it is not stored. */
-async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, name: string, final: string): Promise<boolean> {
-  let source;
+/**
+ * Downloads, decrypts when it is an age file, and decompresses one WAL file to `final` (via a temp file, fsynced);
+ * false when it is not stored. Whether it is encrypted is read from its first bytes, so a repository where
+ * encryption was turned on (or its keys rotated) part way serves every segment under its one key.
+ */
+async function downloadWalFile(options: Pick<WalFetchOptions, 'store' | 'layout' | 'identityFile'>, name: string, final: string): Promise<boolean> {
+  const { store, layout } = options;
+  let source: Readable;
   try {
     source = await store.get(layout.walObject(name));
   } catch (err) {
@@ -89,7 +98,16 @@ async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, nam
   }
   const temp = `${final}.pgdr-${process.pid}`;
   try {
-    await pipeline(source, zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    const { head, stream } = await peekHead(source, AGE_MAGIC.length);
+    if (isAgeEncrypted(head)) {
+      if (options.identityFile === undefined) {
+        stream.destroy();
+        throw missingIdentityError(`WAL file ${name}`);
+      }
+      await pipeline(stream, decryptStage(options.identityFile, `WAL file ${name}`), zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    } else {
+      await pipeline(stream, zstdDecompressStage(), createWriteStream(temp, { mode: 0o600 }));
+    }
     const handle = await open(temp, 'r');
     try {
       await handle.sync();
@@ -100,7 +118,8 @@ async function downloadWalFile(store: ObjectStore, layout: RepositoryLayout, nam
     return true;
   } catch (err) {
     await unlink(temp).catch(() => undefined);
-    if (err instanceof Error && /zstd/.test(err.message)) {
+    if (err instanceof UsageError) throw err;
+    if (err instanceof Error && /zstd|age -d/.test(err.message)) {
       throw new VerificationError(`stored WAL file ${name} does not decompress: ${err.message}`, 'the archive copy is damaged; run pgdr verify', err);
     }
     throw err;

@@ -11,7 +11,9 @@ import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 import { ChecksumStage, sha256Hex } from '../stream/checksum.js';
 import type { RunningCommand } from '../process/run-command.js';
-import { startZstdCompressFile, zstdDecompressBuffer } from '../stream/zstd-buffer.js';
+import { ageDecryptBuffer, isAgeEncrypted } from '../stream/age-buffer.js';
+import { zstdDecompressBuffer } from '../stream/zstd-buffer.js';
+import { startWalEncoding, walEncryptTo } from './encoding.js';
 import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
 
 export interface WalPushOptions {
@@ -26,6 +28,10 @@ export interface WalPushOptions {
    * looks before it writes and reads back after.
    */
   storeIgnoresConditions?: boolean;
+  /** age recipients WAL segments are encrypted to (empty: none); see walEncryptTo. */
+  encryptTo?: readonly string[];
+  /** An identity to compare an encrypted copy already stored with; a writer normally has none. */
+  identityFile?: string;
   log: (message: string) => void;
 }
 
@@ -165,7 +171,7 @@ async function storeWalFile(
   started?: RunningCommand,
 ): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
-  const compression = started ?? startZstdCompressFile(path, { level: options.compressLevel, threads: 1 });
+  const compression = started ?? startWalEncoding(path, options.compressLevel, walEncryptTo(name, options.encryptTo ?? []));
   let compressed: Buffer;
   try {
     if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
@@ -187,7 +193,7 @@ async function storeWalFile(
   if (options.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
     // be this file, or PostgreSQL must hear that it is not archived.
-    const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+    const stored = await storedWalContent(name, await options.store.getBuffer(key), options);
     if (sha256Hex(stored) !== (await digest())) {
       throw new RepositoryError(
         `${name} was replaced in ${options.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
@@ -200,7 +206,7 @@ async function storeWalFile(
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
 async function compareWithStored(name: string, key: string, sha256: string, options: WalPushOptions): Promise<WalPushOutcome> {
-  const stored = await zstdDecompressBuffer(await options.store.getBuffer(key));
+  const stored = await storedWalContent(name, await options.store.getBuffer(key), options);
   if (sha256Hex(stored) === sha256) {
     options.log(`${name} is already in the repository with identical content`);
     return 'already-stored';
@@ -209,6 +215,22 @@ async function compareWithStored(name: string, key: string, sha256: string, opti
     `${name} is already in ${options.store.location} with different content; nothing was overwritten`,
     'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
   );
+}
+
+/**
+ * The content of a stored WAL object, to compare with the file being pushed. An encrypted copy needs an identity,
+ * which a host that writes backups normally does not hold: then pgdr cannot tell a retried push from a different
+ * file, and refuses to guess (PostgreSQL retries, and archiving waits for an operator).
+ */
+async function storedWalContent(name: string, stored: Buffer, options: WalPushOptions): Promise<Buffer> {
+  if (!isAgeEncrypted(stored)) return zstdDecompressBuffer(stored);
+  if (options.identityFile === undefined) {
+    throw new RepositoryError(
+      `${name} is already in ${options.store.location}, encrypted, and without an identity pgdr cannot tell whether it is this same file; nothing was overwritten`,
+      `on a host that holds the identity, compare it (pgdr wal fetch ${name} /tmp/${name} --identity-file KEY; cmp) and, if it is the same file, delete the stored copy so the next retry stores it; or pass --identity-file to wal push`,
+    );
+  }
+  return zstdDecompressBuffer(await ageDecryptBuffer(stored, options.identityFile, `stored WAL file ${name}`));
 }
 
 async function readHead(path: string, bytes: number): Promise<Buffer> {

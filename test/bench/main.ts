@@ -29,7 +29,7 @@ import { execa } from 'execa';
 import { asPg, duBytes, pgTempDir, timedAsPg } from './lib/proc.js';
 import { carrySection, fmtBytes, fmtSeconds } from './lib/report.js';
 import { PgBackRestSide } from './pgbackrest.js';
-import { PgdrSide, pgdrAvailable } from './pgdr.js';
+import { PGDR_BIN, PgdrSide, pgdrAvailable } from './pgdr.js';
 import { PUSH_BREAKDOWN_SECTION, renderDoc, renderPartialDoc, type BenchResults, type StepResult } from './report-doc.js';
 import { SCALE_SECTION } from './scale-doc.js';
 import {
@@ -44,6 +44,9 @@ import {
   type LatencyResult,
 } from './wal-load.js';
 import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
+import { AGE_SECTION } from './age-implementations.js';
+import { ENCRYPTION_SECTION, encryptionSection, encryptionStep, type EncryptionBenchResult } from './encryption.js';
+import { replaceSection } from './lib/report.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 
@@ -64,7 +67,7 @@ interface Options {
   only: Set<OnlyStep>;
 }
 
-const ONLY_STEPS = ['push-latency', 'wal-load'] as const;
+const ONLY_STEPS = ['push-latency', 'wal-load', 'encryption'] as const;
 type OnlyStep = (typeof ONLY_STEPS)[number];
 
 function parseOnly(text: string | undefined): Set<OnlyStep> {
@@ -181,6 +184,18 @@ async function main(): Promise<void> {
     await backupsAndRestores(server, pgbr, pgdr, opts, { results, save, attempt, settle, useArchiver });
   }
 
+  // The cost of encryption (--only encryption): its own dataset at this scale, plain against encrypted repositories.
+  let encryption: EncryptionBenchResult | undefined;
+  if (opts.only.has('encryption')) {
+    log(`== encryption cost (dataset at scale ${opts.scale})`);
+    const dataset = await loadDataset(server, opts.scale, 'bench', log);
+    await attempt('pgdr', 'encryption', async () => {
+      encryption = await encryptionStep(server, dataset.bytes, { rounds: opts.rounds, settle, useArchiver, log });
+    });
+    Object.assign(results, { encryption });
+    save();
+  }
+
   const wantWal = opts.only.size === 0 ? !opts.skipWal : opts.only.has('wal-load');
   const wantLatency = opts.only.size === 0 ? !opts.skipWal : opts.only.has('push-latency');
   if (wantWal || wantLatency) {
@@ -204,7 +219,9 @@ async function main(): Promise<void> {
     await useArchiver('/bin/true');
     await settle();
     await attempt('push latency', 'step', async () => {
+      const before = load1();
       ({ latency: results.latency, segment: results.latencySegment } = await latencyStep(server, pgbr, pgdr, opts.latencyN));
+      results.latencyLoad = { before, after: load1() };
     });
     for (const l of results.latency) {
       log(`  ${l.tool}: median ${fmtSeconds(l.medianSeconds)} (min ${fmtSeconds(l.minSeconds)}, max ${fmtSeconds(l.maxSeconds)}), CPU ${fmtSeconds(l.cpuMedianSeconds ?? 0)}`);
@@ -219,13 +236,18 @@ async function main(): Promise<void> {
   const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
   let summary: string;
   if (opts.only.size > 0) {
-    const doc = renderPartialDoc(results, oldDoc);
+    let doc = renderPartialDoc(results, oldDoc);
+    if (encryption) {
+      const note = `*Measured on its own by \`npm run bench -- --only encryption${opts.quick ? ' --quick' : ''}\` on ${startedAt.slice(0, 16).replace('T', ' ')} UTC.*`;
+      doc = replaceSection(doc, ENCRYPTION_SECTION, encryptionSection(encryption, note));
+    }
     writeFileSync(opts.doc, doc);
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   } else {
     const doc = renderDoc(results);
-    // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
-    writeFileSync(opts.doc, carrySection(carrySection(doc, oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
+    // Sections from their own runs (npm run bench:scale, test/bench/push-breakdown.ts, the age choice) stay as they were.
+    const carried = [SCALE_SECTION, PUSH_BREAKDOWN_SECTION, AGE_SECTION, ENCRYPTION_SECTION].reduce((d, name) => carrySection(d, oldDoc, name), doc);
+    writeFileSync(opts.doc, carried);
     summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
   }
   log(`\nwrote ${opts.doc}`);
@@ -323,10 +345,16 @@ async function walLoadStep(
 ): Promise<void> {
   const { attempt, settle, useArchiver, results, save } = ctx;
   const archivers: { name: string; command: string; processes: RegExp }[] = [];
-  if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: /bin\/pgdr wal push/ });
+  // Only this run's processes: on a shared machine other checkouts run `bin/pgdr wal push` and pgBackRest too (their
+  // tests, their benches), and counting theirs inflated the memory columns. pgdr's pushes and background pusher name
+  // this checkout's bin/pgdr; pgBackRest's carry this run's --config.
+  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const ownPgdr = new RegExp(`${escape(PGDR_BIN)} wal push`);
+  const ownPgbr = new RegExp(`pgbackrest .*--config=${escape(pgbr.conf)} .*archive-push`);
+  if (pgdr) archivers.push({ name: 'pgdr wal push', command: pgdr.archiveCommand(), processes: ownPgdr });
   // Sync pushes are children of the archiver; async ones also leave a background archive-push:async process.
-  archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: /pgbackrest .*archive-push/ });
-  archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: /pgbackrest .*archive-push/ });
+  archivers.push({ name: 'pgBackRest archive-push (sync)', command: pgbr.archiveCommand(false), processes: ownPgbr });
+  archivers.push({ name: 'pgBackRest archive-push (async)', command: pgbr.archiveCommand(true), processes: ownPgbr });
   for (const a of archivers) {
     await attempt(a.name, 'WAL load', async () => {
       await useArchiver(a.command);

@@ -44,6 +44,8 @@ export interface BenchResults {
   latency: LatencyResult[];
   /** The segment the latency step pushed: its size at zstd level 3. */
   latencySegment?: { zstd3Bytes: number };
+  /** 1-minute load average before and after the latency step: on a busy machine every call waits for a core. */
+  latencyLoad?: { before: number; after: number };
 }
 
 /** Targets from the design brief; "holds" is computed, never written by hand. */
@@ -58,7 +60,7 @@ const TARGETS = {
 
 /**
  * Sections of the page that `npm run bench -- --only ...` rewrites on their own (between markers), and the one
- * written by hand (where the time of a push goes), which every run carries over.
+ * test/bench/push-breakdown.ts writes (where the time of a push goes), which every run carries over.
  */
 export const WAL_LOAD_SECTION = 'wal-load';
 export const PUSH_LATENCY_SECTION = 'push-latency';
@@ -306,7 +308,7 @@ export function renderDoc(r: BenchResults): string {
 
   if (r.wal.length > 0) out.push(`<!-- ${WAL_LOAD_SECTION}:begin -->`, walSection(r), `<!-- ${WAL_LOAD_SECTION}:end -->`, '');
   if (r.latency.length > 0) out.push(`<!-- ${PUSH_LATENCY_SECTION}:begin -->`, latencySection(r), `<!-- ${PUSH_LATENCY_SECTION}:end -->`, '');
-  // Written by hand from profiles (docs/benchmarks.md keeps it from run to run); an empty slot keeps its place.
+  // Written by test/bench/push-breakdown.ts (main.ts carries it over from the old page); an empty slot keeps its place.
   out.push(`<!-- ${PUSH_BREAKDOWN_SECTION}:begin -->`, `<!-- ${PUSH_BREAKDOWN_SECTION}:end -->`, '');
 
   if (r.zstd) {
@@ -335,7 +337,10 @@ export function renderDoc(r: BenchResults): string {
     'npm run bench -- --quick              # smoke run: ~200 MB, 1 round, 20 s loads; writes .bench/benchmarks-quick.md',
     'npm run bench -- --only push-latency  # only the per-segment latency (no dataset): its section and summary row here',
     'npm run bench -- --only wal-load,push-latency   # the WAL load too (add --load-seconds S, --latency-n N)',
+    'npx tsx test/bench/push-breakdown.ts  # where the time of a cold wal push goes (and what --config adds): its section here',
     'npx tsx test/bench/zstd-bindings.ts   # the zstd table alone (generated input, or --input DIR|FILE)',
+    'npx tsx test/bench/age-implementations.ts --doc docs/benchmarks.md   # the age CLI against the npm package (its section here)',
+    'npm run bench -- --only encryption --quick --doc docs/benchmarks.md  # the cost of encryption: backup and restore, plain against encrypted',
     'npx tsx test/bench/dataset.ts         # build the dataset alone and print its size and zstd ratio',
     'npx tsx test/bench/pgbackrest.ts --quick   # pgBackRest backup + restore smoke test',
     '```',
@@ -522,7 +527,20 @@ function latencySection(r: BenchResults, note = ''): string {
     ),
   );
   if (pgdr && pgbr) {
-    out.push('', `pgdr / pgBackRest, median wall time: ${fmtRatio(pgdr.medianSeconds / pgbr.medianSeconds)} (target ≤ ${TARGETS.pushRatio}×).`);
+    const cpu = pgdr.cpuMedianSeconds !== undefined && pgbr.cpuMedianSeconds ? `; median CPU: ${fmtRatio(pgdr.cpuMedianSeconds / pgbr.cpuMedianSeconds)}` : '';
+    out.push('', `pgdr / pgBackRest, median wall time: ${fmtRatio(pgdr.medianSeconds / pgbr.medianSeconds)} (target ≤ ${TARGETS.pushRatio}×)${cpu}.`);
+  }
+  if (r.latencyLoad) {
+    const { before, after } = r.latencyLoad;
+    const busy = Math.max(before, after) > r.machine.nproc;
+    out.push(
+      '',
+      `1-minute load average ${before.toFixed(2)} before the calls, ${after.toFixed(2)} after, on ${r.machine.nproc} cores` +
+        (busy
+          ? ': **a busy machine**. Every call also waited for a core, so the wall times are well above what a quiet ' +
+            'machine gives and their ratio is less steady than the CPU ratio, which leaves the waiting out.'
+          : '.'),
+    );
   }
   return out.join('\n');
 }

@@ -124,7 +124,7 @@ const WORDS = {
   path: 'home search product category cart checkout account orders wishlist help deals returns'.split(' '),
 };
 
-function generateInput(path: string, bytes: number): void {
+export function generateInput(path: string, bytes: number): void {
   const rand = prng(42);
   const pick = (list: string[], skew = 1.5) => list[Math.floor(Math.pow(rand(), skew) * list.length)]!;
   const hex = (n: number) => {

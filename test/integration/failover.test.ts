@@ -34,6 +34,7 @@ interface BackupJson {
   sourceMember: string | null;
   startLsn: string;
   stopLsn: string;
+  engine: string;
 }
 
 describe('failover continuity (etcd x3, Patroni x3, MinIO)', () => {
@@ -213,7 +214,7 @@ describe('failover continuity (etcd x3, Patroni x3, MinIO)', () => {
     expect(restored.phases).toEqual(['A', 'B', 'C']);
   });
 
-  it('--from replica takes a base backup from the standby that restores correctly', async () => {
+  it('--from replica takes a files-engine backup from the standby that restores correctly', async () => {
     await insertPhase(newLeader, 'E', 401, 500);
     await cluster.waitForReplicasStreaming({ caughtUp: true, timeoutMs: 60_000 });
     const standby = cluster.members.find((m) => m !== newLeader && m !== oldLeader) as PatroniMember;
@@ -223,6 +224,8 @@ describe('failover continuity (etcd x3, Patroni x3, MinIO)', () => {
     expect(backup3.sourceMember).toBe(standby.name);
     expect(backup3.source).toBe(`127.0.0.1:${standby.pgPort}`);
     expect(backup3.timeline).toBe(2);
+    // pgdr runs on the standby's host here, so auto picks the files engine: a standby backup read from its data directory.
+    expect(backup3.engine).toBe('files');
     expect(result.stderr).toContain(`asked the leader ${newLeader.name} to finish its WAL segment`);
 
     const restored = await restoreAndRead(['--backup-id', backup3.backupId, '--target', 'latest']);

@@ -2,7 +2,7 @@
 # Installs what pgdr's integration tests (or, with --demo, its demo) need, and only what is missing, so a fresh
 # machine and CI get the same services the developers test against. Silent when everything is present.
 #
-#   bash test/setup/ensure-deps.sh          PostgreSQL 15, zstd, pgBackRest, etcd, Patroni, MinIO, npm packages
+#   bash test/setup/ensure-deps.sh          PostgreSQL 15, zstd, age, pgBackRest, etcd, Patroni, MinIO, npm packages
 #   bash test/setup/ensure-deps.sh --demo   PostgreSQL 15, zstd, npm packages
 #
 # Overrides: PGDR_PG_BINDIR (default /usr/lib/postgresql/15/bin), PGDR_MINIO_BIN (default
@@ -59,6 +59,9 @@ need_file postgresql-client-15 "$pg_bindir/pg_basebackup"
 need_file postgresql-client-15 "$pg_bindir/pg_amcheck"
 need_file postgresql-client-15 "$pg_bindir/psql"
 need_command zstd zstd
+# age and age-keygen: encryption at rest (pgdr runs the age CLI; the encryption tests make keys with age-keygen).
+need_command age age
+need_command age age-keygen
 # openssl makes the TLS certificate of the MinIO test server (and is how most Debian machines already trust CAs).
 [ "$demo" -eq 1 ] || need_command openssl openssl
 # jq: the restore-by-hand runbook test reads manifests with it, as the runbook tells a reader to.

@@ -4,8 +4,7 @@ import { openBaseBackupSession, type BaseBackupSession } from '../../postgres/ba
 import { withConnection, type PgEndpoint } from '../../postgres/connection.js';
 import type { BackupObject } from '../../repo/manifest.js';
 import { sha256Hex } from '../../stream/checksum.js';
-import { zstdCompressBuffer } from '../../stream/zstd.js';
-import { uploadCompressed, type UploadedObject } from '../object-upload.js';
+import { encodeSmallObject, uploadCompressed, type UploadedObject } from '../object-upload.js';
 import type { BackupEngine, EngineJob, EngineResult } from '../engine.js';
 
 /**
@@ -82,6 +81,7 @@ async function storeArchive(job: EngineJob, name: string, tar: Readable, session
     key,
     source: tar,
     compress: job.compress,
+    encryptTo: job.encryptTo,
     // The server's size estimate bounds the compressed size: it sizes S3 parts for large databases.
     expectedBytes: job.server.estimatedBytes,
     interrupted: job.interrupted,
@@ -93,7 +93,7 @@ async function storeManifest(job: EngineJob, manifest: Buffer): Promise<BackupOb
   const name = 'backup_manifest.zst';
   const key = job.layout.backupObject(job.backupId, name);
   job.started.push(key);
-  const compressed = await zstdCompressBuffer(manifest, { level: job.compress.level, threads: 1 });
+  const compressed = await encodeSmallObject(manifest, job.compress.level, job.encryptTo);
   await job.store.put(key, { kind: 'buffer', data: compressed });
   return { name, bytes: manifest.length, storedBytes: compressed.length, sha256: sha256Hex(compressed), encoding: 'zstd', file: 'backup_manifest' };
 }

@@ -92,5 +92,6 @@ describe('the job commands', () => {
       help = pgdr([...words, '--help']);
     }
     for (const flag of command.filter((w) => w.startsWith('--'))) expect(help).toContain(flag);
-  });
+    // Up to three cold starts of the full CLI: over a second each on a busy 2-core machine, past vitest's 5 s default.
+  }, 30_000);
 });

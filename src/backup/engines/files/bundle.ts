@@ -27,6 +27,7 @@ export class Bundle {
       key,
       source: this.source,
       compress: { level: job.compress.level, threads: 1 },
+      encryptTo: job.encryptTo,
       expectedBytes,
       interrupted: job.interrupted,
       onFailure: (err) => {

@@ -8,8 +8,8 @@ import { mapConcurrently } from '../../../repo/concurrent-reads.js';
 import { entryKey, serializeFileList, type FileEntry, type FileListEntry } from '../../../repo/file-list.js';
 import type { BackupObject } from '../../../repo/manifest.js';
 import { sha256Hex } from '../../../stream/checksum.js';
-import { zstdCompressBuffer } from '../../../stream/zstd.js';
 import type { BackupEngine, EngineJob, EngineResult, FilesEngineSummary } from '../../engine.js';
+import { encodeSmallObject } from '../../object-upload.js';
 import { Bundle } from './bundle.js';
 import { copyChangedBlocks, copyWholeFile, VANISHED, type CopiedFile, type PageChecks } from './copy.js';
 import { localDataDirectoryProblem, readLocalServerFacts, type LocalServerFacts } from './local-server.js';
@@ -128,7 +128,7 @@ async function stopTimelineOf(client: Client, inRecovery: boolean, startTimeline
 async function storeSmallFile(job: EngineJob, name: string, data: Buffer, describe: Pick<BackupObject, 'file' | 'content'>): Promise<BackupObject> {
   const key = job.layout.backupObject(job.backupId, name);
   job.started.push(key);
-  const compressed = await zstdCompressBuffer(data, { level: job.compress.level, threads: 1 });
+  const compressed = await encodeSmallObject(data, job.compress.level, job.encryptTo);
   await job.store.put(key, { kind: 'buffer', data: compressed });
   return { name, bytes: data.length, storedBytes: compressed.length, sha256: sha256Hex(compressed), encoding: 'zstd', ...describe };
 }
