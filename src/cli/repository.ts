@@ -1,6 +1,7 @@
 import type { Settings } from '../config/resolve-settings.js';
 import { UsageError } from '../errors.js';
 import { RepositoryLayout } from '../repo/layout.js';
+import { withObjectLock } from '../repo/object-lock.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openStore } from '../storage/open-store.js';
 import { redactUrl } from '../storage/redact.js';
@@ -19,8 +20,12 @@ export function openRepository(settings: Settings): { store: ObjectStore; layout
     s3Region: settings.s3Region,
     s3TimeoutMs: settings.s3TimeoutMs,
     s3Attempts: settings.s3Attempts,
+    s3ObjectLock: settings.objectLock !== undefined,
   });
-  return { store, layout };
+  if (settings.objectLock === undefined) return { store, layout };
+  // The policy says how long things are kept; it is read (YAML, the schema) only when something is first stored.
+  const policy = async () => (await import('../config/policy.js')).loadPolicy(settings.policy).retention;
+  return { store: withObjectLock(store, layout, settings.objectLock, policy), layout };
 }
 
 /**

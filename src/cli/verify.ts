@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { loadPolicy } from '../config/policy.js';
 import { VerificationError } from '../errors.js';
 import { formatVerifyReport, verifyRepository } from '../verify/verify-repository.js';
 import { addCommonOptions, type CommandContext } from './context.js';
@@ -22,6 +23,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
           quick: quick === true,
           ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
           log: (m) => ctx.log(m),
+          ...(ctx.settings.objectLock !== undefined ? { objectLockRetention: loadPolicy(ctx.settings.policy).retention } : {}),
         });
       } finally {
         await store.close();
@@ -35,6 +37,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
           notes: report.notes,
           objects: report.objects,
           archiveEnd: report.archiveEnd,
+          retention: report.retention,
           timings: report.timings,
         },
         formatVerifyReport(report),

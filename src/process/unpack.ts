@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
+import { childEnv } from './child-env.js';
 import { AGE, asDecryptFailure, decryptArgs } from '../stream/age-buffer.js';
 import { killOnExit, watchChild } from './child.js';
 
@@ -41,12 +42,12 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const list = options.members === undefined ? undefined : writeMemberList(options.members);
   const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, LC_ALL: 'C' },
+    env: { ...childEnv('tool'), LC_ALL: 'C' },
   });
-  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'] });
+  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
-  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'] });
+  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
   if (age !== undefined) zstd.stdin!.destroy();
   const identityFile = options.identityFile;
   const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');

@@ -16,6 +16,8 @@ export interface OpenStoreOptions {
   /** Silence after which a request fails (and is tried again). */
   s3TimeoutMs?: number;
   s3Attempts?: number;
+  /** The bucket has Object Lock and pgdr writes with retention (see S3StoreOptions.objectLock). */
+  s3ObjectLock?: boolean;
 }
 
 export type RepositoryUrl = { kind: 'file'; root: string } | { kind: 's3'; bucket: string; prefix: string };
@@ -103,6 +105,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
     ...(options.s3RequestChecksums !== undefined ? { requestChecksums: options.s3RequestChecksums } : {}),
     ...(options.s3TimeoutMs !== undefined ? { requestTimeoutMs: options.s3TimeoutMs } : {}),
     ...(options.s3Attempts !== undefined ? { maxAttempts: options.s3Attempts } : {}),
+    ...(options.s3ObjectLock === true ? { objectLock: true } : {}),
   };
   const prefix = parsed.prefix.replace(/^\/+|\/+$/g, '');
   return createLazyStore(`s3://${parsed.bucket}${prefix === '' ? '' : `/${prefix}`}`, async () => {
