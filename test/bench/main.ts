@@ -16,6 +16,9 @@
  *
  * --only push-latency|wal-load (comma-separated for both): just those steps, on a server without the dataset (pgbench
  * makes the WAL); the doc keeps everything else and gets only those sections and their summary rows replaced.
+ *
+ * --only engine: just the files-engine comparison on three shapes of data (test/bench/engine-bench.ts; --shapes
+ * logs,json,static to pick, --scale/--quick for their size); --skip-engine leaves it out of a full run.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -44,6 +47,9 @@ import {
   type LatencyResult,
 } from './wal-load.js';
 import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
+import { runEngineBench, type EngineResults } from './engine-bench.js';
+import { withEngine } from './engine-doc.js';
+import { SHAPE_NAMES, type ShapeName } from './shapes.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 
@@ -62,9 +68,12 @@ interface Options {
   doc: string;
   /** Only these steps (--only), on a server without the dataset; empty: the whole bench. */
   only: Set<OnlyStep>;
+  /** Shapes of the files-engine part (--shapes), and whether a full run leaves that part out (--skip-engine). */
+  shapes: ShapeName[];
+  skipEngine: boolean;
 }
 
-const ONLY_STEPS = ['push-latency', 'wal-load'] as const;
+const ONLY_STEPS = ['push-latency', 'wal-load', 'engine'] as const;
 type OnlyStep = (typeof ONLY_STEPS)[number];
 
 function parseOnly(text: string | undefined): Set<OnlyStep> {
@@ -96,7 +105,16 @@ function parseOptions(argv: string[]): Options {
     // A smoke run must not overwrite the real figures.
     doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-quick.md' : 'docs/benchmarks.md')),
     only: parseOnly(value('--only')),
+    shapes: parseShapes(value('--shapes')),
+    skipEngine: argv.includes('--skip-engine'),
   };
+}
+
+function parseShapes(text: string | undefined): ShapeName[] {
+  if (text === undefined) return [...SHAPE_NAMES];
+  const shapes = text.split(',').filter((w) => w !== '');
+  for (const s of shapes) if (!(SHAPE_NAMES as readonly string[]).includes(s)) throw new Error(`--shapes ${s}: expected ${SHAPE_NAMES.join(', ')} (comma-separated)`);
+  return shapes as ShapeName[];
 }
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -104,7 +122,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const startedAt = new Date().toISOString();
-  const results: BenchResults = {
+  const results: BenchResults & { engine?: EngineResults } = {
     startedAt,
     finishedAt: '',
     quick: opts.quick,
@@ -139,6 +157,42 @@ async function main(): Promise<void> {
     const deadline = Date.now() + opts.settleSeconds * 1000;
     while (load1() >= cpus().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2000));
   };
+
+  // 6. The report.
+  const report = () => {
+    mkdirSync(resolve(opts.doc, '..'), { recursive: true });
+    const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
+    // The files-engine section and its summary rows: this run's, or the old page's carried over.
+    const engineDoc = (doc: string) => withEngine(doc, oldDoc, results.engine, results.machine, results.startedAt, opts.only.size > 0);
+    let summary: string;
+    if (opts.only.size > 0) {
+      const doc = engineDoc(renderPartialDoc(results, oldDoc));
+      writeFileSync(opts.doc, doc);
+      summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+    } else {
+      // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
+      const doc = engineDoc(carrySection(carrySection(renderDoc(results), oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
+      writeFileSync(opts.doc, doc);
+      summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+    }
+    log(`\nwrote ${opts.doc}`);
+    process.stdout.write(summary);
+    if (results.errors.length > 0) {
+      process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
+      throw new Error(`${results.errors.length} step(s) failed; see above`);
+    }
+  };
+
+  // The files engine on three shapes of data, each on its own server (test/bench/engine-bench.ts).
+  if (opts.only.size === 0 ? !opts.skipEngine : opts.only.has('engine')) {
+    results.engine = { scale: opts.scale, shapes: [], steps: [], loads: [], seconds: 0 };
+    await runEngineBench(results.engine, { scale: opts.scale, shapes: opts.shapes, jobs: 2, settle, attempt, save, log });
+    if (opts.only.size > 0 && [...opts.only].every((step) => step === 'engine')) {
+      save();
+      report();
+      return;
+    }
+  }
 
   const server = await BenchServer.create({ label: 'main', settings: LOAD_SETTINGS });
   await server.start();
@@ -214,26 +268,7 @@ async function main(): Promise<void> {
   await server.stop();
   save();
 
-  // 6. The report.
-  mkdirSync(resolve(opts.doc, '..'), { recursive: true });
-  const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
-  let summary: string;
-  if (opts.only.size > 0) {
-    const doc = renderPartialDoc(results, oldDoc);
-    writeFileSync(opts.doc, doc);
-    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
-  } else {
-    const doc = renderDoc(results);
-    // Sections from their own runs (npm run bench:scale, the hand-written push breakdown) stay as they were.
-    writeFileSync(opts.doc, carrySection(carrySection(doc, oldDoc, SCALE_SECTION), oldDoc, PUSH_BREAKDOWN_SECTION));
-    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
-  }
-  log(`\nwrote ${opts.doc}`);
-  process.stdout.write(summary);
-  if (results.errors.length > 0) {
-    process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
-    throw new Error(`${results.errors.length} step(s) failed; see above`);
-  }
+  report();
 }
 
 interface StepContext {
