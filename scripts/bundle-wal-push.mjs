@@ -4,7 +4,7 @@
 // (docs/benchmarks.md, "Where the time of a push goes").
 //
 // What a push loads only on demand stays outside the bundle and is imported from dist/ when needed: the full CLI
-// (a command line the push entry does not read), the config-file schema (with --config), the S3 driver with the AWS SDK.
+// (a command line the push entry does not read), the config-file schema (with --config), the policy (under Object Lock), the S3 driver with the AWS SDK.
 import { build } from 'esbuild';
 import { writeFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = resolve(root, 'dist');
 const outfile = resolve(dist, 'cli', 'wal-push.cjs');
-const LOADED_ON_DEMAND = ['cli/main.js', 'config/settings.js', 'storage/s3-store.js'].map((file) => resolve(dist, file));
+const LOADED_ON_DEMAND = ['cli/main.js', 'config/settings.js', 'config/policy.js', 'storage/s3-store.js'].map((file) => resolve(dist, file));
 // The only npm package a push may load: anything else (zod, yaml, commander, execa, the AWS SDK...) costs a cold push
 // tens of milliseconds, so a change that pulls one in fails the build instead of slowing archive_command unnoticed.
 const BUNDLED_PACKAGES = ['signal-exit'];

@@ -75,6 +75,8 @@ export function addCommonOptions(command: Command): Command {
       '--accept-unconditional-writes',
       'on a store that ignores If-None-Match and with no etcd configured, use repository locks anyway (env PGDR_ACCEPT_UNCONDITIONAL_WRITES=1)',
     )
+    .option('--object-lock-mode <mode>', 'governance, compliance or off: write what never changes under S3 Object Lock retention (env PGDR_OBJECT_LOCK_MODE)')
+    .option('--object-lock-margin <duration>', 'added to every retain-until date, e.g. 7d (env PGDR_OBJECT_LOCK_MARGIN)')
     .option(
       '--encrypt-recipient <key>',
       'age public key (age1…) to encrypt every new object to; repeatable (env PGDR_ENCRYPT_RECIPIENTS, comma-separated)',

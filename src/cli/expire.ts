@@ -18,7 +18,7 @@ export function registerExpireCommands(program: Command, action: Action): void {
   addCommonOptions(
     program
       .command('expire')
-      .description('apply the retention policy: delete the backups, WAL, etcd snapshots and interrupted uploads it no longer keeps')
+      .description('apply the retention policy: delete the backups, WAL, etcd snapshots and interrupted uploads it no longer keeps (never what S3 Object Lock still retains: it says until when)')
       .option('--dry-run', 'list every backup with its verdict and the WAL that would go; delete nothing (takes no lock)')
       .option('--lock-wait <seconds>', 'wait this long for a running backup to finish; 0 fails at once, deleting nothing', '0')
       // A testing aid, kept out of --help: plan as if the clock said this (retention tests simulate months of
@@ -48,6 +48,7 @@ export function registerExpireCommands(program: Command, action: Action): void {
             dryRun: flags.dryRun === true,
             lockWaitMs: lockWait * 1000,
             now,
+            ...(run.ctx.settings.objectLock !== undefined ? { objectLock: run.ctx.settings.objectLock } : {}),
             log: (m) => ctx.log(run.name === undefined ? m : `${run.name}: ${m}`),
           });
           reports.push({ name: run.name, report });
@@ -82,6 +83,10 @@ function describeReport(report: ExpireReport, retention: RetentionPolicy): strin
   else if (report.wal.length === 0) lines.push('  none');
   for (const r of report.wal) lines.push(`  timeline ${r.timeline}: ${r.from} .. ${r.to} (${r.files} file${r.files === 1 ? '' : 's'})`);
   if (report.walKeptFrom) lines.push(`  WAL from ${report.walKeptFrom.segment} (start of backup ${report.walKeptFrom.backupId}) on is kept, and every .history file`);
+  if (report.walRetained) {
+    const r = report.walRetained;
+    lines.push(`  ${r.files} more WAL file${r.files === 1 ? ' is' : 's are'} under Object Lock retention and left alone: deletable from ${r.earliest}, all of them from ${r.latest}`);
+  }
 
   const leftovers = report.garbage.filter((g) => g.kind !== 'pending-write');
   if (leftovers.length > 0) {
@@ -103,11 +108,20 @@ function describeReport(report: ExpireReport, retention: RetentionPolicy): strin
     lines.push('', 'manifests that do not validate (kept; run pgdr verify):');
     for (const i of report.invalid) lines.push(`  ${i.kind} ${i.id}: ${i.problem}`);
   }
+  for (const g of report.garbage) {
+    if (g.retainedUntil !== null) lines.push(`  (${g.kind} ${g.id} is under Object Lock retention until ${g.retainedUntil}: left alone until then)`);
+  }
+  if (report.objectLock !== null && report.objectLock.extended.length > 0) {
+    lines.push('', 'Object Lock retention extended (kept longer than first locked):');
+    for (const e of report.objectLock.extended) lines.push(`  ${e.backupId}: ${e.objects} object(s) retained until ${e.retainUntil}`);
+  }
+  const retained = report.backups.filter((b) => b.retainedUntil !== null).length;
+  if (retained > 0) lines.push('', `${retained} backup(s) the policy lets go are still under Object Lock retention: left alone, deletable at the dates above`);
   const d = report.deleted;
   lines.push(
     '',
     report.dryRun
-      ? `dry run: ${report.backups.filter((b) => b.verdict === 'delete').length} backup(s) would be deleted; run without --dry-run to delete`
+      ? `dry run: ${report.backups.filter((b) => b.verdict === 'delete' && b.retainedUntil === null).length} backup(s) would be deleted; run without --dry-run to delete`
       : `deleted ${d.backups} backup(s), ${d.walFiles} WAL file(s), ${d.garbage} interrupted upload(s), ${d.etcdSnapshots} etcd snapshot(s)`,
   );
   return lines.join('\n');

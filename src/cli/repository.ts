@@ -2,6 +2,7 @@ import { repositoryFor, repositoryLabel, type RepositoryContent, type Repository
 import type { Settings } from '../config/resolve-settings.js';
 import { UsageError } from '../errors.js';
 import { RepositoryLayout } from '../repo/layout.js';
+import { withObjectLock } from '../repo/object-lock.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openStore } from '../storage/open-store.js';
 import { redactUrl } from '../storage/redact.js';
@@ -31,8 +32,12 @@ export function openRepositoryAt(repository: RepositorySettings, settings: Setti
     ...(repository.credentials === undefined
       ? {}
       : { s3Credentials: { repository: repositoryLabel(repository), file: repository.credentials.file, profile: repository.credentials.profile } }),
+    s3ObjectLock: settings.objectLock !== undefined,
   });
-  return { store, layout };
+  if (settings.objectLock === undefined) return { store, layout };
+  // The policy says how long things are kept; it is read (YAML, the schema) only when something is first stored.
+  const policy = async () => (await import('../config/policy.js')).loadPolicy(settings.policy).retention;
+  return { store: withObjectLock(store, layout, settings.objectLock, policy), layout };
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { loadPolicy } from '../config/policy.js';
 import { VerificationError } from '../errors.js';
 import { formatVerifyReport, verifyRepository } from '../verify/verify-repository.js';
 import { addCommonOptions, type CommandContext } from './context.js';
@@ -30,6 +31,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
               backupRangesOnly,
               ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
               log: (m) => ctx.log(m),
+              ...(run.ctx.settings.objectLock !== undefined ? { objectLockRetention: loadPolicy(run.ctx.settings.policy).retention } : {}),
             }),
           });
         } finally {
@@ -45,6 +47,7 @@ export function registerVerifyCommands(program: Command, action: Action): void {
         notes: report.notes,
         objects: report.objects,
         archiveEnd: report.archiveEnd,
+        retention: report.retention,
         timings: report.timings,
       }));
       ctx.emit(

@@ -30,6 +30,8 @@ const VALUE_FLAGS: Record<string, keyof SettingFlags> = {
   '--policy': 'policy',
   '--spool-dir': 'spoolDir',
   '--compress-level': 'compressLevel',
+  '--object-lock-mode': 'objectLockMode',
+  '--object-lock-margin': 'objectLockMargin',
   '--identity-file': 'identityFile',
 };
 

@@ -101,6 +101,11 @@ function repositoryArgs(settings: Settings, configFile: string | undefined): str
     if (repository.s3ForcePathStyle) args.push('--s3-force-path-style');
   }
   if (configFile) args.push('--config', resolve(configFile));
+  // Under Object Lock the pusher writes with the same retention: its mode, margin and the policy it is computed from.
+  if (settings.objectLock) {
+    args.push('--object-lock-mode', settings.objectLock.mode, '--object-lock-margin', `${Math.round(settings.objectLock.marginMs / 1000)}s`);
+    if (settings.policy) args.push('--policy', resolve(settings.policy));
+  }
   // Public keys, safe on a command line; PGDR_ENCRYPT_RECIPIENTS reaches the pusher through the environment anyway.
   for (const recipient of settings.encryptRecipients) args.push('--encrypt-recipient', recipient);
   if (settings.identityFile) args.push('--identity-file', resolve(settings.identityFile));

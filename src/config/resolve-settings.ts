@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseDuration } from './duration.js';
 import { REPOSITORY_CONTENTS, selectRepository, type RepositorySettings } from './repositories.js';
+import type { ObjectLockSettings } from '../repo/object-lock.js';
 import type { ConfigFile } from './settings.js';
 
 export type { RepositorySettings } from './repositories.js';
@@ -63,6 +64,8 @@ export interface Settings {
   engine: 'auto' | 'files' | 'basebackup';
   /** Workers for the files engine and for restore (files read, objects unpacked at once). */
   jobs: number;
+  /** Write never-changing objects under S3 Object Lock retention (src/repo/object-lock.ts); undefined: off. */
+  objectLock: ObjectLockSettings | undefined;
   /** age public keys (age1…): every new object is encrypted to all of them; empty: nothing is encrypted. */
   encryptRecipients: string[];
   /** An age identity file (private keys): what restore, drill, `wal fetch` and `verify --full` decrypt with. */
@@ -90,6 +93,8 @@ export interface SettingFlags {
   acceptUnconditionalWrites?: boolean;
   engine?: string;
   jobs?: string;
+  objectLockMode?: string;
+  objectLockMargin?: string;
   /** `--encrypt-recipient KEY`, repeatable. */
   encryptRecipient?: string[];
   identityFile?: string;
@@ -156,6 +161,19 @@ function boolEnv(value: string | undefined): boolean | undefined {
   throw new UsageError(`boolean environment value ${JSON.stringify(value)} is not understood`, 'use 1 or 0');
 }
 
+/** Object Lock mode and margin; `off` (the default) writes no retention. */
+function objectLockSetting(mode: string | undefined, margin: string | undefined): ObjectLockSettings | undefined {
+  const normalized = mode?.trim().toLowerCase();
+  if (normalized === undefined || normalized === '' || normalized === 'off') return undefined;
+  if (normalized !== 'governance' && normalized !== 'compliance') {
+    throw new UsageError(
+      `--object-lock-mode must be governance, compliance or off, got ${JSON.stringify(mode)}`,
+      'governance: a user with s3:BypassGovernanceRetention can still delete; compliance: no one can until the date passes',
+    );
+  }
+  return { mode: normalized, marginMs: parseDuration(margin || '7d', 'objectLockMargin') };
+}
+
 /** The config file named by --config or PGDR_CONFIG, if any. */
 export function configFilePath(flags: SettingFlags, env: NodeJS.ProcessEnv): string | undefined {
   return flags.config ?? (env.PGDR_CONFIG || undefined);
@@ -213,6 +231,10 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
     s3Attempts: intSetting('s3Attempts', env.PGDR_S3_ATTEMPTS ?? file.s3Attempts, 1, 20) ?? 5,
     engine: engineSetting(flags.engine ?? (env.PGDR_ENGINE || undefined) ?? file.engine),
     jobs: intSetting('--jobs', flags.jobs ?? (env.PGDR_JOBS || undefined) ?? file.jobs, 1, 64) ?? Math.min(availableParallelism(), 16),
+    objectLock: objectLockSetting(
+      flags.objectLockMode ?? (env.PGDR_OBJECT_LOCK_MODE || undefined) ?? file.objectLockMode,
+      flags.objectLockMargin ?? (env.PGDR_OBJECT_LOCK_MARGIN || undefined) ?? file.objectLockMargin,
+    ),
     encryptRecipients:
       flags.encryptRecipient !== undefined && flags.encryptRecipient.length > 0
         ? recipientsSetting(flags.encryptRecipient, '--encrypt-recipient')
@@ -229,6 +251,12 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
         'use s3://bucket/prefix or file:///absolute/path',
       );
     }
+  }
+  if (settings.objectLock !== undefined && !settings.repo.startsWith('s3://')) {
+    throw new UsageError(
+      `Object Lock (${settings.objectLock.mode}) is set, but the repository ${settings.repo.startsWith('file://') ? 'is a local directory' : 'is not on S3'}`,
+      'Object Lock is an S3 bucket feature: use an s3:// repository on a bucket created with Object Lock, or unset PGDR_OBJECT_LOCK_MODE / objectLockMode',
+    );
   }
   return settings;
 }

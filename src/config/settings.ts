@@ -61,6 +61,8 @@ const ConfigFileSchema = z
     s3Attempts: z.number().int().min(1).max(20),
     engine: z.enum(['auto', 'files', 'basebackup']),
     jobs: z.number().int().min(1).max(64),
+    objectLockMode: z.enum(['governance', 'compliance', 'off']),
+    objectLockMargin: z.string(),
     encryptRecipients: z.union([z.string(), z.array(z.string())]),
     identityFile: z.string(),
   })

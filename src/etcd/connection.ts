@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions } from 'etcd3';
+import { secretFromEnv } from '../config/secret-env.js';
 import { UsageError } from '../errors.js';
 
 /**
  * How pgdr reaches etcd: endpoints from --etcd / PGDR_ETCD, TLS material and credentials from the environment
- * only (PGDR_ETCD_CACERT, PGDR_ETCD_CERT, PGDR_ETCD_KEY, PGDR_ETCD_USER, PGDR_ETCD_PASSWORD), so that no secret is
+ * only (PGDR_ETCD_CACERT, PGDR_ETCD_CERT, PGDR_ETCD_KEY, PGDR_ETCD_USER, PGDR_ETCD_PASSWORD; the last two also as
+ * PGDR_ETCD_USER_FILE and PGDR_ETCD_PASSWORD_FILE naming a file, see src/config/secret-env.ts), so that no secret is
  * ever on a command line. TLS verification is always on: there is no switch to skip it.
  */
 export interface EtcdConnection {
@@ -69,10 +71,10 @@ export function resolveEtcdConnection(
   } else if (wantsTls.length > 0) {
     throw new UsageError(`${wantsTls.join(', ')} set, but the etcd endpoints are http`, 'use https:// endpoints for a TLS cluster, or unset the TLS variables');
   }
-  const username = env.PGDR_ETCD_USER ?? '';
-  const password = env.PGDR_ETCD_PASSWORD ?? '';
+  const username = secretFromEnv('PGDR_ETCD_USER', env, (path) => readFile(path).toString('utf8')) ?? '';
+  const password = secretFromEnv('PGDR_ETCD_PASSWORD', env, (path) => readFile(path).toString('utf8')) ?? '';
   if ((username === '') !== (password === '')) {
-    throw new UsageError('etcd authentication needs both PGDR_ETCD_USER and PGDR_ETCD_PASSWORD', 'set both in the environment, or neither');
+    throw new UsageError('etcd authentication needs both PGDR_ETCD_USER and PGDR_ETCD_PASSWORD (or their _FILE forms)', 'set both in the environment, or neither');
   }
   return { endpoints: normalised, tls, auth: username === '' ? undefined : { username, password } };
 }

@@ -1,4 +1,5 @@
 import { accessSync, constants } from 'node:fs';
+import { childEnv } from '../process/child-env.js';
 import { delimiter, join } from 'node:path';
 import { z } from 'zod';
 import { ServiceError } from '../errors.js';
@@ -33,12 +34,12 @@ export function findEtcdSnapshotTool(env: NodeJS.ProcessEnv = process.env): Etcd
   );
 }
 
-/** The tool's environment: pgdr's own, less any ETCDCTL_/ETCDUTL_ setting that could redirect it, with API v3. */
+/**
+ * The tool's environment: the basics a tool gets (src/process/child-env.ts), so no ETCDCTL_/ETCDUTL_ setting can
+ * redirect it and no credential reaches it (it reads and writes local files only), with API v3.
+ */
 function toolEnv(): Record<string, string | undefined> {
-  const env: Record<string, string | undefined> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (!key.startsWith('ETCDCTL_') && !key.startsWith('ETCDUTL_')) env[key] = value;
-  }
+  const env: Record<string, string | undefined> = childEnv('tool');
   env.ETCDCTL_API = '3';
   return env;
 }

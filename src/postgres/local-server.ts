@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { ServiceError } from '../errors.js';
+import { childEnv } from '../process/child-env.js';
 import { runCommand } from '../process/subprocess.js';
 import { pgBinary } from './binaries.js';
 import { withConnection } from './connection.js';
@@ -13,6 +14,8 @@ export async function startLocalServer(pgdata: string, logFile: string, timeoutS
   try {
     await runCommand(pgBinary('pg_ctl'), ['-D', pgdata, '-l', logFile, '-w', '-t', String(timeoutSeconds), 'start'], {
       label: 'pg_ctl start',
+      // The server's restore_command is `pgdr wal fetch`: it inherits the repository settings and credentials from here.
+      env: childEnv('postgres-server'),
       timeoutMs: (timeoutSeconds + 30) * 1000,
     });
   } catch (err) {
@@ -25,7 +28,7 @@ export async function startLocalServer(pgdata: string, logFile: string, timeoutS
 }
 
 export async function stopLocalServer(pgdata: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-  await runCommand(pgBinary('pg_ctl'), ['-D', pgdata, '-m', mode, '-w', 'stop'], { label: 'pg_ctl stop', timeoutMs: 120_000 });
+  await runCommand(pgBinary('pg_ctl'), ['-D', pgdata, '-m', mode, '-w', 'stop'], { label: 'pg_ctl stop', timeoutMs: 120_000, env: childEnv('postgres-client') });
 }
 
 /** Port and socket directory of a running server, from postmaster.pid (lines 4 and 5). */

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { onExit } from 'signal-exit';
 import { ServiceError } from '../errors.js';
+import { childEnv } from './child-env.js';
 
 /**
  * Short commands run to completion (zstd on one file, pg_ctl, etcdctl): stdout collected whole, the tail of stderr
@@ -10,7 +11,7 @@ import { ServiceError } from '../errors.js';
  * children (pg_basebackup, tar, zstd stages) go through src/process/subprocess.ts.
  */
 export interface RunCommandOptions {
-  /** The whole environment of the child; absent: pgdr's own. */
+  /** The whole environment of the child; absent: the basics a tool needs and no secret (childEnv('tool')). */
   env?: Record<string, string | undefined>;
   /** Milliseconds; 0 or absent means no limit. */
   timeoutMs?: number;
@@ -48,7 +49,7 @@ export async function runCommand(file: string, args: readonly string[], options:
 export function startCommand(file: string, args: readonly string[], options: RunCommandOptions = {}): RunningCommand {
   const label = options.label ?? file;
   const child = spawn(file, args, {
-    env: options.env ?? process.env,
+    env: options.env ?? childEnv('tool'),
     stdio: [options.stdinFrom ?? 'pipe', 'pipe', 'pipe'],
   });
   const removeExitHook = onExit(() => {

@@ -1,5 +1,6 @@
 import { execa, type ResultPromise } from 'execa';
 import { ServiceError } from '../errors.js';
+import { childEnv } from './child-env.js';
 import { lastMeaningfulLine } from './run-command.js';
 
 export { runCommand } from './run-command.js';
@@ -23,6 +24,7 @@ export interface Subprocess {
 }
 
 export interface SubprocessOptions {
+  /** The whole environment of the child; absent: the basics a tool needs and no secret (src/process/child-env.ts). */
   env?: Record<string, string | undefined>;
   /** Milliseconds; 0 or absent means no limit. */
   timeoutMs?: number;
@@ -40,8 +42,8 @@ const STDERR_TAIL_BYTES = 8192;
 export function startSubprocess(file: string, args: readonly string[], options: SubprocessOptions = {}): Subprocess {
   const label = options.label ?? file;
   const child = execa(file, args, {
-    env: options.env,
-    extendEnv: options.env === undefined,
+    env: options.env ?? childEnv('tool'),
+    extendEnv: false,
     stdin: options.stdin ?? 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',

@@ -2,8 +2,9 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
+import { childEnv } from './child-env.js';
 import { AGE, asDecryptFailure, decryptArgs } from '../stream/age-buffer.js';
 import { killOnExit, watchChild } from './child.js';
 
@@ -41,12 +42,12 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const list = options.members === undefined ? undefined : writeMemberList(options.members);
   const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, LC_ALL: 'C' },
+    env: { ...childEnv('tool'), LC_ALL: 'C' },
   });
-  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'] });
+  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
-  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'] });
+  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
   if (age !== undefined) zstd.stdin!.destroy();
   const identityFile = options.identityFile;
   const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
@@ -111,4 +112,52 @@ function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void
     stream.on('close', done);
     stream.on('error', done);
   });
+}
+
+export interface DecompressProcess {
+  /** Write the stored bytes here (zstd frames, or an age file around them). */
+  stdin: Writable;
+  /** The decompressed bytes. */
+  stdout: Readable;
+  /** Resolves when every process exits 0; rejects with the first failure in the chain. */
+  wait(): Promise<void>;
+  kill(): void;
+}
+
+/**
+ * `[age -d |] zstd -d` with the decompressed bytes coming back to Node: for objects pgdr reads itself rather than
+ * hands to tar (the files engine's block runs, written into place at their offsets).
+ */
+export function startZstdDecompress(options: Omit<UnpackOptions, 'members'> = {}): DecompressProcess {
+  const zstdBinary = options.zstdBinary ?? process.env.PGDR_ZSTD_BIN ?? 'zstd';
+  const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
+  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
+  if (age !== undefined) zstd.stdin!.destroy();
+  const identityFile = options.identityFile;
+  const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
+  const ageDone =
+    ageWatch === undefined || identityFile === undefined
+      ? Promise.resolve()
+      : ageWatch.done.catch((err: unknown) => {
+          throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
+        });
+  ageDone.catch(() => undefined);
+  const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
+  const forget = killOnExit(...(age === undefined ? [] : [age]), zstd);
+  return {
+    stdin: age === undefined ? zstd.stdin! : age.stdin!,
+    stdout: zstd.stdout!,
+    wait: async () => {
+      try {
+        await ageDone;
+        await zstdDone;
+      } finally {
+        forget();
+      }
+    },
+    kill: () => {
+      age?.kill('SIGTERM');
+      zstd.kill('SIGTERM');
+    },
+  };
 }

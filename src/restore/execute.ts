@@ -139,7 +139,6 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
           layout,
           plan,
           roots,
-          scratch: join(staged.staging, '.pgdr-blocks'),
           jobs: options.jobs,
           untouched,
           ...(inPlace ? { last: { path: CONTROL_FILE } } : {}),

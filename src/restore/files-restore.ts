@@ -1,12 +1,12 @@
-import { lstat, mkdir, open, readlink, rm, symlink, truncate } from 'node:fs/promises';
+import { mkdir, readlink, rm, symlink, truncate } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VerificationError } from '../errors.js';
-import { BLOCK_SIZE } from '../postgres/page.js';
 import { mapConcurrently } from '../repo/concurrent-reads.js';
 import type { FileListEntry } from '../repo/file-list.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { FilesRestorePlan, ObjectExtract } from './files-plan.js';
+import { applyBlockRuns } from './block-runs.js';
 import { unpackObject } from './unpack-object.js';
 
 export interface FilesRestoreRun {
@@ -15,8 +15,6 @@ export interface FilesRestoreRun {
   plan: FilesRestorePlan;
   /** Where each root is written: the data directory (key 0) and each tablespace by oid. */
   roots: ReadonlyMap<number, string>;
-  /** Scratch space for block runs, on the same file system as the data directory. */
-  scratch: string;
   jobs: number;
   untouched: string;
   /** A member to hold back from its object and write last (a delta restore's global/pg_control). */
@@ -51,9 +49,21 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
   let heldBack: ObjectExtract | undefined;
   for (const layer of run.plan.layers) {
     await mapConcurrently(layer.extracts, run.jobs, async (extract) => {
-      const blocks = extract.object.content === 'blocks';
-      const directory = blocks ? join(run.scratch, extract.backupId, extract.object.name) : rootOf(extract.tablespace);
-      if (blocks) await mkdir(directory, { recursive: true, mode: 0o700 });
+      if (extract.object.content === 'blocks') {
+        await applyBlockRuns({
+          store: run.store,
+          layout: run.layout,
+          backupId: extract.backupId,
+          object: extract.object,
+          runs: extract.runs,
+          rootOf,
+          untouched: run.untouched,
+          onBytes: (bytes) => report(extract, bytes),
+          ...identity(run, extract.backupId),
+        });
+        return;
+      }
+      const directory = rootOf(extract.tablespace);
       let members = extract.members;
       if (run.last !== undefined && extract.tablespace === undefined && members !== 'all' && members.includes(run.last.path)) {
         heldBack = extract;
@@ -71,10 +81,6 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
         onBytes: (bytes) => report(extract, bytes),
         ...identity(run, extract.backupId),
       });
-      if (blocks) {
-        await applyRuns(extract, directory, rootOf);
-        await rm(directory, { recursive: true, force: true });
-      }
     });
   }
   for (const entry of run.plan.truncate) await truncate(join(rootOf(entry.tablespace), entry.path), entry.size);
@@ -90,7 +96,6 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
       ...identity(run, heldBack.backupId),
     });
   }
-  await rm(run.scratch, { recursive: true, force: true });
 }
 
 function identity(run: FilesRestoreRun, backupId: string): { identityFile?: string } {
@@ -110,40 +115,6 @@ async function createStructure(structure: readonly FileListEntry[], rootOf: (tab
       await rm(path, { force: true, recursive: true });
       await mkdir(dirname(path), { recursive: true, mode: 0o700 });
       await symlink(entry.target, path);
-    }
-  }
-}
-
-/** Writes each run of blocks, unpacked as `<path>@<first block>`, into its file at that block. */
-async function applyRuns(extract: ObjectExtract, directory: string, rootOf: (tablespace: number | undefined) => string): Promise<void> {
-  for (const run of extract.runs) {
-    const source = join(directory, run.member);
-    const info = await lstat(source).catch(() => undefined);
-    if (info === undefined || !info.isFile() || info.size !== run.count * BLOCK_SIZE) {
-      throw new VerificationError(
-        `backup ${extract.backupId} object ${extract.object.name}: block run ${run.member} holds ${info?.size ?? 0} bytes, the file list says ${run.count * BLOCK_SIZE}`,
-        'the backup is damaged: run pgdr verify, and restore another backup with --backup-id',
-      );
-    }
-    const target = join(rootOf(run.file.tablespace), run.file.path);
-    const input = await open(source, 'r');
-    const output = await open(target, 'r+').catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-      return open(target, 'w', run.file.mode);
-    });
-    try {
-      const buffer = Buffer.allocUnsafe(Math.min(run.count, 128) * BLOCK_SIZE);
-      for (let done = 0; done < run.count; ) {
-        const blocks = Math.min(run.count - done, 128);
-        const length = blocks * BLOCK_SIZE;
-        const { bytesRead } = await input.read(buffer, 0, length, done * BLOCK_SIZE);
-        if (bytesRead !== length) throw new Error(`short read of ${source}`);
-        await output.write(buffer, 0, length, (run.first + done) * BLOCK_SIZE);
-        done += blocks;
-      }
-    } finally {
-      await input.close();
-      await output.close();
     }
   }
 }

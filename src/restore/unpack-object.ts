@@ -29,18 +29,8 @@ export interface UnpackRequest {
  * whatever part of it the restore needed.
  */
 export async function unpackObject(request: UnpackRequest): Promise<void> {
-  const { store, layout, backupId, object, untouched } = request;
-  const key = layout.backupObject(backupId, object.name);
-  const head = await store.head(key);
-  if (head === null) {
-    throw new RepositoryError(`backup ${backupId} is missing its object ${object.name}; ${untouched}`, 'restore another backup with --backup-id, and run pgdr verify');
-  }
-  if (head.size !== object.storedBytes) {
-    throw new VerificationError(
-      `backup ${backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}; ${untouched}`,
-      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
-    );
-  }
+  const { store, backupId, object, untouched } = request;
+  const key = await checkObjectSize(request);
   const checksum = new ChecksumStage();
   if (request.onBytes) checksum.on('data', () => request.onBytes!(checksum.bytes));
   const unpack = startZstdTarUnpack(request.directory, {
@@ -81,10 +71,35 @@ export async function unpackObject(request: UnpackRequest): Promise<void> {
   if (streamError !== undefined) {
     // A damaged object usually breaks zstd before the whole object went through the hash: hash it again on its
     // own to tell a damaged copy (checksum) from a transport or disk failure.
-    const actual = await sha256OfObject(store, key).catch(() => undefined);
-    if (actual !== undefined && actual !== object.sha256) throw checksumFailure(backupId, object, actual, untouched, streamError);
-    throw streamError;
+    await explainStreamFailure(request, key, streamError);
   }
+}
+
+/** The object's key, once the store has it at the size its manifest gives (a cheap check before any download). */
+export async function checkObjectSize(request: Pick<UnpackRequest, 'store' | 'layout' | 'backupId' | 'object' | 'untouched'>): Promise<string> {
+  const { store, layout, backupId, object, untouched } = request;
+  const key = layout.backupObject(backupId, object.name);
+  const head = await store.head(key);
+  if (head === null) {
+    throw new RepositoryError(`backup ${backupId} is missing its object ${object.name}; ${untouched}`, 'restore another backup with --backup-id, and run pgdr verify');
+  }
+  if (head.size !== object.storedBytes) {
+    throw new VerificationError(
+      `backup ${backupId} object ${object.name} has ${head.size} bytes, the manifest says ${object.storedBytes}; ${untouched}`,
+      'the stored copy is damaged: restore another backup with --backup-id, and run pgdr verify',
+    );
+  }
+  return key;
+}
+
+/**
+ * After a stream failed part way: hash the object again on its own, so a damaged copy is reported as a checksum
+ * failure (exit 5) rather than as whatever broke first (zstd, tar).
+ */
+export async function explainStreamFailure(request: Pick<UnpackRequest, 'store' | 'backupId' | 'object' | 'untouched'>, key: string, streamError: unknown): Promise<never> {
+  const actual = await sha256OfObject(request.store, key).catch(() => undefined);
+  if (actual !== undefined && actual !== request.object.sha256) throw checksumFailure(request.backupId, request.object, actual, request.untouched, streamError);
+  throw streamError;
 }
 
 async function sha256OfObject(store: ObjectStore, key: string): Promise<string> {

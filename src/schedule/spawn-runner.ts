@@ -1,5 +1,6 @@
 import { constants } from 'node:os';
 import type { Settings } from '../config/settings.js';
+import { childEnv } from '../process/child-env.js';
 import { startSubprocess } from '../process/subprocess.js';
 import type { ScheduledJob } from './config.js';
 import type { JobResult, JobRunner } from './scheduler.js';
@@ -31,6 +32,8 @@ export class SpawnJobRunner implements JobRunner {
     let lastLine = '';
     const sub = startSubprocess(process.execPath, args, {
       label: `pgdr ${job.command.join(' ')}`,
+      // A job is a pgdr command: it needs everything this pgdr was given.
+      env: childEnv('pgdr'),
       timeoutMs: job.timeoutMs,
       onStderrLine: (line) => {
         if (line.trim() === '') return;
@@ -112,5 +115,8 @@ export function settingsArgs(settings: Settings, configFile: string | undefined)
   if (settings.pgdata !== undefined) args.push('--pgdata', settings.pgdata);
   args.push('--compress-level', String(settings.compressLevel));
   if (settings.acceptUnconditionalWrites) args.push('--accept-unconditional-writes');
+  if (settings.objectLock !== undefined) {
+    args.push('--object-lock-mode', settings.objectLock.mode, '--object-lock-margin', `${Math.round(settings.objectLock.marginMs / 1000)}s`);
+  }
   return args;
 }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { GetOptions, ListOptions, ObjectInfo, ObjectStore, PendingWrite, PutBody, PutOptions, PutResult } from './object-store.js';
+import type { BucketObjectLock, GetOptions, ListOptions, ObjectInfo, ObjectRetention, ObjectStore, PendingWrite, PutBody, PutOptions, PutResult } from './object-store.js';
 
 /**
  * An ObjectStore whose driver is created on first use. archive_command and restore_command start pgdr once per WAL
@@ -31,6 +31,15 @@ export function createLazyStore(location: string, create: () => Promise<ObjectSt
       },
     }),
     abortPendingWrite: async (write: PendingWrite): Promise<void> => (await store()).abortPendingWrite(write),
+    objectLock: async (): Promise<BucketObjectLock> => {
+      const driver = await store();
+      return driver.objectLock ? driver.objectLock() : { enabled: false, defaultRetention: null };
+    },
+    extendRetention: async (key: string, retention: ObjectRetention): Promise<void> => {
+      const driver = await store();
+      if (!driver.extendRetention) throw new Error(`${location} has no Object Lock: cannot extend the retention of ${key}`);
+      return driver.extendRetention(key, retention);
+    },
     close: async (): Promise<void> => {
       if (driver) await (await driver).close();
     },

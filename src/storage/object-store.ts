@@ -10,6 +10,25 @@ export interface ObjectInfo {
   key: string;
   size: number;
   lastModified: Date;
+  /** S3 Object Lock retention of the current version, as `head` reads it (listings do not carry it). */
+  retention?: ObjectRetention;
+}
+
+/**
+ * S3 Object Lock: until `retainUntil` no one can delete or overwrite this version of the object; in governance
+ * mode a user with s3:BypassGovernanceRetention can, in compliance mode no one (not even the account's root).
+ */
+export type RetentionMode = 'governance' | 'compliance';
+export interface ObjectRetention {
+  mode: RetentionMode;
+  retainUntil: Date;
+}
+
+/** What a bucket says about Object Lock (S3 GetObjectLockConfiguration). */
+export interface BucketObjectLock {
+  enabled: boolean;
+  /** A retention the bucket applies to every new object version that names none itself. */
+  defaultRetention: { mode: RetentionMode; days?: number; years?: number } | null;
 }
 
 /**
@@ -32,6 +51,8 @@ export interface PutOptions {
    * the driver use larger (and fewer in-flight) parts; without it a stream is cut into the configured part size.
    */
   expectedBytes?: number;
+  /** Object Lock retention for the new object (S3 only; the bucket must have Object Lock enabled). */
+  retention?: ObjectRetention;
 }
 
 export interface PutResult {
@@ -93,6 +114,12 @@ export interface ObjectStore {
   abortPendingWrite(write: PendingWrite): Promise<void>;
   /** Releases sockets and handles. */
   close(): Promise<void>;
+  /**
+   * Object Lock, where the store has it (S3): the bucket's configuration, and a longer retention for an object that
+   * exists (retention can only be extended, never shortened).
+   */
+  objectLock?(): Promise<BucketObjectLock>;
+  extendRetention?(key: string, retention: ObjectRetention): Promise<void>;
 }
 
 // Recognised by name across copies of this module (see isInstanceByName): the S3 driver loads apart from `wal push`.

@@ -19,6 +19,8 @@ export interface OpenStoreOptions {
   s3Attempts?: number;
   /** The repository's own credentials file and profile; without it, the AWS SDK's default chain. */
   s3Credentials?: SharedCredentials;
+  /** The bucket has Object Lock and pgdr writes with retention (see S3StoreOptions.objectLock). */
+  s3ObjectLock?: boolean;
 }
 
 export type RepositoryUrl = { kind: 'file'; root: string } | { kind: 's3'; bucket: string; prefix: string };
@@ -108,6 +110,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
     ...(options.s3TimeoutMs !== undefined ? { requestTimeoutMs: options.s3TimeoutMs } : {}),
     ...(options.s3Attempts !== undefined ? { maxAttempts: options.s3Attempts } : {}),
     ...(options.s3Credentials !== undefined ? { credentials: options.s3Credentials } : {}),
+    ...(options.s3ObjectLock === true ? { objectLock: true } : {}),
   };
   const prefix = parsed.prefix.replace(/^\/+|\/+$/g, '');
   return createLazyStore(`s3://${parsed.bucket}${prefix === '' ? '' : `/${prefix}`}`, async () => {

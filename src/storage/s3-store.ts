@@ -5,18 +5,23 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectVersionsCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
+  type ObjectIdentifier,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
@@ -29,7 +34,9 @@ import { assertListPrefix, assertObjectKey } from './fs-store.js';
 import {
   ObjectExistsError,
   ObjectNotFoundError,
+  type BucketObjectLock,
   type GetOptions,
+  type ObjectRetention,
   type ListOptions,
   type ObjectInfo,
   type ObjectStore,
@@ -85,6 +92,13 @@ export interface S3StoreOptions {
    * by the SDK's INI provider. Without it, the SDK's default chain.
    */
   credentials?: { repository: string; file: string | undefined; profile: string | undefined };
+  /**
+   * The bucket has S3 Object Lock and pgdr writes objects under retention there. Every upload then carries a
+   * Content-MD5 (S3 refuses a PutObject or UploadPart with retention without an MD5 or a checksum, and 'when_required'
+   * sends no checksum), and a delete removes every version of the key by its version id: a plain DeleteObject on a
+   * versioned bucket only adds a delete marker, which would hide a retained object and free nothing. Default false.
+   */
+  objectLock?: boolean;
 }
 
 export const S3_STORE_DEFAULTS = {
@@ -340,6 +354,17 @@ export function toRepositoryError(err: unknown, context: S3FailureContext): Repo
   );
 }
 
+/** What S3 (and MinIO) answer to a write with retention into a bucket that has no Object Lock. */
+function isMissingObjectLock(err: unknown): boolean {
+  const facts = errorFacts(err);
+  return (facts.name === 'InvalidRequest' || facts.status === 400) && /object ?lock/i.test(facts.message);
+}
+
+/** A version under retention (or a legal hold) refused a delete: AccessDenied, in MinIO's words "WORM protected". */
+function isRetainedRefusal(code: string | undefined, message: string | undefined): boolean {
+  return /WORM|retention|object ?lock|legal hold/i.test(`${message ?? ''}`) || code === 'ObjectLocked' || code === 'InvalidRetentionPeriod';
+}
+
 function isNotFound(err: unknown): boolean {
   const facts = errorFacts(err);
   return facts.name === 'NoSuchKey' || facts.name === 'NotFound' || (facts.status === 404 && facts.name !== 'NoSuchBucket');
@@ -389,6 +414,7 @@ class S3ObjectStore implements ObjectStore {
   private readonly queueSize: number;
   private readonly maxAttempts: number;
   private batchDelete: boolean;
+  private readonly objectLockEnabled: boolean;
   /** A 404 on HEAD has no body, so "no such key" and "no such bucket" look alike until the bucket is known. */
   private bucketConfirmed = false;
 
@@ -413,6 +439,7 @@ class S3ObjectStore implements ObjectStore {
     const connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, S3_STORE_DEFAULTS.connectTimeoutMs);
     const requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, S3_STORE_DEFAULTS.requestTimeoutMs);
     this.batchDelete = options.batchDelete ?? true;
+    this.objectLockEnabled = options.objectLock === true;
 
     const checksums =
       options.requestChecksums ?? parseRequestChecksums(process.env.PGDR_S3_REQUEST_CHECKSUMS, 'PGDR_S3_REQUEST_CHECKSUMS');
@@ -441,13 +468,24 @@ class S3ObjectStore implements ObjectStore {
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({ ...config, maxAttempts: this.maxAttempts });
     this.singleAttemptClient = new S3Client({ ...config, maxAttempts: 1 });
+    if (this.objectLockEnabled) {
+      addContentMd5(this.client);
+      addContentMd5(this.singleAttemptClient);
+    }
   }
 
   private fullKey(key: string): string {
     return this.root + key;
   }
 
-  private failure(err: unknown, operation: string, key?: string, attempts?: number): RepositoryError {
+  private failure(err: unknown, operation: string, key?: string, attempts?: number): RepositoryError | UsageError {
+    if (isMissingObjectLock(err)) {
+      return new UsageError(
+        `S3 bucket ${this.bucket} at ${this.endpointLabel} has no Object Lock, but pgdr is set to write with retention (${operation} ${key ?? ''})`.replace(' )', ')'),
+        'create the bucket with Object Lock enabled (see docs/configuration.md, "Object Lock"), or unset PGDR_OBJECT_LOCK_MODE / objectLockMode',
+        err,
+      );
+    }
     return toRepositoryError(err, {
       location: this.location,
       bucket: this.bucket,
@@ -478,6 +516,10 @@ class S3ObjectStore implements ObjectStore {
       // A retried conditional put whose first attempt did land also fails with 412; callers that care compare
       // the stored content (wal push does), so "exists" stays the safe answer.
       ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+      // On a multipart upload these go with CreateMultipartUpload, which lib-storage sends with the same params.
+      ...(options.retention !== undefined
+        ? { ObjectLockMode: sdkRetentionMode(options.retention), ObjectLockRetainUntilDate: options.retention.retainUntil }
+        : {}),
     };
   }
 
@@ -527,6 +569,10 @@ class S3ObjectStore implements ObjectStore {
     } catch (err) {
       throw new SourceFileError((err as Error).message, { cause: err });
     }
+    // A file body streams, so the Content-MD5 that retention needs (see addContentMd5) is computed from the file first.
+    const contentMd5 = this.objectLockEnabled ? await fileMd5(path).catch((err: unknown) => {
+      throw new SourceFileError((err as Error).message, { cause: err });
+    }) : undefined;
     const file = createReadStream(path);
     const counter = new ByteCounterStage(options.onProgress);
     let readFailure: unknown;
@@ -537,7 +583,7 @@ class S3ObjectStore implements ObjectStore {
     const piping = pipeline(file, counter).catch(() => undefined);
     try {
       await this.singleAttemptClient.send(
-        new PutObjectCommand({ ...this.putParams(key, options), Body: counter, ContentLength: size }),
+        new PutObjectCommand({ ...this.putParams(key, options), Body: counter, ContentLength: size, ...(contentMd5 !== undefined ? { ContentMD5: contentMd5 } : {}) }),
       );
     } catch (err) {
       if (readFailure !== undefined) throw new SourceFileError((readFailure as Error).message, { cause: readFailure });
@@ -669,7 +715,11 @@ class S3ObjectStore implements ObjectStore {
     try {
       const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
       this.bucketConfirmed = true;
-      return { key, size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
+      const info: ObjectInfo = { key, size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
+      if (response.ObjectLockMode !== undefined && response.ObjectLockRetainUntilDate !== undefined) {
+        info.retention = { mode: response.ObjectLockMode === 'COMPLIANCE' ? 'compliance' : 'governance', retainUntil: new Date(response.ObjectLockRetainUntilDate) };
+      }
+      return info;
     } catch (err) {
       if (!isNotFound(err)) throw this.failure(err, 'head', key);
     }
@@ -747,6 +797,10 @@ class S3ObjectStore implements ObjectStore {
     const unique = [...new Set(keys)];
     for (let i = 0; i < unique.length; i += DELETE_BATCH) {
       const batch = unique.slice(i, i + DELETE_BATCH);
+      if (this.objectLockEnabled) {
+        await this.deleteVersions(batch);
+        continue;
+      }
       if (this.batchDelete) {
         try {
           await this.deleteBatch(batch);
@@ -795,6 +849,127 @@ class S3ObjectStore implements ObjectStore {
     };
     await Promise.all(Array.from({ length: Math.min(this.queueSize, batch.length) }, worker));
     if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * On a bucket with Object Lock (always versioned): every version and delete marker of each key, by version id. A
+   * version still under retention refuses; that is reported as such, and the versions already gone stay gone.
+   */
+  private async deleteVersions(batch: string[]): Promise<void> {
+    const wanted = new Set(batch.map((key) => this.fullKey(key)));
+    const targets = await this.listVersionsOf(wanted);
+    for (let i = 0; i < targets.length; i += DELETE_BATCH) {
+      const chunk = targets.slice(i, i + DELETE_BATCH);
+      let errors: { Key?: string; Code?: string; Message?: string }[] = [];
+      try {
+        const response = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: chunk, Quiet: true } }));
+        errors = response.Errors ?? [];
+      } catch (err) {
+        if (!refusesBatchDelete(err)) throw this.failure(err, 'delete', batch[0]);
+        errors = await this.deleteVersionsOneByOne(chunk);
+      }
+      errors = errors.filter((e) => e.Code !== 'NoSuchKey' && e.Code !== 'NoSuchVersion');
+      const first = errors[0];
+      if (first === undefined) continue;
+      const key = first.Key?.startsWith(this.root) ? first.Key.slice(this.root.length) : (first.Key ?? '?');
+      if (isRetainedRefusal(first.Code, first.Message)) {
+        throw new RepositoryError(
+          `cannot delete ${this.location}/${key}: it is under Object Lock retention (${errors.length} version(s) refused)`,
+          'it can be deleted once its retain-until date has passed (pgdr expire says when, and leaves retained objects alone)',
+        );
+      }
+      throw this.failure(Object.assign(new Error(first.Message ?? 'delete failed'), { name: first.Code ?? 'DeleteError' }), `delete (${errors.length} versions failed)`, key);
+    }
+  }
+
+  private async deleteVersionsOneByOne(chunk: ObjectIdentifier[]): Promise<{ Key?: string; Code?: string; Message?: string }[]> {
+    const errors: { Key?: string; Code?: string; Message?: string }[] = [];
+    for (const target of chunk) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: target.Key, VersionId: target.VersionId }));
+      } catch (err) {
+        if (isNotFound(err)) continue;
+        const facts = errorFacts(err);
+        if (facts.status === 403 || facts.name === 'AccessDenied') errors.push({ Key: target.Key, Code: facts.name, Message: facts.message });
+        else throw this.failure(err, 'delete', target.Key?.slice(this.root.length));
+      }
+    }
+    return errors;
+  }
+
+  /** The versions and delete markers of exactly these keys, listed from the first of them to the last (keys sort). */
+  private async listVersionsOf(fullKeys: ReadonlySet<string>): Promise<ObjectIdentifier[]> {
+    const sorted = [...fullKeys].sort();
+    const first = sorted[0];
+    const last = sorted[sorted.length - 1];
+    if (first === undefined || last === undefined) return [];
+    let common = first;
+    while (!last.startsWith(common)) common = common.slice(0, -1);
+    const out: ObjectIdentifier[] = [];
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    for (;;) {
+      let response;
+      try {
+        response = await this.client.send(
+          new ListObjectVersionsCommand({
+            Bucket: this.bucket,
+            Prefix: common,
+            ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+            ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
+          }),
+        );
+      } catch (err) {
+        throw this.failure(err, 'list object versions', common.slice(this.root.length) || undefined);
+      }
+      let pastLast = false;
+      for (const entry of [...(response.Versions ?? []), ...(response.DeleteMarkers ?? [])]) {
+        if (entry.Key === undefined) continue;
+        if (entry.Key > last) pastLast = true;
+        if (fullKeys.has(entry.Key)) out.push({ Key: entry.Key, ...(entry.VersionId !== undefined ? { VersionId: entry.VersionId } : {}) });
+      }
+      if (!response.IsTruncated || pastLast) return out;
+      keyMarker = response.NextKeyMarker;
+      versionIdMarker = response.NextVersionIdMarker;
+      if (keyMarker === undefined) return out;
+    }
+  }
+
+  async objectLock(): Promise<BucketObjectLock> {
+    try {
+      const response = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
+      const config = response.ObjectLockConfiguration;
+      const rule = config?.Rule?.DefaultRetention;
+      return {
+        enabled: config?.ObjectLockEnabled === 'Enabled',
+        defaultRetention:
+          rule?.Mode !== undefined
+            ? { mode: rule.Mode === 'COMPLIANCE' ? 'compliance' : 'governance', ...(rule.Days !== undefined ? { days: rule.Days } : {}), ...(rule.Years !== undefined ? { years: rule.Years } : {}) }
+            : null,
+      };
+    } catch (err) {
+      const facts = errorFacts(err);
+      if (facts.name === 'ObjectLockConfigurationNotFoundError' || /object ?lock configuration.*(not|does not) exist/i.test(facts.message)) {
+        return { enabled: false, defaultRetention: null };
+      }
+      throw this.failure(err, 'get object lock configuration');
+    }
+  }
+
+  async extendRetention(key: string, retention: ObjectRetention): Promise<void> {
+    assertObjectKey(key);
+    try {
+      await this.client.send(
+        new PutObjectRetentionCommand({
+          Bucket: this.bucket,
+          Key: this.fullKey(key),
+          Retention: { Mode: sdkRetentionMode(retention), RetainUntilDate: retention.retainUntil },
+        }),
+      );
+    } catch (err) {
+      if (isNotFound(err)) throw new ObjectNotFoundError(key);
+      throw this.failure(err, 'extend retention', key);
+    }
   }
 
   /**
@@ -886,6 +1061,37 @@ function sharedFileCredentials(credentials: NonNullable<S3StoreOptions['credenti
       );
     }
   };
+}
+
+function sdkRetentionMode(retention: ObjectRetention): 'GOVERNANCE' | 'COMPLIANCE' {
+  return retention.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE';
+}
+
+async function fileMd5(path: string): Promise<string> {
+  const hash = createHash('md5');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('base64');
+}
+
+/**
+ * S3 refuses an upload with Object Lock retention that carries neither Content-MD5 nor a checksum header, and with
+ * requestChecksumCalculation 'when_required' (what B2 and R2 need: they reject the SDK's CRC32 headers) the SDK sends
+ * neither on PutObject or UploadPart. This adds Content-MD5 to every such request whose body is already in memory
+ * (buffers, and the parts lib-storage cuts); file bodies get it from putFile.
+ */
+function addContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+      const command = context.commandName;
+      if ((command === 'PutObjectCommand' || command === 'UploadPartCommand') && request?.headers !== undefined && request.body instanceof Uint8Array) {
+        const has = Object.keys(request.headers).some((h) => h.toLowerCase() === 'content-md5');
+        if (!has) request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64');
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'pgdrContentMd5', override: true },
+  );
 }
 
 export function createS3Store(options: S3StoreOptions): ObjectStore {

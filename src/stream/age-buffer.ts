@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { childEnv } from '../process/child-env.js';
 import { Readable } from 'node:stream';
 import { ServiceError, UsageError } from '../errors.js';
 import { killOnExit, watchChild } from '../process/child.js';
@@ -91,7 +92,7 @@ export async function ageDecryptBuffer(data: Buffer, identityFile: string, what:
  * reads its output, ends cleanly.
  */
 export function startZstdAgeFile(path: string, options: ZstdOptions, recipients: readonly string[]): RunningCommand {
-  const zstd = spawn(ZSTD, [...compressArgs(options), '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const zstd = spawn(ZSTD, [...compressArgs(options), '--', path], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv('tool') });
   const forget = killOnExit(zstd);
   const zstdDone = watchChild(zstd, 'zstd', 'install the zstd package (apt-get install zstd), and check that the file is readable').done;
   const age = startCommand(AGE, encryptArgs(recipients), { stdinFrom: zstd.stdout!, label: 'age', hint: AGE_INSTALL_HINT });

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { childEnv } from '../process/child-env.js';
 import { Duplex } from 'node:stream';
 import { killOnExit, watchChild } from '../process/child.js';
 import { AGE, AGE_INSTALL_HINT, asDecryptFailure, decryptArgs, encryptArgs } from './age-buffer.js';
@@ -14,8 +15,8 @@ export * from './age-buffer.js';
 
 /** A Duplex: write raw bytes, read age-encrypted zstd frames. Fails if either child exits non-zero. */
 export function compressEncryptStage(options: ZstdOptions, recipients: readonly string[]): Duplex {
-  const age = spawn(AGE, encryptArgs(recipients), { stdio: ['pipe', 'pipe', 'pipe'] });
-  const zstd = spawn(ZSTD, compressArgs(options), { stdio: ['pipe', age.stdin!, 'pipe'] });
+  const age = spawn(AGE, encryptArgs(recipients), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
+  const zstd = spawn(ZSTD, compressArgs(options), { stdio: ['pipe', age.stdin!, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of age's stdin now; the parent's copy must close or age never sees end of input.
   age.stdin!.destroy();
   return new ChildChain([
@@ -26,7 +27,7 @@ export function compressEncryptStage(options: ZstdOptions, recipients: readonly 
 
 /** A Duplex: write an age file, read what was encrypted. A wrong identity or an altered object fails it. */
 export function decryptStage(identityFile: string, what: string): Duplex {
-  const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
   return new ChildChain([{ child: age, label: 'age -d', hint: 'the object does not decrypt: it may be damaged; run pgdr verify' }], (err, stderr) =>
     asDecryptFailure(err, what, identityFile, stderr),
   );

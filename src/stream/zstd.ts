@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { execa } from 'execa';
 import { ServiceError } from '../errors.js';
+import { childEnv } from '../process/child-env.js';
 import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
 
 export { compressArgs, startZstdCompressFile, ZSTD, zstdCompressBuffer, zstdCompressFile, zstdDecompressBuffer, type ZstdOptions } from './zstd-buffer.js';
@@ -15,7 +16,7 @@ export { compressArgs, startZstdCompressFile, ZSTD, zstdCompressBuffer, zstdComp
 
 /** A Duplex: write raw bytes, read zstd frames. Fails the pipeline if zstd exits non-zero. */
 export function zstdCompressStage(options: ZstdOptions): Duplex {
-  return withStderrTail(execa(ZSTD, compressArgs(options), { buffer: false, cleanup: true, stderr: 'pipe' }));
+  return withStderrTail(execa(ZSTD, compressArgs(options), { buffer: false, cleanup: true, stderr: 'pipe', env: childEnv('tool'), extendEnv: false }));
 }
 
 /**
@@ -48,5 +49,5 @@ export function asZstdFailure(err: unknown): unknown {
 
 /** A Duplex: write zstd frames, read raw bytes. A damaged frame (checksum, truncation) fails the pipeline. */
 export function zstdDecompressStage(): Duplex {
-  return withStderrTail(execa(ZSTD, ['-d', '-c', '-q'], { buffer: false, cleanup: true, stderr: 'pipe' }));
+  return withStderrTail(execa(ZSTD, ['-d', '-c', '-q'], { buffer: false, cleanup: true, stderr: 'pipe', env: childEnv('tool'), extendEnv: false }));
 }

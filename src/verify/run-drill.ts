@@ -11,6 +11,7 @@ import { pgBinary } from '../postgres/binaries.js';
 import { isServerRunning, startLocalServer, stopLocalServer, waitForPromotion } from '../postgres/local-server.js';
 import { quoteConfigValue } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget } from '../postgres/recovery-target.js';
+import { childEnv } from '../process/child-env.js';
 import { startSubprocess } from '../process/subprocess.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import { newBackupId, type RepositoryLayout } from '../repo/layout.js';
@@ -247,6 +248,7 @@ async function runAmcheck(endpoint: { host: string; port: number; user?: string 
   if (options.heapallindexed) args.push('--heapallindexed');
   const child = startSubprocess(pgBinary('pg_amcheck'), args, {
     label: 'pg_amcheck',
+    env: childEnv('postgres-client'),
     timeoutMs: options.timeoutMs,
     hint: 'pg_amcheck ships with PostgreSQL 14 and newer (postgresql-15 on Debian)',
   });

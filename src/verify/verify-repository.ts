@@ -19,6 +19,8 @@ import { parseDrillReport } from './drill-report.js';
 import { checkChains, checkFileListParts } from './backup-chains.js';
 import { describeBackups, type VerifyNote, type VerifyProblem } from './problems.js';
 import { classifyObject, type ManifestState, type RepositoryManifests } from './repository-objects.js';
+import { auditRetention, type RetentionAudit } from './retention-audit.js';
+import type { RetentionPolicy } from '../config/policy.js';
 import { buildWalIndex, checkWalCoverage, type ArchivedWalObject, type WalIndex } from './wal-coverage.js';
 
 export interface VerifyOptions {
@@ -35,6 +37,8 @@ export interface VerifyOptions {
   /** age identity: a full verify then also decrypts encrypted file lists (and a segment's header) to check them. */
   identityFile?: string;
   log: (message: string) => void;
+  /** Set when pgdr writes under Object Lock: the policy the retain-until dates are checked against. */
+  objectLockRetention?: RetentionPolicy;
 }
 
 /** The outcome for one object a backup manifest names. */
@@ -76,6 +80,8 @@ export interface VerifyReport {
   objects: ObjectCheck[];
   /** The newest archived segment of the latest timeline path: how far the archive reaches. */
   archiveEnd: { segment: string; archivedAt: string } | null;
+  /** Object Lock retain-until dates per backup and of the WAL (only when pgdr writes under Object Lock). */
+  retention: RetentionAudit | null;
   timings: VerifyTimings;
 }
 
@@ -242,6 +248,22 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     }
   }
 
+  let retention: RetentionAudit | null = null;
+  if (options.objectLockRetention !== undefined) {
+    retention = await auditRetention(store, layout, catalog.complete, listing, options.objectLockRetention);
+    const short = retention.backups.reduce((n, b) => n + b.short, retention.wal.short);
+    if (short > 0) {
+      const first = retention.shortKeys[0]!;
+      notes.push({
+        kind: 'retention-short',
+        key: first.key,
+        detail:
+          `${short} object(s) are under Object Lock retention for less than the policy needs, or none (e.g. ${first.key}: ` +
+          `${first.retainUntil === null ? 'no retention' : `until ${first.retainUntil}`}, needed until ${first.needed}): written before Object Lock was set, or by another tool`,
+      });
+    }
+  }
+
   const latest = wal.index.paths[wal.index.paths.length - 1];
   const restSeconds = clock.lap();
   return {
@@ -269,6 +291,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     notes,
     objects,
     archiveEnd: latest?.end ? { segment: latest.end.segment, archivedAt: latest.end.archivedAt.toISOString() } : null,
+    retention,
     timings: {
       listing: listingSeconds,
       manifests: manifestsSeconds,
@@ -540,6 +563,12 @@ export function formatVerifyReport(report: VerifyReport): string {
       (c.chains > 0 || c.fileLists > 0 ? `; ${c.chains} backup chains${report.quick ? '' : `, ${c.fileLists} file lists read`}` : ''),
   ];
   if (report.archiveEnd) lines.push(`archive reaches ${report.archiveEnd.segment} (archived ${report.archiveEnd.archivedAt})`);
+  if (report.retention !== null) {
+    const range = (r: { earliest: string | null; latest: string | null }) => (r.earliest === null ? 'no retention' : `retained ${r.earliest} .. ${r.latest}`);
+    for (const b of report.retention.backups) lines.push(`Object Lock: backup ${b.backupId}: ${b.objects} objects ${range(b)}${b.short > 0 ? `, ${b.short} short` : ''}`);
+    const w = report.retention.wal;
+    lines.push(`Object Lock: WAL: ${w.objects} files ${range(w)}${w.short > 0 ? `, ${w.short} short` : ''}`);
+  }
   for (const note of report.notes) lines.push(`note: ${note.detail}`);
   for (const problem of report.problems) lines.push(`${problem.kind}: ${problem.detail}`);
   lines.push(report.ok ? 'verify: OK, no problems found' : `verify: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'} found`);

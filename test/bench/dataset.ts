@@ -32,7 +32,7 @@ export const LOAD_SETTINGS: Record<string, string> = {
   max_parallel_maintenance_workers: '1',
 };
 
-const WORDS_SQL = String.raw`
+export const WORDS_SQL = String.raw`
 CREATE TABLE bench_words AS SELECT
   ARRAY['James','Mary','Robert','Patricia','John','Jennifer','Michael','Linda','David','Elizabeth','William','Barbara',
         'Richard','Susan','Joseph','Jessica','Thomas','Sarah','Charles','Karen','Christopher','Lisa','Daniel','Nancy',
@@ -94,7 +94,7 @@ CREATE TABLE bench_words AS SELECT
 `;
 
 // pick(arr, skew): an element of w.<arr>, favouring the first ones when skew > 1 (Zipf-like, as real data is).
-function pick(array: string, skew = 1): string {
+export function pick(array: string, skew = 1): string {
   const r = skew === 1 ? 'random()' : `power(random(), ${skew})`;
   return `w.${array}[1 + floor(${r} * array_length(w.${array}, 1))::int]`;
 }

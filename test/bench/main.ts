@@ -16,6 +16,9 @@
  *
  * --only push-latency|wal-load (comma-separated for both): just those steps, on a server without the dataset (pgbench
  * makes the WAL); the doc keeps everything else and gets only those sections and their summary rows replaced.
+ *
+ * --only engine: just the files-engine comparison on three shapes of data (test/bench/engine-bench.ts; --shapes
+ * logs,json,static to pick, --scale/--quick for their size); --skip-engine leaves it out of a full run.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -47,6 +50,9 @@ import { runZstdBindingsBench, zstdTable } from './zstd-bindings.js';
 import { AGE_SECTION } from './age-implementations.js';
 import { ENCRYPTION_SECTION, encryptionSection, encryptionStep, type EncryptionBenchResult } from './encryption.js';
 import { replaceSection } from './lib/report.js';
+import { runEngineBench, type EngineResults } from './engine-bench.js';
+import { withEngine } from './engine-doc.js';
+import { SHAPE_NAMES, type ShapeName } from './shapes.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 
@@ -65,9 +71,12 @@ interface Options {
   doc: string;
   /** Only these steps (--only), on a server without the dataset; empty: the whole bench. */
   only: Set<OnlyStep>;
+  /** Shapes of the files-engine part (--shapes), and whether a full run leaves that part out (--skip-engine). */
+  shapes: ShapeName[];
+  skipEngine: boolean;
 }
 
-const ONLY_STEPS = ['push-latency', 'wal-load', 'encryption'] as const;
+const ONLY_STEPS = ['push-latency', 'wal-load', 'encryption', 'engine'] as const;
 type OnlyStep = (typeof ONLY_STEPS)[number];
 
 function parseOnly(text: string | undefined): Set<OnlyStep> {
@@ -99,7 +108,16 @@ function parseOptions(argv: string[]): Options {
     // A smoke run must not overwrite the real figures.
     doc: resolve(REPO_ROOT, value('--doc') ?? (quick ? '.bench/benchmarks-quick.md' : 'docs/benchmarks.md')),
     only: parseOnly(value('--only')),
+    shapes: parseShapes(value('--shapes')),
+    skipEngine: argv.includes('--skip-engine'),
   };
+}
+
+function parseShapes(text: string | undefined): ShapeName[] {
+  if (text === undefined) return [...SHAPE_NAMES];
+  const shapes = text.split(',').filter((w) => w !== '');
+  for (const s of shapes) if (!(SHAPE_NAMES as readonly string[]).includes(s)) throw new Error(`--shapes ${s}: expected ${SHAPE_NAMES.join(', ')} (comma-separated)`);
+  return shapes as ShapeName[];
 }
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -107,7 +125,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const startedAt = new Date().toISOString();
-  const results: BenchResults = {
+  const results: BenchResults & { engine?: EngineResults } = {
     startedAt,
     finishedAt: '',
     quick: opts.quick,
@@ -142,6 +160,49 @@ async function main(): Promise<void> {
     const deadline = Date.now() + opts.settleSeconds * 1000;
     while (load1() >= cpus().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2000));
   };
+
+  // 6. The report.
+  // The cost of encryption (--only encryption), set by its step below; the report writes its section.
+  let encryption: EncryptionBenchResult | undefined;
+  const report = () => {
+    mkdirSync(resolve(opts.doc, '..'), { recursive: true });
+    const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
+    // The files-engine section and its summary rows: this run's, or the old page's carried over.
+    const engineDoc = (doc: string) => withEngine(doc, oldDoc, results.engine, results.machine, results.startedAt, opts.only.size > 0);
+    let summary: string;
+    if (opts.only.size > 0) {
+      let doc = engineDoc(renderPartialDoc(results, oldDoc));
+      if (encryption) {
+        const note = `*Measured on its own by \`npm run bench -- --only encryption${opts.quick ? ' --quick' : ''}\` on ${startedAt.slice(0, 16).replace('T', ' ')} UTC.*`;
+        doc = replaceSection(doc, ENCRYPTION_SECTION, encryptionSection(encryption, note));
+      }
+      writeFileSync(opts.doc, doc);
+      summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+    } else {
+      // Sections from their own runs (npm run bench:scale, test/bench/push-breakdown.ts, the age choice) stay as they were.
+      const carried = [SCALE_SECTION, PUSH_BREAKDOWN_SECTION, AGE_SECTION, ENCRYPTION_SECTION].reduce((d, name) => carrySection(d, oldDoc, name), renderDoc(results));
+      const doc = engineDoc(carried);
+      writeFileSync(opts.doc, doc);
+      summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
+    }
+    log(`\nwrote ${opts.doc}`);
+    process.stdout.write(summary);
+    if (results.errors.length > 0) {
+      process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
+      throw new Error(`${results.errors.length} step(s) failed; see above`);
+    }
+  };
+
+  // The files engine on three shapes of data, each on its own server (test/bench/engine-bench.ts).
+  if (opts.only.size === 0 ? !opts.skipEngine : opts.only.has('engine')) {
+    results.engine = { scale: opts.scale, shapes: [], steps: [], loads: [], seconds: 0 };
+    await runEngineBench(results.engine, { scale: opts.scale, shapes: opts.shapes, jobs: 2, settle, attempt, save, log });
+    if (opts.only.size > 0 && [...opts.only].every((step) => step === 'engine')) {
+      save();
+      report();
+      return;
+    }
+  }
 
   const server = await BenchServer.create({ label: 'main', settings: LOAD_SETTINGS });
   await server.start();
@@ -185,7 +246,6 @@ async function main(): Promise<void> {
   }
 
   // The cost of encryption (--only encryption): its own dataset at this scale, plain against encrypted repositories.
-  let encryption: EncryptionBenchResult | undefined;
   if (opts.only.has('encryption')) {
     log(`== encryption cost (dataset at scale ${opts.scale})`);
     const dataset = await loadDataset(server, opts.scale, 'bench', log);
@@ -231,31 +291,7 @@ async function main(): Promise<void> {
   await server.stop();
   save();
 
-  // 6. The report.
-  mkdirSync(resolve(opts.doc, '..'), { recursive: true });
-  const oldDoc = existsSync(opts.doc) ? readFileSync(opts.doc, 'utf8') : '';
-  let summary: string;
-  if (opts.only.size > 0) {
-    let doc = renderPartialDoc(results, oldDoc);
-    if (encryption) {
-      const note = `*Measured on its own by \`npm run bench -- --only encryption${opts.quick ? ' --quick' : ''}\` on ${startedAt.slice(0, 16).replace('T', ' ')} UTC.*`;
-      doc = replaceSection(doc, ENCRYPTION_SECTION, encryptionSection(encryption, note));
-    }
-    writeFileSync(opts.doc, doc);
-    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
-  } else {
-    const doc = renderDoc(results);
-    // Sections from their own runs (npm run bench:scale, test/bench/push-breakdown.ts, the age choice) stay as they were.
-    const carried = [SCALE_SECTION, PUSH_BREAKDOWN_SECTION, AGE_SECTION, ENCRYPTION_SECTION].reduce((d, name) => carrySection(d, oldDoc, name), doc);
-    writeFileSync(opts.doc, carried);
-    summary = doc.slice(doc.indexOf('## Summary'), doc.indexOf('## Machine'));
-  }
-  log(`\nwrote ${opts.doc}`);
-  process.stdout.write(summary);
-  if (results.errors.length > 0) {
-    process.stdout.write(`\nerrors:\n${results.errors.map((e) => `- ${e}`).join('\n')}\n`);
-    throw new Error(`${results.errors.length} step(s) failed; see above`);
-  }
+  report();
 }
 
 interface StepContext {

@@ -94,10 +94,10 @@ export class PgBackRestSide {
     return `${PGBACKREST} --config=${this.conf} --stanza=${STANZA} ${async ? '--archive-async' : '--no-archive-async'} archive-push %p`;
   }
 
-  async backupFull(): Promise<BackupRun> {
+  async backupFull(type: 'full' | 'diff' | 'incr' = 'full'): Promise<BackupRun> {
     await dropCaches();
     const before = new Set(this.backupLabels());
-    const timed = await timedAsPg(PGBACKREST, this.args(['--type=full', 'backup']), { ...process.env }, this.root);
+    const timed = await timedAsPg(PGBACKREST, this.args([`--type=${type}`, 'backup']), { ...process.env }, this.root);
     const label = this.backupLabels().find((l) => !before.has(l));
     if (!label) throw new Error('pgbackrest backup finished but no new backup directory appeared');
     return { ...timed, label, storedBytes: await duBytes(join(this.repo, 'backup', STANZA, label)) };
@@ -113,10 +113,10 @@ export class PgBackRestSide {
     }
   }
 
-  /** Restores `label` (default: latest) into `target`, which must be empty and owned by postgres. */
-  async restore(target: string, label?: string): Promise<RestoreRun> {
+  /** Restores `label` (default: latest) into `target`, which must be empty and owned by postgres (or, with ['--delta'], a stopped data directory). */
+  async restore(target: string, label?: string, flags: string[] = []): Promise<RestoreRun> {
     await dropCaches();
-    const extra = label ? [`--set=${label}`] : [];
+    const extra = [...(label ? [`--set=${label}`] : []), ...flags];
     const timed = await timedAsPg(PGBACKREST, this.args([`--pg1-path=${target}`, ...extra, 'restore']), { ...process.env }, this.root);
     return { ...timed, restoredBytes: await duBytes(target) };
   }

@@ -62,9 +62,10 @@ export class PgdrSide {
     return `${vars} ${process.execPath} ${PGDR_BIN} wal push %p`;
   }
 
-  async backupFull(): Promise<BackupRun & { json: Record<string, unknown> }> {
+  /** `pgdr backup now --json` with `extra` flags (the engine bench passes --engine files --jobs 2 --type ...). */
+  async backupFull(extra: string[] = []): Promise<BackupRun & { json: Record<string, unknown> }> {
     await dropCaches();
-    const timed = await timedAsPg(process.execPath, [PGDR_BIN, 'backup', 'now', '--json'], this.env, this.root);
+    const timed = await timedAsPg(process.execPath, [PGDR_BIN, 'backup', 'now', ...extra, '--json'], this.env, this.root);
     const json = JSON.parse(timed.stdout) as Record<string, unknown>;
     const label = String(json.backupId);
     const dir = join(this.repoDir, CLUSTER, 'backups', label);
@@ -72,9 +73,9 @@ export class PgdrSide {
   }
 
   /** `pgdr restore` of the newest backup (--target latest) into `target`, an empty directory owned by postgres. */
-  async restore(target: string, backupId?: string): Promise<RestoreRun> {
+  async restore(target: string, backupId?: string, flags: string[] = []): Promise<RestoreRun> {
     await dropCaches();
-    const extra = backupId ? ['--backup-id', backupId] : [];
+    const extra = [...(backupId ? ['--backup-id', backupId] : []), ...flags];
     const timed = await timedAsPg(
       process.execPath,
       [PGDR_BIN, 'restore', '--pgdata', target, '--target', 'latest', ...extra, '--json'],

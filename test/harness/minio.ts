@@ -24,7 +24,8 @@ export interface MinioServer {
   readonly caFile: string | undefined;
   /** The environment pgdr reads: AWS credentials and region, PGDR_S3_ENDPOINT, PGDR_S3_FORCE_PATH_STYLE=1. */
   env(): Record<string, string>;
-  createBucket(name: string): Promise<void>;
+  /** `objectLock`: a bucket with S3 Object Lock enabled (and so versioning), as `mc mb --with-lock` makes one. */
+  createBucket(name: string, options?: { objectLock?: boolean }): Promise<void>;
   /** Stops the server and removes its data directory. */
   stop(): Promise<void>;
   /** SIGKILL, keeping the data directory: for fault tests; start() brings it back. */
@@ -163,10 +164,10 @@ export async function startMinio(options: { tls?: boolean } = {}): Promise<Minio
     },
   );
 
-  const createBucket = async (name: string): Promise<void> => {
+  const createBucket = async (name: string, bucketOptions: { objectLock?: boolean } = {}): Promise<void> => {
     const client = adminClient();
     try {
-      await client.send(new CreateBucketCommand({ Bucket: name }));
+      await client.send(new CreateBucketCommand({ Bucket: name, ...(bucketOptions.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }));
     } finally {
       client.destroy();
     }

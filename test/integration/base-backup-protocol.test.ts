@@ -11,6 +11,7 @@ import { makeTempDir } from '../harness/temp.js';
 import { ServiceError } from '../../src/errors.js';
 import { openBaseBackupSession, type BaseBackupSession } from '../../src/postgres/base-backup-session.js';
 import { connectForReplication } from '../../src/postgres/replication-connection.js';
+import { withConnection } from '../../src/postgres/connection.js';
 import { parseBackupLabel } from '../../src/postgres/backup-label.js';
 import { parseLsn } from '../../src/postgres/lsn.js';
 
@@ -192,7 +193,11 @@ describe('BASE_BACKUP over a replication connection', () => {
     await expect(noAttribute).rejects.toMatchObject({ hint: expect.stringMatching(hint) });
 
     const hba = join(server.pgdata, 'pg_hba.conf');
-    const lines = ['host replication refused 127.0.0.1/32 reject', 'host replication guarded 127.0.0.1/32 scram-sha-256'];
+    const lines = [
+      'host replication refused 127.0.0.1/32 reject',
+      'host replication guarded 127.0.0.1/32 scram-sha-256',
+      'host all guarded 127.0.0.1/32 scram-sha-256',
+    ];
     writeFileSync(hba, `${lines.join('\n')}\n${readFileSync(hba, 'utf8')}`);
     await server.query('SELECT pg_reload_conf()');
     // The postmaster reloads pg_hba.conf on its own time; until then the connection is let in.
@@ -223,6 +228,36 @@ describe('BASE_BACKUP over a replication connection', () => {
     } finally {
       if (password === undefined) delete process.env.PGPASSWORD;
       else process.env.PGPASSWORD = password;
+    }
+  });
+
+  it('reads the password from the file PGPASSFILE names, for normal and for replication connections (as libpq does)', async () => {
+    // The roles and pg_hba.conf lines of the test above: `guarded` needs a password for both kinds of connection.
+    const dir = makeTempDir('pgpassfile');
+    const file = join(dir, 'pgpass');
+    const saved = { PGPASSWORD: process.env.PGPASSWORD, PGPASSFILE: process.env.PGPASSFILE };
+    const line = (database: string) => `${server.host}:${server.port}:${database}:guarded:s3cret`;
+    try {
+      delete process.env.PGPASSWORD;
+      process.env.PGPASSFILE = file;
+      // A password file others may read is ignored (libpq's rule, which node-postgres's pgpass follows): mode 0600.
+      writeFileSync(file, `${line('postgres')}\n`, { mode: 0o600 });
+      const version = await withConnection({ ...endpoint('guarded'), database: 'postgres' }, async (c) => (await c.query<{ v: string }>("SELECT current_setting('server_version') AS v, current_user AS u")).rows[0]!.v);
+      expect(version).toMatch(/^15/);
+      // A replication connection looks up the database name "replication", as pg_basebackup does.
+      await expect(connectForReplication(endpoint('guarded'))).rejects.toThrow(/asks for a password for the replication connection, and none was found/);
+      writeFileSync(file, `${line('postgres')}\n${line('replication')}\n`, { mode: 0o600 });
+      const { client } = await connectForReplication(endpoint('guarded'));
+      await client.end();
+      // Without PGPASSFILE the same connection finds no password ($HOME/.pgpass does not exist here).
+      delete process.env.PGPASSFILE;
+      await expect(connectForReplication(endpoint('guarded'))).rejects.toThrow(/none was found/);
+      await expect(withConnection({ ...endpoint('guarded'), database: 'postgres' }, async () => undefined)).rejects.toThrow(/refused the connection/);
+    } finally {
+      for (const [key, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
     }
   });
 

@@ -293,6 +293,7 @@ describe('backup chains with the files engine', () => {
         reason: `keep (cannot be restored: it builds on ${full.backupId}, which the repository does not hold as complete; kept until someone looks, run pgdr verify)`,
         neededBy: [],
         missingChain: [full.backupId],
+        retainedUntil: null,
       },
     ]);
     expect(report.deleted.backups).toBe(0);

@@ -181,7 +181,7 @@ describe('pgdr expire on a month of real backups', () => {
     expect(dryRun.dryRun).toBe(true);
     expect(dryRun.now).toBe('2024-05-16T12:00:00.000Z');
     expect(dryRun.backups).toEqual(
-      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [] })),
+      HISTORY.map((start) => ({ backupId: ids.get(start), type: 'full', verdict: EXPECTED[start] ? 'keep' : 'delete', reason: EXPECTED[start] ?? 'delete', neededBy: [], missingChain: [], retainedUntil: null })),
     );
     // WAL before the oldest kept backup (the monthly one of April) goes, on timeline 1; it starts where that backup does.
     const oldestKept = ids.get('2024-04-28T02:00:00Z')!;
@@ -449,10 +449,10 @@ describe('pgdr expire on a local directory: commit order, damaged manifests and 
     expect(await listKeys(fs, layout.backupPrefix(damagedId))).toHaveLength(2);
     expect(await fs.head(kept)).toBeNull();
     expect(report.etcdSnapshots).toEqual([
-      { snapshotId: snapshots[0]!.id, verdict: 'delete', reason: 'delete' },
-      { snapshotId: snapshots[1]!.id, verdict: 'delete', reason: 'delete' },
-      { snapshotId: snapshots[2]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-02)' },
-      { snapshotId: snapshots[3]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-03)' },
+      { snapshotId: snapshots[0]!.id, verdict: 'delete', reason: 'delete', retainedUntil: null },
+      { snapshotId: snapshots[1]!.id, verdict: 'delete', reason: 'delete', retainedUntil: null },
+      { snapshotId: snapshots[2]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-02)', retainedUntil: null },
+      { snapshotId: snapshots[3]!.id, verdict: 'keep', reason: 'keep (daily 2024-05-03)', retainedUntil: null },
     ]);
     expect(report.garbage).toEqual([expect.objectContaining({ kind: 'etcd-snapshot', id: interrupted, verdict: 'delete' })]);
     const etcdLeft = await listKeys(fs, layout.etcdPrefix());

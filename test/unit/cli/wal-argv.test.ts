@@ -24,6 +24,7 @@ describe('parseWalCommandLine', () => {
       ['wal', 'push', '--config', '/etc/pgdr.yaml', 'p', '--spool-dir=/var/spool/pgdr', '--compress-level', '5'],
       ['wal', 'push', 'p', '--repo', 'file:///a', '--repo', 'file:///b', '--no-progress', '--accept-unconditional-writes'],
       ['wal', 'push', 'p', '--pg-host', 'h', '--pg-port', '5433', '--pg-user', 'u', '--patroni', 'http://a', '--etcd', 'http://e', '--pgdata', '/d', '--policy', 'x.yaml'],
+      ['wal', 'push', 'p', '--repo', 's3://b/p', '--object-lock-mode', 'governance', '--object-lock-margin=2d', '--policy', '/etc/policy.yaml'],
     ];
     for (const argv of cases) {
       const line = parseWalCommandLine(argv);

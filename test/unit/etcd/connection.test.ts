@@ -55,6 +55,22 @@ describe('resolveEtcdConnection', () => {
     expect(connection.auth).toEqual({ username: 'pgdr', password: 'pw' });
   });
 
+  it('reads the credentials from files with PGDR_ETCD_USER_FILE and PGDR_ETCD_PASSWORD_FILE (Docker/Kubernetes secrets)', () => {
+    const files: Record<string, string> = { '/run/secrets/etcd-user': 'pgdr\n', '/run/secrets/etcd-password': 's3cret pass\n' };
+    const read = (path: string) => {
+      const text = files[path];
+      if (text === undefined) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+      return Buffer.from(text);
+    };
+    const env = { PGDR_ETCD_USER_FILE: '/run/secrets/etcd-user', PGDR_ETCD_PASSWORD_FILE: '/run/secrets/etcd-password' };
+    expect(resolveEtcdConnection(['http://a:2379'], env, read).auth).toEqual({ username: 'pgdr', password: 's3cret pass' });
+    // The file's name is said, never its content.
+    expect(() => resolveEtcdConnection(['http://a:2379'], { ...env, PGDR_ETCD_PASSWORD_FILE: '/run/secrets/missing' }, read)).toThrow(
+      /cannot read PGDR_ETCD_PASSWORD_FILE \/run\/secrets\/missing \(ENOENT\)/,
+    );
+    expect(() => resolveEtcdConnection(['http://a:2379'], { ...env, PGDR_ETCD_PASSWORD: 'pw' }, read)).toThrow(/both PGDR_ETCD_PASSWORD and PGDR_ETCD_PASSWORD_FILE/);
+  });
+
   it('https without a CA uses the system roots (verification stays on)', () => {
     expect(resolveEtcdConnection(['https://a:2379'], {}, readFile).tls).toEqual({ ca: undefined, cert: undefined, key: undefined });
   });

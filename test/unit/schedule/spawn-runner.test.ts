@@ -62,6 +62,8 @@ describe('settingsArgs', () => {
       '--patroni', 'http://a:8008,http://b:8008', '--policy', '/etc/pgdr/policy.yaml', '--compress-level', '3',
     ]);
     expect(args.join(' ')).not.toMatch(/secret/);
+    const locked = resolveSettings({ repo: 's3://bucket/pgdr', objectLockMode: 'compliance', objectLockMargin: '2d' }, {}, '/home/x');
+    expect(settingsArgs(locked, undefined).slice(-4)).toEqual(['--object-lock-mode', 'compliance', '--object-lock-margin', '172800s']);
   });
 
   it('names a configured repository by its name; a backup job with repo: goes there instead', () => {

@@ -63,6 +63,7 @@ describe('formatVerifyReport', () => {
     notes: [],
     objects: [],
     archiveEnd: { segment: '000000010000000000000009', archivedAt: '2024-06-01T02:00:00.000Z' },
+    retention: null,
     timings: { listing: 0.1, manifests: 0.1, backupObjects: 2, wal: 0.2, rest: 0.1, total: 2.5 },
   };
 
