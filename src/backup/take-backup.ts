@@ -344,6 +344,8 @@ async function copyBackupWal(from: ObjectStore, to: ObjectStore, layout: Reposit
 async function waitForArchivedWal(store: ObjectStore, layout: RepositoryLayout, needed: readonly string[], waitMs: number, endpoint: PgEndpoint): Promise<void> {
   const began = Date.now();
   let missing = [...needed];
+  // The last segment usually arrives within a second of pg_backup_stop: look again soon, then less often.
+  let pause = 100;
   for (;;) {
     const still: string[] = [];
     for (const name of missing) {
@@ -358,6 +360,7 @@ async function waitForArchivedWal(store: ObjectStore, layout: RepositoryLayout, 
       if (facts !== undefined) throw archiveWaitFailure(facts, what);
       throw new RepositoryError(what, "set archive_command = 'pgdr wal push %p' with the same --repo and --cluster, and check pg_stat_archiver for failures");
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    pause = Math.min(pause * 1.5, 1000);
   }
 }

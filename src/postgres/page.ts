@@ -17,20 +17,26 @@ const PD_CHECKSUM_OFFSET = 8;
 const PD_UPPER_OFFSET = 14;
 
 const sums = new Uint32Array(LANES);
+const WORDS = BLOCK_SIZE / 4;
+const CHECKSUM_WORD = PD_CHECKSUM_OFFSET / 4;
 
 /** The checksum PostgreSQL stores in pd_checksum for this page at block number `blockNumber` of its relation. */
 export function pageChecksum(page: Buffer, blockNumber: number): number {
   // Word view of the page, with pd_checksum (the low half of word 2) taken as zero.
   const aligned = page.byteOffset % 4 === 0 ? page : Buffer.from(page.subarray(0, BLOCK_SIZE));
   const words = new Uint32Array(aligned.buffer, aligned.byteOffset, BLOCK_SIZE / 4);
-  sums.set(BASE_OFFSETS);
-  const checksumWord = PD_CHECKSUM_OFFSET / 4;
-  for (let row = 0; row < BLOCK_SIZE / 4; row += LANES) {
+  const s = sums;
+  s.set(BASE_OFFSETS);
+  // The first row holds pd_checksum (the low half of word 2), taken as zero; the rest run without that test.
+  for (let lane = 0; lane < LANES; lane++) {
+    const value = lane === CHECKSUM_WORD ? words[lane]! & 0xffff0000 : words[lane]!;
+    const tmp = s[lane]! ^ value;
+    s[lane] = Math.imul(tmp, FNV_PRIME) ^ (tmp >>> 17);
+  }
+  for (let row = LANES; row < WORDS; row += LANES) {
     for (let lane = 0; lane < LANES; lane++) {
-      let value = words[row + lane]!;
-      if (row + lane === checksumWord) value &= 0xffff0000;
-      const tmp = (sums[lane]! ^ value) >>> 0;
-      sums[lane] = Math.imul(tmp, FNV_PRIME) ^ (tmp >>> 17);
+      const tmp = s[lane]! ^ words[row + lane]!;
+      s[lane] = Math.imul(tmp, FNV_PRIME) ^ (tmp >>> 17);
     }
   }
   let result = 0;
