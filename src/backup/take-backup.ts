@@ -16,7 +16,7 @@ import { PGDR_VERSION } from '../version.js';
 import { archiveWaitFailure, readArchiverFacts } from './archive-wait.js';
 import { readBackupCatalog } from '../repo/catalog.js';
 import { readFileList } from '../repo/file-list-store.js';
-import { ObjectNotFoundError } from '../storage/object-store.js';
+import { ObjectExistsError, ObjectNotFoundError } from '../storage/object-store.js';
 import { planBackupType, type BackupType } from './backup-type.js';
 import type { BackupEngine, BackupReference, EngineResult } from './engine.js';
 import { baseBackupEngine } from './engines/basebackup.js';
@@ -45,6 +45,12 @@ export interface BackupOptions {
   lockWaitMs: number;
   /** How long the WAL up to the backup's end may take to reach the repository. */
   archiveWaitMs: number;
+  /**
+   * Where the WAL arrives when this repository does not receive it (an off-site repository for a daily full): the
+   * backup waits for its WAL there and copies it (and the timeline's history files) into this repository before the
+   * manifest, so that the backup becomes consistent from this repository alone.
+   */
+  walFrom?: { store: ObjectStore; label: string };
   /** Passed to pg_basebackup --max-rate (kB/s, or with a k/M suffix). */
   maxRate?: string;
   /** Accept a standby as the source (`backup now --from replica`); otherwise a standby is refused. */
@@ -113,11 +119,16 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
 
     await failpoint('backup:before-wal-wait', backupId);
     if (options.finishWal) await options.finishWal();
-    log(`backup ${backupId}: ${bytes} bytes read, ${storedBytes} stored; waiting for WAL ${position.startWal}..${position.stopWal} in the repository`);
+    const walStore = options.walFrom?.store ?? store;
+    log(`backup ${backupId}: ${bytes} bytes read, ${storedBytes} stored; waiting for WAL ${position.startWal}..${position.stopWal} in ${options.walFrom === undefined ? 'the repository' : `repository ${options.walFrom.label}`}`);
     await Promise.race([
       (async () => {
-        const needed = await walNeededByBackup(store, layout, position, server.walSegmentSize, options.archiveWaitMs, options.endpoint);
-        await waitForArchivedWal(store, layout, needed, options.archiveWaitMs, options.endpoint);
+        const needed = await walNeededByBackup(walStore, layout, position, server.walSegmentSize, options.archiveWaitMs, options.endpoint);
+        await waitForArchivedWal(walStore, layout, needed, options.archiveWaitMs, options.endpoint);
+        if (options.walFrom !== undefined) {
+          const copied = await copyBackupWal(walStore, store, layout, [...historyFilesUpTo(position.timeline), ...needed]);
+          log(`backup ${backupId}: copied ${copied} WAL file(s) it needs from repository ${options.walFrom.label}`);
+        }
       })(),
       lock.lost,
     ]);
@@ -294,6 +305,36 @@ async function walNeededByBackup(
   const text = (await zstdDecompressBuffer(await store.getBuffer(layout.walObject(historyName)))).toString('utf8');
   const history = parseTimelineHistory(position.timeline, text);
   return walSegmentsOnPath(history, parseLsn(position.startLsn), parseLsn(position.stopLsn), segmentSize).map(formatWalSegmentName);
+}
+
+function historyFilesUpTo(timeline: number): string[] {
+  return Array.from({ length: timeline - 1 }, (_, i) => historyFileName(i + 2));
+}
+
+/**
+ * The WAL files a backup needs, from the repository WAL arrives in into the backup's own; a file already there is
+ * left as it is (wal push and pgdr copy compare contents), a history file the source lacks is skipped.
+ */
+async function copyBackupWal(from: ObjectStore, to: ObjectStore, layout: RepositoryLayout, names: readonly string[]): Promise<number> {
+  let copied = 0;
+  for (const name of names) {
+    const key = layout.walObject(name);
+    if ((await to.head(key)) !== null) continue;
+    let data: Buffer;
+    try {
+      data = await from.getBuffer(key);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError && name.endsWith('.history')) continue;
+      throw err;
+    }
+    try {
+      await to.put(key, { kind: 'buffer', data }, { ifNoneMatch: true });
+      copied++;
+    } catch (err) {
+      if (!(err instanceof ObjectExistsError)) throw err;
+    }
+  }
+  return copied;
 }
 
 /**

@@ -5,6 +5,9 @@ import { readBackupCatalog } from '../repo/catalog.js';
 import { UsageError, VerificationError } from '../errors.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { repositoryLabel } from '../config/repositories.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { openRepositoryAt } from './repository.js';
 import { secondsFlag } from './flag-values.js';
 import type { Action } from './main.js';
 import { addClusterSourceOptions, resolveBackupTarget, type ClusterFlags } from './cluster.js';
@@ -34,14 +37,17 @@ export function registerBackupCommands(program: Command, action: Action): void {
       if (opts.maxRate !== undefined && !/^\d+[kM]?$/.test(opts.maxRate)) {
         throw new UsageError(`--max-rate must be a number of kB/s with an optional k or M suffix, got ${JSON.stringify(opts.maxRate)}`, 'e.g. --max-rate 50M');
       }
+      // Which repository first: several receiving backups and no --repo is refused before the database is asked.
+      const { store, layout } = ctx.openRepository('backups');
       // Resolved right before the backup: with --patroni/--etcd the current leader (or a replica), else --pg-host.
       const target = await resolveBackupTarget(ctx, opts);
       const choice = await chooseEngine(ctx.settings.engine, target.endpoint, ctx.settings.pgdata);
       ctx.log(`backup: ${choice.engine.name} engine: ${choice.reason}`);
-      const { store, layout } = ctx.openRepository();
+      const walFrom = walSourceFor(ctx);
       const { manifest } = await takeBackup({
         store,
         layout,
+        ...(walFrom === undefined ? {} : { walFrom }),
         lock: ctx.locker(),
         endpoint: target.endpoint,
         engine: choice.engine,
@@ -62,6 +68,7 @@ export function registerBackupCommands(program: Command, action: Action): void {
         log: (m) => ctx.log(m),
       });
       await store.close();
+      await walFrom?.store.close();
       ctx.emit(
         {
           backupId: manifest.backupId,
@@ -135,4 +142,16 @@ export function registerBackupCommands(program: Command, action: Action): void {
 /** A `backup list` row for a backup without a usable manifest: only what its objects tell. */
 function unfinishedRow(backupId: string, status: 'incomplete' | 'invalid', storedBytes: number | null) {
   return { backupId, startTime: null, stopTime: null, startLsn: null, stopLsn: null, timeline: null, bytes: null, storedBytes, type: null, engine: null, reference: null, status };
+}
+
+/**
+ * A backup into a repository that does not receive WAL (an off-site one for a daily full) waits for its WAL in the
+ * first that does, and copies it over before its manifest (src/backup/take-backup.ts).
+ */
+function walSourceFor(ctx: CommandContext): { store: ObjectStore; label: string } | undefined {
+  const own = ctx.settings.repository;
+  if (own === undefined || own.receives.includes('wal')) return undefined;
+  const source = ctx.settings.repositories.find((r) => r.receives.includes('wal'));
+  if (source === undefined) return undefined;
+  return { store: openRepositoryAt(source, ctx.settings).store, label: repositoryLabel(source) };
 }

@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { repositoriesToVisit, repositoryFor, type RepositoryContent, type RepositorySettings } from '../config/repositories.js';
+import { configFilePath } from '../config/resolve-settings.js';
 import { resolveSettings, type SettingFlags, type Settings } from '../config/settings.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -9,13 +11,16 @@ import { acquireLock, type Locker } from '../repo/lock.js';
 import { chooseLockKeeper } from '../repo/lock-policy.js';
 import { conditionalWriteSupport, unsafeStoreError, type StoreProbeRecord } from '../repo/store-probe.js';
 import { pgdrExecutable } from './executable.js';
-import { openRepository, storeIdentity } from './repository.js';
+import { openRepositoryAt, settingsFor, storeIdentity } from './repository.js';
 
 export { pgdrExecutable } from './executable.js';
 
 /** What every command handler gets: resolved settings, output helpers, and lazily opened effects. */
 export interface CommandContext {
-  settings: Settings;
+  /** The resolved settings; once a repository is opened, narrowed to it (its URL, endpoint and name). */
+  readonly settings: Settings;
+  /** The command as typed, e.g. "backup now": for messages. */
+  readonly command: string;
   json: boolean;
   debug: boolean;
   log(message: string): void;
@@ -23,7 +28,15 @@ export interface CommandContext {
   emit(result: unknown, human: string): void;
   /** Whether emit() has printed the command's document. */
   readonly emitted: boolean;
-  openRepository(): { store: ObjectStore; layout: RepositoryLayout };
+  /**
+   * The repository this command works with (src/config/repositories.ts): the one --repo names, else the only one
+   * that receives `content` (backups when not said), refusing to guess among several. Opened once.
+   */
+  openRepository(content?: RepositoryContent): { store: ObjectStore; layout: RepositoryLayout };
+  /** The repositories a command that goes over each in turn works with (one when --repo names it). */
+  repositoriesToVisit(): RepositorySettings[];
+  /** This context narrowed to one repository (its own openRepository, locks and probe). */
+  forRepository(repository: RepositorySettings): CommandContext;
   /**
    * Takes the cluster's named locks where they are exclusive: in the repository when its store honours conditional
    * writes (asked once per probe interval), in etcd when it does not; refuses otherwise (src/repo/lock-policy.ts).
@@ -45,7 +58,7 @@ export function addCommonOptions(command: Command): Command {
     .option('--config <file>', 'YAML config file (flags > environment > config file > defaults)')
     .option('--json', 'print one JSON document on stdout; logs go to stderr')
     .option('--debug', 'print stack traces with errors')
-    .option('--repo <url>', 'repository: s3://bucket/prefix or file:///abs/path (env PGDR_REPO)')
+    .option('--repo <name|url>', 'repository: a name from the config file\'s repositories:, or s3://bucket/prefix or file:///abs/path (env PGDR_REPO)')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint, e.g. MinIO, R2, B2 (env PGDR_S3_ENDPOINT)')
     .option('--s3-force-path-style', 'path-style S3 addressing, needed by MinIO (env PGDR_S3_FORCE_PATH_STYLE=1)')
     .option('--cluster <name>', 'namespace inside the repository (env PGDR_CLUSTER, default "default")')
@@ -73,29 +86,45 @@ export function addCommonOptions(command: Command): Command {
     .option('--no-progress', 'never draw progress bars');
 }
 
-export function createContext(options: CommonOptions): CommandContext {
-  const settings = resolveSettings(options);
+export function createContext(options: CommonOptions, command = 'pgdr'): CommandContext {
+  return contextFor(resolveSettings(options), options, command, { emitted: false });
+}
+
+function contextFor(resolved: Settings, options: CommonOptions, command: string, output: { emitted: boolean }): CommandContext {
+  let settings = resolved;
   const json = options.json === true;
   let repository: { store: ObjectStore; layout: RepositoryLayout } | undefined;
-  let emitted = false;
   return {
     get emitted() {
-      return emitted;
+      return output.emitted;
     },
-    settings,
+    get settings() {
+      return settings;
+    },
+    command,
     json,
     debug: options.debug === true,
     log(message) {
       process.stderr.write(`pgdr: ${message}\n`);
     },
     emit(result, human) {
-      emitted = true;
+      output.emitted = true;
       if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
     },
-    openRepository() {
-      repository ??= openRepository(settings);
+    openRepository(content = 'backups') {
+      if (repository === undefined) {
+        const chosen = repositoryFor(settings, content, `pgdr ${command}`);
+        settings = settingsFor(settings, chosen);
+        repository = openRepositoryAt(chosen, settings);
+      }
       return repository;
+    },
+    repositoriesToVisit() {
+      return repositoriesToVisit(settings);
+    },
+    forRepository(chosen) {
+      return contextFor(settingsFor(settings, chosen), options, command, output);
     },
     locker() {
       return async (name, purpose, options) => {
@@ -139,10 +168,20 @@ export function createContext(options: CommonOptions): CommandContext {
  * not in it: the server inherits them from the environment (or AWS profile files) of whoever starts it.
  */
 export function buildRestoreCommand(settings: Settings, configFile: string | undefined): string {
-  const words = [process.execPath, pgdrExecutable(), 'wal', 'fetch', '%f', '%p', '--abort-recovery-on-error', '--repo', settings.repo, '--cluster', settings.cluster];
-  if (settings.s3Endpoint) words.push('--s3-endpoint', settings.s3Endpoint);
-  if (settings.s3ForcePathStyle) words.push('--s3-force-path-style');
-  if (configFile) words.push('--config', resolve(configFile));
+  const words = [process.execPath, pgdrExecutable(), 'wal', 'fetch', '%f', '%p', '--abort-recovery-on-error'];
+  const repository = settings.repository;
+  if (repository?.name !== undefined) {
+    // A configured repository: the server's wal fetch reads the same config file, asks this repository first and
+    // falls back to the others it names for a file this one lacks.
+    words.push('--repo', repository.name);
+  } else {
+    words.push('--repo', settings.repo);
+    if (settings.s3Endpoint) words.push('--s3-endpoint', settings.s3Endpoint);
+    if (settings.s3ForcePathStyle) words.push('--s3-force-path-style');
+  }
+  words.push('--cluster', settings.cluster);
+  const config = configFile ?? configFilePath({}, process.env);
+  if (config) words.push('--config', resolve(config));
   // A path, never the key: the server's restore_command decrypts each WAL file with the same identity file.
   if (settings.identityFile) words.push('--identity-file', resolve(settings.identityFile));
   return words.map((w) => (w === '%f' || w === '%p' ? w : shellQuote(w))).join(' ');

@@ -40,7 +40,7 @@ export function registerEtcdCommands(program: Command, action: Action): void {
     action(async (ctx: CommandContext, options: unknown) => {
       const flags = options as SnapshotFlags;
       const connection = resolveEtcdConnection(ctx.settings.etcd);
-      const { store, layout } = ctx.openRepository();
+      const { store, layout } = ctx.openRepository('etcd');
       try {
         const manifest = await takeEtcdSnapshot({
           store,
@@ -75,7 +75,7 @@ export function registerEtcdCommands(program: Command, action: Action): void {
 
   addCommonOptions(etcd.command('list').description('list the etcd snapshots in the repository, oldest first')).action(
     action(async (ctx: CommandContext) => {
-      const { store, layout } = ctx.openRepository();
+      const { store, layout } = ctx.openRepository('etcd');
       let catalog;
       try {
         catalog = await readEtcdSnapshots(store, layout);
@@ -147,7 +147,7 @@ export function registerEtcdCommands(program: Command, action: Action): void {
       if (plan.notRestored.length > 0) {
         ctx.log(`members ${plan.notRestored.join(', ')} of --initial-cluster are not restored by this run; restore each with --name and --data-dir before starting the cluster`);
       }
-      const { store, layout } = ctx.openRepository();
+      const { store, layout } = ctx.openRepository('etcd');
       let result;
       try {
         result = await restoreEtcdSnapshot({

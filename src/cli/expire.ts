@@ -5,6 +5,7 @@ import { parseTimestamp } from '../postgres/recovery-target.js';
 import { runExpire, type ExpireReport } from '../retention/expire.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
+import { repositoryLabel } from '../config/repositories.js';
 import type { Action } from './main.js';
 
 interface ExpireFlags {
@@ -32,24 +33,36 @@ export function registerExpireCommands(program: Command, action: Action): void {
         throw new UsageError(`--lock-wait must be a number of seconds, got ${JSON.stringify(flags.lockWait)}`, 'e.g. --lock-wait 600');
       }
       const now = flags.now === undefined ? undefined : new Date(Number(parseTimestamp(flags.now, '--now').epochMicros / 1000n));
-      const { store, layout } = ctx.openRepository();
-      let report: ExpireReport;
-      try {
-        report = await runExpire({
-          store,
-          layout,
-          lock: ctx.locker(),
-          policy,
-          dryRun: flags.dryRun === true,
-          lockWaitMs: lockWait * 1000,
-          now,
-          ...(ctx.settings.objectLock !== undefined ? { objectLock: ctx.settings.objectLock } : {}),
-          log: (m) => ctx.log(m),
-        });
-      } finally {
-        await store.close();
+      // Retention applies to each repository on its own (its own backups keep its own WAL): the one named, or each in turn.
+      const visits = ctx.repositoriesToVisit();
+      const runs = visits.length > 1 ? visits.map((r) => ({ name: repositoryLabel(r), ctx: ctx.forRepository(r) })) : [{ name: undefined, ctx }];
+      const reports: { name: string | undefined; report: ExpireReport }[] = [];
+      for (const run of runs) {
+        const { store, layout } = run.ctx.openRepository();
+        try {
+          const report = await runExpire({
+            store,
+            layout,
+            lock: run.ctx.locker(),
+            policy,
+            dryRun: flags.dryRun === true,
+            lockWaitMs: lockWait * 1000,
+            now,
+            ...(run.ctx.settings.objectLock !== undefined ? { objectLock: run.ctx.settings.objectLock } : {}),
+            log: (m) => ctx.log(run.name === undefined ? m : `${run.name}: ${m}`),
+          });
+          reports.push({ name: run.name, report });
+        } finally {
+          await store.close();
+        }
       }
-      ctx.emit(report, describeReport(report, policy.retention));
+      if (reports.length === 1) ctx.emit(reports[0]!.report, describeReport(reports[0]!.report, policy.retention));
+      else {
+        ctx.emit(
+          { repositories: reports.map(({ name, report }) => ({ repository: name, ...report })) },
+          reports.map(({ name, report }) => `repository ${name}:\n${describeReport(report, policy.retention)}`).join('\n\n'),
+        );
+      }
     }),
   );
 }

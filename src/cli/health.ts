@@ -4,11 +4,12 @@ import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { loadPolicy, type Policy } from '../config/policy.js';
 import { errorMessage, PgdrError, UsageError } from '../errors.js';
-import { CHECK_NAMES, evaluateHealth, type CheckName, type HealthReport } from '../health/evaluate.js';
+import { CHECK_NAMES, evaluateHealth, EXIT_CODE, worstState, type CheckName, type HealthReport } from '../health/evaluate.js';
+import { repositoryLabel } from '../config/repositories.js';
 import { fleetFailure, fleetHealth, type FleetHealthReport } from '../health/fleet.js';
 import { gatherHealthFacts } from '../health/gather.js';
-import { fleetHealthJson, healthJson, renderFleetHealthText, renderHealthText } from '../health/output.js';
-import { renderFleetPrometheus, renderPrometheus } from '../health/prometheus.js';
+import { fleetHealthJson, healthJson, renderFleetHealthText, renderHealthText, renderRepositoriesHealthText, repositoriesHealthJson } from '../health/output.js';
+import { renderFleetPrometheus, renderPrometheus, renderRepositoriesPrometheus } from '../health/prometheus.js';
 import { healthSources } from '../health/sources.js';
 import type { PgEndpoint } from '../postgres/connection.js';
 import { parseTimestamp } from '../postgres/recovery-target.js';
@@ -76,6 +77,17 @@ export function registerHealthCommands(program: Command, action: Action): void {
         else process.stdout.write(renderFleetHealthText(fleet));
         return fleet.exitCode;
       }
+      const visits = ctx.repositoriesToVisit();
+      if (visits.length > 1) {
+        // Each repository judged on its own (backup age, etcd snapshots, drills); the worst sets the exit code.
+        const reports = await mapConcurrently(visits, 2, async (r) => ({ name: repositoryLabel(r), report: await runHealthChecks(ctx.forRepository(r), now, only) }));
+        const status = worstState(reports.map((r) => r.report.status));
+        if (opts.textfile !== undefined) await writeFileAtomically(opts.textfile, renderRepositoriesPrometheus(reports));
+        if (format === 'prometheus') process.stdout.write(renderRepositoriesPrometheus(reports));
+        else if (format === 'json') process.stdout.write(`${JSON.stringify(repositoriesHealthJson(status, EXIT_CODE[status], reports), null, 2)}\n`);
+        else process.stdout.write(renderRepositoriesHealthText(status, reports));
+        return EXIT_CODE[status];
+      }
       const report = await runHealthChecks(ctx, now, only);
       if (opts.textfile !== undefined) await writeFileAtomically(opts.textfile, renderPrometheus(report));
       if (format === 'prometheus') process.stdout.write(renderPrometheus(report));
@@ -97,8 +109,11 @@ export function refuseClusterWithAll(cluster: string | undefined): void {
 export async function runHealthChecks(ctx: CommandContext, now: Date, only?: readonly CheckName[]): Promise<HealthReport> {
   const policy = loadPolicy(ctx.settings.policy);
   const { store, layout } = ctx.openRepository();
+  // A repository that does not receive WAL (an off-site one for daily fulls) has no archive to be behind.
+  const repository = ctx.settings.repository;
+  const noWal = repository !== undefined && !repository.receives.includes('wal') ? `repository ${repositoryLabel(repository)} does not receive WAL` : undefined;
   try {
-    return await evaluateRepositoryHealth(ctx, store, layout, policy, now, only === undefined ? {} : { only });
+    return await evaluateRepositoryHealth(ctx, store, layout, policy, now, { ...(only === undefined ? {} : { only }), ...(noWal === undefined ? {} : { walSkipped: noWal }) });
   } finally {
     await store.close();
   }
@@ -118,6 +133,8 @@ export interface ClusterHealthOptions {
   only?: readonly CheckName[];
   /** Part of an --all run: the WAL check is SKIPPED (FLEET_WAL_REASON) instead of using the configured server. */
   fleet?: boolean;
+  /** Why the WAL check is SKIPPED for this repository (it does not receive WAL). */
+  walSkipped?: string;
 }
 
 /** The checks over an open repository; shared with `pgdr report`, which goes on reading the same store. */
@@ -133,8 +150,8 @@ export async function evaluateRepositoryHealth(
     healthSources({
       store,
       layout,
-      primary: options.fleet === true ? null : leaderEndpoint(ctx),
-      ...(options.fleet === true ? { serverNotConfiguredReason: FLEET_WAL_REASON } : {}),
+      primary: options.fleet === true || options.walSkipped !== undefined ? null : leaderEndpoint(ctx),
+      ...(options.fleet === true ? { serverNotConfiguredReason: FLEET_WAL_REASON } : options.walSkipped !== undefined ? { serverNotConfiguredReason: options.walSkipped } : {}),
       etcdConfigured: ctx.settings.etcd.length > 0,
     }),
   );

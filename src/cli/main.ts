@@ -30,6 +30,7 @@ const COMMAND_GROUPS: Record<string, () => Promise<Register>> = {
   report: async () => (await import('./report.js')).registerReportCommands,
   schedule: async () => (await import('./schedule.js')).registerScheduleCommands,
   repo: async () => (await import('./repo.js')).registerRepoCommands,
+  copy: async () => (await import('./copy.js')).registerCopyCommands,
   'restore-point': async () => (await import('./restore-point.js')).registerRestorePointCommands,
 };
 
@@ -51,7 +52,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     const command = args[args.length - 1] as Command;
     const options = command.optsWithGlobals<CommonOptions>();
     debug = options.debug === true;
-    const ctx = createContext(options);
+    const words: string[] = [];
+    for (let c: Command | null = command; c !== null && c.parent !== null; c = c.parent) words.unshift(c.name());
+    const ctx = createContext(options, words.join(' '));
     current = ctx;
     const positional = args.slice(0, -2);
     const code = await handler(ctx, ...positional, options);

@@ -5,6 +5,8 @@ import { loadPolicy, type Policy } from '../config/policy.js';
 import { errorMessage, UsageError } from '../errors.js';
 import { renderBackupChart } from '../health/chart.js';
 import { fleetHealth } from '../health/fleet.js';
+import { EXIT_CODE, worstState, type HealthState } from '../health/evaluate.js';
+import { repositoryLabel } from '../config/repositories.js';
 import {
   chartPoints,
   renderFleetReportHtml,
@@ -43,23 +45,37 @@ export function registerReportCommands(program: Command, action: Action): void {
         await writeFleetReport(ctx, now, resolve(opts.out));
         return;
       }
-      const input = await gatherReport(ctx, now);
-      const outDir = resolve(opts.out);
-      const files = { markdown: join(outDir, 'report.md'), html: join(outDir, 'report.html'), chart: join(outDir, CHART_FILE) };
-      try {
-        await mkdir(outDir, { recursive: true });
-        await writeFile(files.markdown, renderReportMarkdown(input, CHART_FILE));
-        await writeFile(files.html, renderReportHtml(input));
-        await writeFile(files.chart, renderBackupChart(chartPoints(input.catalog)));
-      } catch (err) {
-        throw new UsageError(`cannot write the report into ${outDir}: ${errorMessage(err)}`, 'choose a writable directory with --out');
+      const visits = ctx.repositoriesToVisit();
+      if (visits.length > 1) {
+        // Several repositories and none named: a report for each, in a directory named after it.
+        const written = [];
+        for (const r of visits) written.push({ repository: repositoryLabel(r), ...(await writeReport(ctx.forRepository(r), now, join(resolve(opts.out), repositoryLabel(r)))) });
+        const status = worstState(written.map((w) => w.status));
+        ctx.emit(
+          { outDir: resolve(opts.out), status, exitCode: EXIT_CODE[status], repositories: written },
+          written.map((w) => `repository ${w.repository}: report written to ${w.files.join(', ')}; health ${w.status}`).join('\n'),
+        );
+        return;
       }
-      ctx.emit(
-        { outDir, files: Object.values(files), status: input.health.status, exitCode: input.health.exitCode },
-        `report written to ${files.markdown}, ${files.html} and ${files.chart}; health ${input.health.status}`,
-      );
+      const written = await writeReport(ctx, now, resolve(opts.out));
+      ctx.emit(written, `report written to ${written.files[0]}, ${written.files[1]} and ${written.files[2]}; health ${written.status}`);
     }),
   );
+}
+
+/** report.md, report.html and the chart for the repository `ctx` works with. */
+async function writeReport(ctx: CommandContext, now: Date, outDir: string): Promise<{ outDir: string; files: string[]; status: HealthState; exitCode: number }> {
+  const input = await gatherReport(ctx, now);
+  const files = { markdown: join(outDir, 'report.md'), html: join(outDir, 'report.html'), chart: join(outDir, CHART_FILE) };
+  try {
+    await mkdir(outDir, { recursive: true });
+    await writeFile(files.markdown, renderReportMarkdown(input, CHART_FILE));
+    await writeFile(files.html, renderReportHtml(input));
+    await writeFile(files.chart, renderBackupChart(chartPoints(input.catalog)));
+  } catch (err) {
+    throw new UsageError(`cannot write the report into ${outDir}: ${errorMessage(err)}`, 'choose a writable directory with --out');
+  }
+  return { outDir, files: Object.values(files), status: input.health.status, exitCode: input.health.exitCode };
 }
 
 /** The report's data; a repository that does not answer still gives a report (that says so). */

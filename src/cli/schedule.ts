@@ -54,7 +54,7 @@ export function registerScheduleCommands(program: Command, action: Action): void
         job: job.name,
         enabled: job.enabled,
         cron: job.cron,
-        command: ['pgdr', ...job.command].join(' '),
+        command: ['pgdr', ...job.command, ...(job.repo === undefined ? [] : ['--repo', job.repo])].join(' '),
         timeoutSeconds: job.timeoutMs / 1000,
         nextRuns: job.enabled ? ownRuns(job).map((d) => d.toISOString()) : [],
       }));
@@ -74,7 +74,9 @@ export function registerScheduleCommands(program: Command, action: Action): void
         return 0;
       }
 
-      const { store, layout } = ctx.openRepository();
+      // Job locks live in one repository every scheduler of the cluster agrees on: the named one, else the first configured.
+      const lockCtx = ctx.settings.repository === undefined ? ctx.forRepository(ctx.settings.repositories[0]!) : ctx;
+      const { store, layout } = lockCtx.openRepository();
       const counts = { succeeded: 0, failed: 0, skipped: 0 };
       const scheduler = new Scheduler({
         jobs,
@@ -84,7 +86,7 @@ export function registerScheduleCommands(program: Command, action: Action): void
           globalArgs: settingsArgs(ctx.settings, opts.config ?? process.env.PGDR_CONFIG),
           onOutput: (job, line) => log({ event: 'job-output', job: job.name, line }),
         }),
-        locks: new RepositoryJobLocks(ctx.locker(), config.lockTtlMs),
+        locks: new RepositoryJobLocks(lockCtx.locker(), config.lockTtlMs),
         trigger: new NodeCronTrigger(config.timeZone, log),
         now: () => new Date(),
         firesAt,

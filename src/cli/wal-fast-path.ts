@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { repositoriesKey, walFetchSources, walPushTargets } from '../config/repositories.js';
 import { loadSettings, type Settings } from '../config/resolve-settings.js';
 import { readMarker, removeMarker, runningPusher } from '../wal/spool.js';
 import { prefetchDir, takePrefetched } from '../wal/prefetch-spool.js';
@@ -34,7 +35,8 @@ const PUSHER_WAIT_MS = 5_000;
  * `wal push` is done. Waits a little for a pusher that is working through the files PostgreSQL marked ready.
  */
 export async function pushFromMarker(path: string, settings: Settings): Promise<boolean> {
-  const { spoolDir, cluster, repo } = settings;
+  const { spoolDir, cluster } = settings;
+  const repo = repositoriesKey(walPushTargets(settings));
   const name = basename(path);
   let marker = readMarker(spoolDir, cluster, name);
   // The pusher is working through the ready files in order; this one is usually next or nearly so. It takes only
@@ -56,5 +58,5 @@ function fetchFromPrefetch(positional: readonly string[], settings: Settings): b
   if (name === undefined || destination === undefined || positional.length !== 2) return false;
   if (!/^[0-9A-F]{24}$/.test(name)) return false;
   const dir = prefetchDir(settings.spoolDir, settings.cluster, process.cwd());
-  return takePrefetched(dir, { repo: settings.repo, cluster: settings.cluster }, name, resolve(destination));
+  return takePrefetched(dir, { repo: repositoriesKey(walFetchSources(settings)), cluster: settings.cluster }, name, resolve(destination));
 }

@@ -4,6 +4,10 @@ import { fetchWal } from '../wal/fetch.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
 import { walPushAheadCommand, walPushCommand } from './wal-push.js';
+import { repositoriesKey, repositoryLabel, walFetchSources } from '../config/repositories.js';
+import { openRepositoryAt } from './repository.js';
+import { createLazyStore } from '../storage/lazy-store.js';
+import { RepositoryLayout } from '../repo/layout.js';
 
 /** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
 const ABORT_RECOVERY_EXIT_CODE = 126;
@@ -47,15 +51,24 @@ export function registerWalCommands(program: Command, action: Action): void {
       .description("fetch one WAL file; use as restore_command = 'pgdr wal fetch %f %p'; exit 1 when the repository does not have it"),
   ).action(
     action(async (ctx: CommandContext, name: unknown, dest: unknown, options: unknown) => {
-      const { store, layout } = ctx.openRepository();
+      const repositories = walFetchSources(ctx.settings);
+      // A repository that cannot even be opened (a credentials file gone) is one failing source, not the end of the fetch.
+      const opened = repositories.map((r) => {
+        try {
+          return openRepositoryAt(r, ctx.settings);
+        } catch (err) {
+          return { store: createLazyStore(r.url, () => Promise.reject(err)), layout: new RepositoryLayout(ctx.settings.cluster) };
+        }
+      });
       try {
         await fetchWal(String(name), String(dest), {
-          store,
-          layout,
+          sources: opened.map(({ store }, i) => ({ store, label: repositoryLabel(repositories[i]!) })),
+          layout: opened[0]!.layout,
           lookahead: ctx.settings.archiveLookahead,
           spoolDir: ctx.settings.spoolDir,
-          repoUrl: ctx.settings.repo,
+          repoUrl: repositoriesKey(repositories),
           dataDirectory: process.cwd(),
+          log: (m) => ctx.log(m),
           ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
         });
         ctx.emit({ file: String(name), destination: String(dest) }, '');
@@ -68,7 +81,7 @@ export function registerWalCommands(program: Command, action: Action): void {
         }
         throw err;
       } finally {
-        await store.close();
+        await Promise.all(opened.map(({ store }) => store.close()));
       }
     }),
   );

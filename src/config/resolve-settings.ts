@@ -2,18 +2,32 @@ import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseDuration } from './duration.js';
+import { REPOSITORY_CONTENTS, selectRepository, type RepositorySettings } from './repositories.js';
 import type { ObjectLockSettings } from '../repo/object-lock.js';
 import type { ConfigFile } from './settings.js';
+
+export type { RepositorySettings } from './repositories.js';
 
 /**
  * Every setting, resolved once: flags > environment > config file > defaults (../shared/CLI.md).
  * Credentials never pass through here: the S3 driver takes them from the AWS SDK's default chain.
  */
 export interface Settings {
+  /**
+   * The repository's URL, endpoint, path style and region: those of `repository`, or when several are configured
+   * and none is named, of the first configured one (commands pick theirs through src/config/repositories.ts).
+   */
   repo: string;
   s3Endpoint: string | undefined;
   s3ForcePathStyle: boolean;
   s3Region: string | undefined;
+  /** Every repository the config file names (`repositories:`), in its order; empty without that key. */
+  repositories: RepositorySettings[];
+  /**
+   * The repository --repo / PGDR_REPO / `repo:` names (a configured name, or a URL); without `repositories:`, the
+   * one repository of the settings above. Undefined when several are configured and none is named.
+   */
+  repository: RepositorySettings | undefined;
   cluster: string;
   pgHost: string | undefined;
   pgPort: number | undefined;
@@ -169,11 +183,33 @@ export function configFilePath(flags: SettingFlags, env: NodeJS.ProcessEnv): str
 export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv, home: string, file: ConfigFile): Settings {
   const stateHome = env.XDG_STATE_HOME ?? join(home, '.local', 'state');
   const cluster = flags.cluster ?? env.PGDR_CLUSTER ?? file.cluster ?? 'default';
-  const settings: Settings = {
-    repo: flags.repo ?? env.PGDR_REPO ?? file.repo ?? `file://${join(home, '.local', 'share', 'pgdr', 'repo')}`,
+  const selection = flags.repo ?? (env.PGDR_REPO || undefined) ?? file.repo;
+  // A repository given by URL takes the global S3 settings and the AWS SDK's default credentials, as always.
+  const adHoc = (url: string): RepositorySettings => ({
+    name: undefined,
+    url,
     s3Endpoint: flags.s3Endpoint ?? env.PGDR_S3_ENDPOINT ?? file.s3Endpoint,
-    s3ForcePathStyle: flags.s3ForcePathStyle ?? boolEnv(env.PGDR_S3_FORCE_PATH_STYLE) ?? file.s3ForcePathStyle ?? false,
     s3Region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? file.s3Region,
+    s3ForcePathStyle: flags.s3ForcePathStyle ?? boolEnv(env.PGDR_S3_FORCE_PATH_STYLE) ?? file.s3ForcePathStyle ?? false,
+    credentials: undefined,
+    encryptRecipients: [],
+    receives: [...REPOSITORY_CONTENTS],
+  });
+  const repositories = configuredRepositories(file);
+  const repository =
+    repositories.length === 0 && selection === undefined
+      ? adHoc(`file://${join(home, '.local', 'share', 'pgdr', 'repo')}`)
+      : selection === undefined
+        ? undefined
+        : selectRepository(selection, repositories, adHoc);
+  const shown = repository ?? repositories[0]!;
+  const settings: Settings = {
+    repo: shown.url,
+    s3Endpoint: shown.s3Endpoint,
+    s3ForcePathStyle: shown.s3ForcePathStyle,
+    s3Region: shown.s3Region,
+    repositories,
+    repository,
     cluster,
     pgHost: flags.pgHost ?? env.PGHOST ?? file.pgHost,
     pgPort: intSetting('--pg-port', flags.pgPort ?? env.PGPORT ?? file.pgPort, 1, 65535),
@@ -208,11 +244,13 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
     identityFile: flags.identityFile ?? (env.PGDR_IDENTITY_FILE || undefined) ?? file.identityFile,
   };
   refusePassphrase(env);
-  if (!/^(s3|file):\/\//.test(settings.repo)) {
-    throw new UsageError(
-      `repository URL ${JSON.stringify(settings.repo)} has no supported scheme`,
-      'use s3://bucket/prefix or file:///absolute/path',
-    );
+  for (const r of [...repositories, ...(repository === undefined ? [] : [repository])]) {
+    if (!/^(s3|file):\/\//.test(r.url)) {
+      throw new UsageError(
+        `repository URL ${JSON.stringify(r.url)}${r.name === undefined ? '' : ` (repository ${r.name})`} has no supported scheme`,
+        'use s3://bucket/prefix or file:///absolute/path',
+      );
+    }
   }
   if (settings.objectLock !== undefined && !settings.repo.startsWith('s3://')) {
     throw new UsageError(
@@ -221,6 +259,31 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
     );
   }
   return settings;
+}
+
+/**
+ * The config file's `repositories:` (already checked against the schema): each entry stands alone, so the global
+ * S3 settings (--s3-endpoint, PGDR_S3_*, AWS_REGION) apply only to a repository given by URL.
+ */
+function configuredRepositories(file: ConfigFile): RepositorySettings[] {
+  const entries = file.repositories ?? [];
+  const seen = new Set<string>();
+  return entries.map((entry) => {
+    if (seen.has(entry.name)) {
+      throw new UsageError(`config file: repositories: the name ${JSON.stringify(entry.name)} is used twice`, 'give each repository its own name');
+    }
+    seen.add(entry.name);
+    return {
+      name: entry.name,
+      url: entry.url,
+      s3Endpoint: entry.s3Endpoint,
+      s3Region: entry.s3Region,
+      s3ForcePathStyle: entry.s3ForcePathStyle ?? false,
+      credentials: entry.credentials === undefined ? undefined : { file: entry.credentials.file, profile: entry.credentials.profile },
+      encryptRecipients: recipientsSetting(entry.encryptRecipients, `repository ${entry.name}: encryptRecipients`),
+      receives: entry.receives ?? [...REPOSITORY_CONTENTS],
+    };
+  });
 }
 
 /**

@@ -3,14 +3,41 @@ import { homedir } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
+import { isRepositoryName } from './repositories.js';
 import { configFilePath, resolveSettingsFrom, type Settings, type SettingFlags } from './resolve-settings.js';
 
 export type { Settings, SettingFlags } from './resolve-settings.js';
+
+/** One entry of `repositories:` (docs/configuration.md#several-repositories). */
+const RepositoryEntrySchema = z
+  .object({
+    name: z.string().refine(isRepositoryName, 'a repository name is letters, digits, ".", "_" and "-", starting with a letter'),
+    url: z.string().regex(/^(s3|file):\/\//, 'a repository URL is s3://bucket/prefix or file:///absolute/path'),
+    s3Endpoint: z.string().optional(),
+    s3Region: z.string().optional(),
+    s3ForcePathStyle: z.boolean().optional(),
+    credentials: z
+      .object({
+        /** An AWS shared credentials file: never the keys themselves, which would then sit in the config file. */
+        file: z.string().startsWith('/', 'the credentials file must be an absolute path').optional(),
+        profile: z.string().regex(/^[A-Za-z0-9._@+-]+$/, 'a profile name is letters, digits and . _ @ + -').optional(),
+      })
+      .strict()
+      .refine((c) => c.file !== undefined || c.profile !== undefined, 'credentials: name a file, a profile or both')
+      .optional(),
+    encryptRecipients: z.union([z.string(), z.array(z.string())]).optional(),
+    receives: z
+      .array(z.enum(['wal', 'backups', 'etcd']))
+      .refine((r) => new Set(r).size === r.length, 'receives: each of wal, backups, etcd at most once')
+      .optional(),
+  })
+  .strict();
 
 /** The config file: the same names as the flags, in camelCase. */
 const ConfigFileSchema = z
   .object({
     repo: z.string(),
+    repositories: z.array(RepositoryEntrySchema).min(1),
     s3Endpoint: z.string(),
     s3ForcePathStyle: z.boolean(),
     s3Region: z.string(),

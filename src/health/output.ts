@@ -95,3 +95,17 @@ export function fleetHealthJson(fleet: FleetHealthReport): unknown {
     clusters: fleet.clusters.map((report) => healthJson(report)),
   };
 }
+
+/** Several repositories (the config file's repositories:): the worst state first, then each repository's checks. */
+export function renderRepositoriesHealthText(status: string, reports: readonly { name: string; report: HealthReport }[]): string {
+  const lines = [`PGDR ${status} - ${reports.length} repositories: ${reports.map(({ name, report }) => `${name} ${report.status}`).join(', ')}`];
+  for (const { name, report } of reports) {
+    lines.push('', `repository ${name} (${report.repository ?? 'not opened'}): ${report.status} - ${summaryOf(report)}`, ...checkLines(report));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The --json document over several repositories: the combined state, then each as `pgdr health --repo NAME --json` prints it. */
+export function repositoriesHealthJson(status: string, exitCode: number, reports: readonly { name: string; report: HealthReport }[]): unknown {
+  return { status, exitCode, repositories: reports.map(({ name, report }) => ({ name, ...(healthJson(report) as object) })) };
+}

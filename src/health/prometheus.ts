@@ -63,6 +63,16 @@ export function renderFleetPrometheus(fleet: FleetHealthReport): string {
   return metrics.render();
 }
 
+/**
+ * `pgdr health` over several repositories (the config file's repositories:, none named): each repository's report,
+ * every sample labelled with the repository's name beside the cluster.
+ */
+export function renderRepositoriesPrometheus(reports: readonly { name: string; report: HealthReport }[]): string {
+  const metrics = new Metrics();
+  for (const { name, report } of reports) addReport(metrics, report, { repository: name });
+  return metrics.render();
+}
+
 const HELP = {
   status: 'Overall pgdr health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.',
   evaluated: 'When pgdr health evaluated the checks (Unix time).',
@@ -94,10 +104,10 @@ class Metrics {
   }
 }
 
-function addReport(metrics: Metrics, report: HealthReport): void {
+function addReport(metrics: Metrics, report: HealthReport, extra: Record<string, string> = {}): void {
   const cluster = report.cluster;
   const add = (name: string, help: string, value: number | undefined, labels: Record<string, string> = {}): void =>
-    metrics.add(name, help, value, { cluster, ...labels });
+    metrics.add(name, help, value, { cluster, ...extra, ...labels });
 
   add('pgdr_health_status', HELP.status, STATE_VALUE[report.status]);
   for (const check of report.checks) {

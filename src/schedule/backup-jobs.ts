@@ -23,6 +23,8 @@ export function supersedingBackupJob(job: ScheduledJob, at: Date, jobs: readonly
   let winner = job;
   for (const other of jobs) {
     if (other === job || other.name === job.name || !other.enabled || other.backupType === undefined) continue;
+    // A full into another repository serves no restore from this one.
+    if (other.repo !== job.repo) continue;
     if (!firesAt(other, at)) continue;
     if (rank(other) > rank(winner) || (rank(other) === rank(winner) && other.name < winner.name)) winner = other;
   }

@@ -30,6 +30,8 @@ import { cronProblem, timeZoneProblem } from './cron.js';
 //
 //       backup:      { cron: "0 2 * * 0", type: full, engine: files }   # Sundays
 //       backup-incr: { cron: "0 2 * * *", type: incr, engine: files }   # daily; on Sunday the full runs instead
+// and `repo: NAME` (a name from the config file's repositories:) for backups into another repository, e.g. a daily
+// full into an off-site one: `backup-offsite: { cron: "30 3 * * *", type: full, repo: b2 }`.
 //
 // When several backup jobs fire at the same moment only the one storing the most runs (full > diff > incr; see
 // src/schedule/backup-jobs.ts), and a backup job never starts here while another one is still running.
@@ -107,6 +109,8 @@ const backupJobSchema = <C extends z.ZodType<string, string | undefined> | z.Zod
       ...commonJobFields(JOB_DEFAULTS.backup.timeout),
       type: z.enum(BACKUP_TYPES, { error: 'expected full, diff or incr' }).optional(),
       engine: z.enum(BACKUP_ENGINES, { error: 'expected auto, files or basebackup' }).optional(),
+      /** The repository (a name from the config file's repositories:) this job's backups go to. */
+      repo: z.string({ error: 'expected a repository name' }).regex(/^[A-Za-z][A-Za-z0-9._-]{0,62}$/, 'expected a repository name from the config file').optional(),
     })
     .strict()
     .refine((job) => !job.args.some((a) => /^--(type|engine)(=|$)/.test(a)), { error: 'give the backup type and engine as type: and engine:, not in args', path: ['args'] })
@@ -178,6 +182,8 @@ export interface ScheduledJob {
   command: string[];
   /** Backup jobs: the type asked for (full unless `type:` says otherwise). */
   backupType?: ScheduledBackupType;
+  /** Backup jobs: the repository named by `repo:` (passed as --repo); else the scheduler's. */
+  repo?: string;
 }
 
 export interface ScheduleConfig {
@@ -243,6 +249,7 @@ function backupJob(name: JobName, job: BackupJobSection): ScheduledJob {
     timeoutMs: tryParseDuration(job.timeout)!,
     command: [...JOB_COMMANDS.backup, ...(job.type === undefined ? [] : ['--type', job.type]), ...(job.engine === undefined ? [] : ['--engine', job.engine]), ...job.args],
     backupType: job.type ?? 'full',
+    ...(job.repo === undefined ? {} : { repo: job.repo }),
   };
 }
 

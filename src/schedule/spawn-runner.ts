@@ -28,7 +28,7 @@ export class SpawnJobRunner implements JobRunner {
   ) {}
 
   async run(job: ScheduledJob, signal: AbortSignal): Promise<JobResult> {
-    const args = [this.options.pgdrBin, ...job.command, ...this.options.globalArgs, '--json', '--no-progress'];
+    const args = [this.options.pgdrBin, ...job.command, ...jobRepositoryArgs(job, this.options.globalArgs), '--json', '--no-progress'];
     let lastLine = '';
     const sub = startSubprocess(process.execPath, args, {
       label: `pgdr ${job.command.join(' ')}`,
@@ -67,6 +67,17 @@ export class SpawnJobRunner implements JobRunner {
   }
 }
 
+/** A backup job with `repo:` goes to that repository, whatever the scheduler's own --repo. */
+export function jobRepositoryArgs(job: Pick<ScheduledJob, 'repo'>, globalArgs: readonly string[]): string[] {
+  if (job.repo === undefined) return [...globalArgs];
+  const args: string[] = ['--repo', job.repo];
+  for (let i = 0; i < globalArgs.length; i++) {
+    if (globalArgs[i] === '--repo' || globalArgs[i] === '--s3-endpoint') i++;
+    else if (globalArgs[i] !== '--s3-force-path-style') args.push(globalArgs[i]!);
+  }
+  return args;
+}
+
 function smallJson(stdout: string): { result?: unknown } {
   const text = stdout.trim();
   if (text === '' || text.length > 4096) return {};
@@ -83,10 +94,18 @@ function smallJson(stdout: string): { result?: unknown } {
  * they reach the job through the inherited environment (AWS_*, PGPASSWORD) or the files the libraries read.
  */
 export function settingsArgs(settings: Settings, configFile: string | undefined): string[] {
-  const args = ['--repo', settings.repo, '--cluster', settings.cluster];
+  const args: string[] = [];
+  const repository = settings.repository;
+  // A configured repository goes by its name (the job reads the same config file); several and none named: each job
+  // picks its own as the command line would (backup: the one receiving backups, expire and verify: each in turn).
+  if (repository?.name !== undefined) args.push('--repo', repository.name);
+  else if (repository !== undefined) {
+    args.push('--repo', repository.url);
+    if (repository.s3Endpoint !== undefined) args.push('--s3-endpoint', repository.s3Endpoint);
+    if (repository.s3ForcePathStyle) args.push('--s3-force-path-style');
+  }
+  args.push('--cluster', settings.cluster);
   if (configFile !== undefined) args.push('--config', configFile);
-  if (settings.s3Endpoint !== undefined) args.push('--s3-endpoint', settings.s3Endpoint);
-  if (settings.s3ForcePathStyle) args.push('--s3-force-path-style');
   if (settings.pgHost !== undefined) args.push('--pg-host', settings.pgHost);
   if (settings.pgPort !== undefined) args.push('--pg-port', String(settings.pgPort));
   if (settings.pgUser !== undefined) args.push('--pg-user', settings.pgUser);

@@ -6,6 +6,7 @@ import { redactUrl } from './redact.js';
 import { checkS3Endpoint, isValidBucketName } from './s3-names.js';
 import type { S3RequestChecksums, S3StoreOptions } from './s3-store.js';
 import { createLazyStore } from './lazy-store.js';
+import { checkSharedCredentials, type SharedCredentials } from './shared-credentials.js';
 
 /** Where the configuration stops: a repository URL plus the S3 settings of ../shared/CLI.md pick the driver. */
 export interface OpenStoreOptions {
@@ -16,6 +17,8 @@ export interface OpenStoreOptions {
   /** Silence after which a request fails (and is tried again). */
   s3TimeoutMs?: number;
   s3Attempts?: number;
+  /** The repository's own credentials file and profile; without it, the AWS SDK's default chain. */
+  s3Credentials?: SharedCredentials;
   /** The bucket has Object Lock and pgdr writes with retention (see S3StoreOptions.objectLock). */
   s3ObjectLock?: boolean;
 }
@@ -95,6 +98,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
   const parsed = parseRepositoryUrl(url);
   if (parsed.kind === 'file') return createFsStore({ root: parsed.root });
   checkS3Endpoint(options.s3Endpoint);
+  if (options.s3Credentials !== undefined) checkSharedCredentials(options.s3Credentials);
   // The AWS SDK takes a noticeable part of a second to load: only repositories on S3 pay for it, when first used.
   const s3Options: S3StoreOptions = {
     bucket: parsed.bucket,
@@ -105,6 +109,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
     ...(options.s3RequestChecksums !== undefined ? { requestChecksums: options.s3RequestChecksums } : {}),
     ...(options.s3TimeoutMs !== undefined ? { requestTimeoutMs: options.s3TimeoutMs } : {}),
     ...(options.s3Attempts !== undefined ? { maxAttempts: options.s3Attempts } : {}),
+    ...(options.s3Credentials !== undefined ? { credentials: options.s3Credentials } : {}),
     ...(options.s3ObjectLock === true ? { objectLock: true } : {}),
   };
   const prefix = parsed.prefix.replace(/^\/+|\/+$/g, '');

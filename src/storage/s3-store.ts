@@ -20,6 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -86,6 +87,11 @@ export interface S3StoreOptions {
    * to be false to skip the failed first attempt. Default true.
    */
   batchDelete?: boolean;
+  /**
+   * A profile of an AWS shared credentials file, for a repository with its own keys (R2 and B2 keys differ); read
+   * by the SDK's INI provider. Without it, the SDK's default chain.
+   */
+  credentials?: { repository: string; file: string | undefined; profile: string | undefined };
   /**
    * The bucket has S3 Object Lock and pgdr writes objects under retention there. Every upload then carries a
    * Content-MD5 (S3 refuses a PutObject or UploadPart with retention without an MD5 or a checksum, and 'when_required'
@@ -257,8 +263,8 @@ export interface S3FailureContext {
  * Turns whatever the SDK or the socket threw into a RepositoryError with one line saying what went wrong and one
  * saying what to do. The original error stays as `cause` for --debug; nothing here ever includes a secret.
  */
-export function toRepositoryError(err: unknown, context: S3FailureContext): RepositoryError {
-  if (err instanceof RepositoryError) return err;
+export function toRepositoryError(err: unknown, context: S3FailureContext): RepositoryError | UsageError {
+  if (err instanceof RepositoryError || err instanceof UsageError) return err;
   const facts = errorFacts(err);
   const where = context.key === undefined ? context.location : `${context.location.replace(/\/$/, '')}/${context.key}`;
   const attemptCount = context.attempts ?? facts.attempts;
@@ -449,6 +455,7 @@ class S3ObjectStore implements ObjectStore {
     });
     const config: S3ClientConfig = {
       requestHandler: this.handler,
+      ...(options.credentials !== undefined ? { credentials: sharedFileCredentials(options.credentials) } : {}),
       ...(region !== undefined ? { region } : {}),
       ...(endpoint !== undefined ? { endpoint } : {}),
       ...(options.forcePathStyle !== undefined ? { forcePathStyle: options.forcePathStyle } : {}),
@@ -1029,6 +1036,31 @@ class S3ObjectStore implements ObjectStore {
     this.singleAttemptClient.destroy();
     this.handler.destroy();
   }
+}
+
+/**
+ * The SDK's INI provider for one file and profile, loaded when first asked (the default chain loads it anyway). The
+ * environment's AWS_ACCESS_KEY_ID never overrides it: each repository signs with its own keys.
+ */
+function sharedFileCredentials(credentials: NonNullable<S3StoreOptions['credentials']>): AwsCredentialIdentityProvider {
+  let provider: Promise<AwsCredentialIdentityProvider> | undefined;
+  return async () => {
+    provider ??= import('@aws-sdk/credential-provider-ini').then(({ fromIni }) =>
+      fromIni({
+        profile: credentials.profile ?? 'default',
+        ...(credentials.file !== undefined ? { filepath: credentials.file } : {}),
+      }),
+    );
+    try {
+      return await (await provider)();
+    } catch (err) {
+      throw new UsageError(
+        `repository ${credentials.repository}: no usable S3 credentials in profile [${credentials.profile ?? 'default'}] of ${credentials.file ?? 'the AWS credentials file'} (${(err as Error).message.split('\n')[0]})`,
+        'the profile needs aws_access_key_id and aws_secret_access_key (or another source the AWS SDK reads)',
+        err,
+      );
+    }
+  };
 }
 
 function sdkRetentionMode(retention: ObjectRetention): 'GOVERNANCE' | 'COMPLIANCE' {

@@ -49,8 +49,9 @@ export interface VerifyProblem {
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
   /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
+  /** wal-between-backups: WAL a repository that does not receive WAL was never meant to hold (see VerifyOptions). */
   /** retention-short: on a repository under Object Lock, objects locked for less than the policy needs (or not at all). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'retention-short';
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'wal-between-backups' | 'retention-short';
   key: string;
   detail: string;
 }

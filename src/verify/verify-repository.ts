@@ -28,6 +28,12 @@ export interface VerifyOptions {
   layout: RepositoryLayout;
   /** Existence and size only: no object is read. */
   quick: boolean;
+  /**
+   * The repository receives no WAL of its own (an off-site one for daily fulls): it holds each backup's WAL from its
+   * start to its stop, copied there by the backup, and nothing between backups. WAL missing after a backup's stop is
+   * then a note; WAL a backup needs to become consistent is still a problem.
+   */
+  backupRangesOnly?: boolean;
   /** age identity: a full verify then also decrypts encrypted file lists (and a segment's header) to check them. */
   identityFile?: string;
   log: (message: string) => void;
@@ -198,7 +204,12 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   const wal = await readWalArchive(store, layout, listing, log, options.identityFile);
   problems.push(...wal.problems);
   const coverage = checkWalCoverage(wal.index, catalog.complete, layout);
-  problems.push(...coverage.problems);
+  for (const problem of coverage.problems) {
+    // A gap that only keeps backups from later moments (every such line says "cannot become consistent" when it does more).
+    if (options.backupRangesOnly === true && problem.kind === 'missing-wal' && !problem.detail.includes('cannot become consistent')) {
+      notes.push({ kind: 'wal-between-backups', key: problem.key, detail: `${problem.detail} (this repository receives no WAL: restore later moments with the WAL of one that does)` });
+    } else problems.push(problem);
+  }
   const walSeconds = clock.lap();
   log(
     `verify: ${wal.files} WAL files archived; ${coverage.neededSegments} segments needed by the backups, ${coverage.missingSegments} missing (${walSeconds.toFixed(1)} s)`,

@@ -12,14 +12,26 @@ import { zstdDecompressStage } from '../stream/zstd.js';
 import { readWalSegmentHeader } from '../postgres/wal-header.js';
 import { prefetchDir, prefetchTempPath, publishPrefetched, resetPrefetchDir, type PrefetchSource } from './prefetch-spool.js';
 
-export interface WalFetchOptions {
+/** One repository `wal fetch` may find WAL in. */
+export interface WalSource {
   store: ObjectStore;
+  /** How messages name it: the repository's name, or its URL. */
+  label: string;
+}
+
+export interface WalFetchOptions {
+  /**
+   * Where to look, in order (src/config/repositories.ts): a file one lacks, or cannot give because it fails, is
+   * asked of the next. Only when none has it is the file "not in the archive".
+   */
+  sources: readonly WalSource[];
   layout: RepositoryLayout;
   /** Segments to download ahead, in parallel, for PostgreSQL's next requests (0: none). */
   lookahead: number;
   spoolDir: string;
-  /** The repository URL as configured: prefetched files are served only to requests for the same repository. */
+  /** The repositories' URLs as configured: prefetched files are served only to requests for the same repositories. */
   repoUrl: string;
+  log?: (message: string) => void;
   /** The restoring data directory (restore_command's working directory). */
   dataDirectory: string;
   /** age identity file for WAL stored encrypted (told by its first bytes, whatever the configured recipients). */
@@ -36,9 +48,10 @@ export interface WalFetchOptions {
 export async function fetchWal(name: string, destination: string, options: WalFetchOptions): Promise<void> {
   const parsed = parseWalFileName(name);
   const final = resolve(destination);
-  const found = await downloadWalFile(options, name, final);
+  const found = await downloadFromSources(options, name, final, options.log);
   if (!found) {
-    throw new NotFoundError(`${name} is not in ${options.store.location}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
+    const where = options.sources.map((s) => s.store.location).join(', ');
+    throw new NotFoundError(`${name} is not in ${where}`, 'normal at the end of the archive; otherwise check --repo and --cluster');
   }
   if (parsed.kind !== 'segment' || options.lookahead <= 0) return;
 
@@ -59,7 +72,7 @@ export async function fetchWal(name: string, destination: string, options: WalFe
       const file = upcoming.shift()!;
       const temp = prefetchTempPath(dir, file);
       try {
-        if (await downloadWalFile(options, file, temp)) publishPrefetched(temp, file);
+        if (await downloadFromSources(options, file, temp)) publishPrefetched(temp, file);
         else ended = true;
       } catch {
         // A failed look-ahead costs nothing: PostgreSQL asks for the file and the normal path reports the error.
@@ -83,11 +96,30 @@ async function segmentSizeOf(path: string): Promise<number> {
 }
 
 /**
+ * The first source that has the file gives it. A source that fails (down, refusing, a damaged copy) is named and the
+ * next is asked; if none has the file and one failed, that failure is the answer, never "not in the archive": the
+ * failing one may hold it, and recovery must not end early on a storage error.
+ */
+async function downloadFromSources(options: WalFetchOptions, name: string, final: string, log?: (message: string) => void): Promise<boolean> {
+  let failure: unknown;
+  for (const source of options.sources) {
+    try {
+      if (await downloadWalFile({ store: source.store, layout: options.layout, ...(options.identityFile === undefined ? {} : { identityFile: options.identityFile }) }, name, final)) return true;
+    } catch (err) {
+      failure ??= err;
+      if (options.sources.length > 1) log?.(`${name}: repository ${source.label} failed (${(err as Error).message}); asking the next`);
+    }
+  }
+  if (failure !== undefined) throw failure;
+  return false;
+}
+
+/**
  * Downloads, decrypts when it is an age file, and decompresses one WAL file to `final` (via a temp file, fsynced);
  * false when it is not stored. Whether it is encrypted is read from its first bytes, so a repository where
  * encryption was turned on (or its keys rotated) part way serves every segment under its one key.
  */
-async function downloadWalFile(options: Pick<WalFetchOptions, 'store' | 'layout' | 'identityFile'>, name: string, final: string): Promise<boolean> {
+async function downloadWalFile(options: { store: ObjectStore; layout: RepositoryLayout; identityFile?: string }, name: string, final: string): Promise<boolean> {
   const { store, layout } = options;
   let source: Readable;
   try {

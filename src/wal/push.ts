@@ -14,21 +14,49 @@ import type { RunningCommand } from '../process/run-command.js';
 import { ageDecryptBuffer, isAgeEncrypted } from '../stream/age-buffer.js';
 import { zstdDecompressBuffer } from '../stream/zstd-buffer.js';
 import { startWalEncoding, walEncryptTo } from './encoding.js';
-import { claimOwner, markedFiles, readMarker, releaseClaim, removeMarker, sweepMarkers, tryClaim, writeMarker, type SpoolMarker } from './spool.js';
+import {
+  claimOwner,
+  markedFiles,
+  readMarker,
+  readPartialPush,
+  releaseClaim,
+  removeMarker,
+  removePartialPush,
+  sweepMarkers,
+  tryClaim,
+  writeMarker,
+  writePartialPush,
+  type SpoolMarker,
+} from './spool.js';
 
-export interface WalPushOptions {
+/** One repository `wal push` stores into. */
+export interface WalPushTarget {
   store: ObjectStore;
-  layout: RepositoryLayout;
-  compressLevel: number;
-  spoolDir: string;
-  /** The repository URL as configured; markers name it so a marker for another repository is never trusted. */
-  repoUrl: string;
+  /** What spool records name it by: its URL and endpoint (a name may later mean another store). */
+  id: string;
+  /** How messages name it: the repository's name, or its URL. */
+  label: string;
   /**
    * The store ignores If-None-Match (src/repo/store-probe.ts): a conditional put would silently replace, so pgdr
    * looks before it writes and reads back after.
    */
   storeIgnoresConditions?: boolean;
-  /** age recipients WAL segments are encrypted to (empty: none); see walEncryptTo. */
+  /** The repository's own age recipients (its encryptRecipients); undefined: WalPushOptions.encryptTo. */
+  encryptTo?: readonly string[];
+}
+
+export interface WalPushOptions {
+  /**
+   * Every repository that receives WAL (src/config/repositories.ts): a push succeeds only once each holds the file,
+   * so one that is down delays archiving (PostgreSQL retries) and never loses a segment.
+   */
+  targets: readonly WalPushTarget[];
+  layout: RepositoryLayout;
+  compressLevel: number;
+  spoolDir: string;
+  /** The repositories' URLs as configured: markers name them so a marker for other repositories is never trusted. */
+  repoUrl: string;
+  /** age recipients WAL segments are encrypted to (empty: none), unless a target has its own; see walEncryptTo. */
   encryptTo?: readonly string[];
   /** An identity to compare an encrypted copy already stored with; a writer normally has none. */
   identityFile?: string;
@@ -51,7 +79,6 @@ export async function pushWal(path: string, options: WalPushOptions, compression
   const absolute = resolve(path);
   const name = basename(absolute);
   parseWalFileName(name);
-  const cluster = new ClusterIdentity(options.store, options.layout);
   await checkReadable(absolute);
   const { spoolDir } = options;
   const clusterName = options.layout.cluster;
@@ -65,12 +92,26 @@ export async function pushWal(path: string, options: WalPushOptions, compression
     return 'already-stored';
   }
   if (!claimed) claimed = tryClaim(spoolDir, clusterName, name);
+  const digest = fileDigest(absolute);
+  // A retry after some repositories took the file and one did not: only the rest are asked again.
+  const partial = readPartialPush(spoolDir, clusterName, name);
+  const holding = partial !== null && partial.sha256 === (await digest()) ? partial.stored : [];
+  const rest = options.targets.filter((t) => !holding.includes(t.id));
+  const stored: string[] = [];
   try {
-    return await storeWalFile(name, absolute, cluster, options, fileDigest(absolute), compression);
+    if (rest.length === 0) return 'already-stored';
+    if (holding.length > 0) options.log(`${name} is in ${options.targets.filter((t) => holding.includes(t.id)).map((t) => t.label).join(', ')} already; storing it in ${rest.map((t) => t.label).join(', ')}`);
+    const outcome = await storeWalFile(name, absolute, clusterIdentities({ ...options, targets: rest }), { ...options, targets: rest }, digest, compression, (t) => stored.push(t.id));
+    removePartialPush(spoolDir, clusterName, name);
+    return holding.length > 0 ? 'stored' : outcome;
+  } catch (err) {
+    if (stored.length > 0) writePartialPush(spoolDir, clusterName, name, { sha256: await digest(), stored: [...holding, ...stored] });
+    throw err;
   } finally {
     removeMarker(spoolDir, clusterName, name);
     if (claimed) releaseClaim(spoolDir, clusterName, name);
-    sweepMarkers(spoolDir, clusterName, dirname(absolute));
+    // This file's own partial record stays for PostgreSQL's retry, whether or not PostgreSQL lists it as ready.
+    sweepMarkers(spoolDir, clusterName, dirname(absolute), name);
   }
 }
 
@@ -103,7 +144,7 @@ export async function pushReadyFiles(
   /** Files left to PostgreSQL's own call (they failed here, or were stored already): not tried again. */
   failed: Set<string> = new Set(),
 ): Promise<number> {
-  const cluster = new ClusterIdentity(options.store, options.layout);
+  const cluster = clusterIdentities(options);
   const { spoolDir } = options;
   const clusterName = options.layout.cluster;
   sweepMarkers(spoolDir, clusterName, pgWalDir);
@@ -123,7 +164,8 @@ export async function pushReadyFiles(
       try {
         // Stored already (by PostgreSQL's own call, which has just not marked it done yet): that call answered, or
         // will check the stored copy itself; uploading or comparing it here again would only repeat its work.
-        if ((await options.store.head(options.layout.walObject(file))) !== null) {
+        const key = options.layout.walObject(file);
+        if ((await Promise.all(options.targets.map((t) => t.store.head(key)))).some((info) => info !== null)) {
           options.log(`${file} is stored already; left to PostgreSQL's own call`);
           failed.add(file);
           continue;
@@ -157,46 +199,81 @@ async function checkReadable(path: string): Promise<void> {
 }
 
 /**
- * Stores one WAL file. zstd reads the file itself and starts first, so it compresses on its own core while this
- * process checks the segment header against cluster.json; nothing is stored unless that check passes. The file's
- * sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores conditional
- * writes, or the background pusher leaves a marker. Nothing holds the whole file in memory (a segment may be 1 GiB).
+ * Stores one WAL file in every target. zstd reads the file itself and starts first, so it compresses on its own core
+ * while this process checks the segment header against each repository's cluster.json; nothing is stored in a
+ * repository unless its check passes. The targets are written at once; one that fails (down, refusing, holding other
+ * content) fails the push after the others are done, so PostgreSQL's retry finds those holding the file already.
+ * The file's sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores
+ * conditional writes, or the background pusher leaves a marker. Nothing holds the whole file in memory but its
+ * compressed frame (a segment may be 1 GiB).
  */
 async function storeWalFile(
   name: string,
   path: string,
-  cluster: ClusterIdentity,
+  clusters: readonly ClusterIdentity[],
   options: WalPushOptions,
   digest: () => Promise<string>,
   started?: RunningCommand,
+  onStored?: (target: WalPushTarget) => void,
 ): Promise<WalPushOutcome> {
   const kind = parseWalFileName(name).kind;
-  const compression = started ?? startWalEncoding(path, options.compressLevel, walEncryptTo(name, options.encryptTo ?? []));
-  let compressed: Buffer;
-  try {
-    if (kind === 'segment' || kind === 'partial') await cluster.check(await readHead(path, 64), name);
-    compressed = (await compression.result).stdout;
-  } catch (err) {
-    compression.kill();
-    throw err;
+  // One encoding per set of recipients: a repository with recipients of its own gets its own ciphertext.
+  const encodings = new Map<string, RunningCommand>();
+  const defaultRecipients = walEncryptTo(name, options.encryptTo ?? []);
+  if (started !== undefined) encodings.set(defaultRecipients.join(','), started);
+  const encodingFor = (target: WalPushTarget): Promise<Buffer> => {
+    const recipients = walEncryptTo(name, target.encryptTo ?? options.encryptTo ?? []);
+    const key = recipients.join(',');
+    let encoding = encodings.get(key);
+    if (encoding === undefined) {
+      encoding = startWalEncoding(path, options.compressLevel, recipients);
+      encodings.set(key, encoding);
+    }
+    return encoding.result.then((r) => r.stdout);
+  };
+  const head = kind === 'segment' || kind === 'partial' ? readHead(path, 64) : undefined;
+  head?.catch(() => undefined);
+  const results = await Promise.allSettled(
+    options.targets.map(async (target, i) => {
+      const encoded = encodingFor(target);
+      encoded.catch(() => undefined);
+      if (head !== undefined) await clusters[i]!.check(await head, name);
+      const outcome = await storeIn(target, name, await encoded, options, digest);
+      onStored?.(target);
+      return outcome;
+    }),
+  );
+  const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ target: options.targets[i]!, error: r.reason as unknown }] : []));
+  if (failures.length === results.length) for (const encoding of encodings.values()) encoding.kill();
+  if (failures.length > 0) {
+    if (options.targets.length > 1) {
+      for (const f of failures) options.log(`${name}: repository ${f.target.label}: ${(f.error as Error).message}`);
+      const stored = options.targets.filter((t) => !failures.some((f) => f.target === t));
+      if (stored.length > 0) options.log(`${name} is in ${stored.map((t) => t.label).join(', ')}; PostgreSQL will retry for the rest`);
+    }
+    throw failures[0]!.error;
   }
+  return results.some((r) => r.status === 'fulfilled' && r.value === 'stored') ? 'stored' : 'already-stored';
+}
+
+async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, options: WalPushOptions, digest: () => Promise<string>): Promise<WalPushOutcome> {
   const key = options.layout.walObject(name);
-  if (options.storeIgnoresConditions && (await options.store.head(key)) !== null) {
-    return compareWithStored(name, key, await digest(), options);
+  if (target.storeIgnoresConditions && (await target.store.head(key)) !== null) {
+    return compareWithStored(name, key, await digest(), target, options);
   }
   try {
-    await options.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
+    await target.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
-    return compareWithStored(name, key, await digest(), options);
+    return compareWithStored(name, key, await digest(), target, options);
   }
-  if (options.storeIgnoresConditions) {
+  if (target.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
     // be this file, or PostgreSQL must hear that it is not archived.
-    const stored = await storedWalContent(name, await options.store.getBuffer(key), options);
+    const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
     if (sha256Hex(stored) !== (await digest())) {
       throw new RepositoryError(
-        `${name} was replaced in ${options.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
+        `${name} was replaced in ${target.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
         'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
       );
     }
@@ -205,14 +282,14 @@ async function storeWalFile(
 }
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
-async function compareWithStored(name: string, key: string, sha256: string, options: WalPushOptions): Promise<WalPushOutcome> {
-  const stored = await storedWalContent(name, await options.store.getBuffer(key), options);
+async function compareWithStored(name: string, key: string, sha256: string, target: WalPushTarget, options: WalPushOptions): Promise<WalPushOutcome> {
+  const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
   if (sha256Hex(stored) === sha256) {
-    options.log(`${name} is already in the repository with identical content`);
+    options.log(`${name} is already in ${options.targets.length > 1 ? `repository ${target.label}` : 'the repository'} with identical content`);
     return 'already-stored';
   }
   throw new RepositoryError(
-    `${name} is already in ${options.store.location} with different content; nothing was overwritten`,
+    `${name} is already in ${target.store.location} with different content; nothing was overwritten`,
     'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
   );
 }
@@ -222,11 +299,11 @@ async function compareWithStored(name: string, key: string, sha256: string, opti
  * which a host that writes backups normally does not hold: then pgdr cannot tell a retried push from a different
  * file, and refuses to guess (PostgreSQL retries, and archiving waits for an operator).
  */
-async function storedWalContent(name: string, stored: Buffer, options: WalPushOptions): Promise<Buffer> {
+async function storedWalContent(name: string, stored: Buffer, target: WalPushTarget, options: WalPushOptions): Promise<Buffer> {
   if (!isAgeEncrypted(stored)) return zstdDecompressBuffer(stored);
   if (options.identityFile === undefined) {
     throw new RepositoryError(
-      `${name} is already in ${options.store.location}, encrypted, and without an identity pgdr cannot tell whether it is this same file; nothing was overwritten`,
+      `${name} is already in ${target.store.location}, encrypted, and without an identity pgdr cannot tell whether it is this same file; nothing was overwritten`,
       `on a host that holds the identity, compare it (pgdr wal fetch ${name} /tmp/${name} --identity-file KEY; cmp) and, if it is the same file, delete the stored copy so the next retry stores it; or pass --identity-file to wal push`,
     );
   }
@@ -261,6 +338,10 @@ function fileDigest(path: string): () => Promise<string> {
     }
     return hashing;
   };
+}
+
+function clusterIdentities(options: WalPushOptions): ClusterIdentity[] {
+  return options.targets.map((t) => new ClusterIdentity(t.store, options.layout));
 }
 
 /** Checks each segment's system identifier against cluster.json, creating cluster.json from the first segment. */

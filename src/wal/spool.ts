@@ -133,10 +133,60 @@ export function markedFiles(spoolDir: string, cluster: string): string[] {
  */
 export function sweepMarkers(spoolDir: string, cluster: string, pgWalDir: string, keep?: string): number {
   let removed = 0;
+  try {
+    for (const entry of readdirSync(join(spoolDir, cluster))) {
+      if (!entry.endsWith('.partial')) continue;
+      const name = entry.slice(0, -'.partial'.length);
+      if (name !== keep && !existsSync(join(pgWalDir, 'archive_status', `${name}.ready`))) removePartialPush(spoolDir, cluster, name);
+    }
+  } catch {
+    // no spool yet
+  }
   for (const name of markedFiles(spoolDir, cluster)) {
     if (name === keep || existsSync(join(pgWalDir, 'archive_status', `${name}.ready`))) continue;
     removeMarker(spoolDir, cluster, name);
     removed++;
   }
   return removed;
+}
+
+/**
+ * A push that reached some repositories and not others (one was down): `<spool>/<cluster>/<name>.partial` names
+ * those that hold the file, with its sha256, so PostgreSQL's retry stores it only in the rest instead of sending it
+ * to each again. Trusted like a marker: only for the same content, and never for a repository it does not name.
+ */
+export interface PartialPush {
+  sha256: string;
+  /** WalPushTarget ids (URL and endpoint) that hold the file. */
+  stored: string[];
+}
+
+function partialPath(spoolDir: string, cluster: string, walFileName: string): string {
+  return join(spoolDir, cluster, `${walFileName}.partial`);
+}
+
+export function readPartialPush(spoolDir: string, cluster: string, walFileName: string): PartialPush | null {
+  try {
+    const parsed = JSON.parse(readFileSync(partialPath(spoolDir, cluster, walFileName), 'utf8')) as Partial<PartialPush>;
+    if (typeof parsed.sha256 !== 'string' || !Array.isArray(parsed.stored) || !parsed.stored.every((s) => typeof s === 'string')) return null;
+    return { sha256: parsed.sha256, stored: parsed.stored };
+  } catch {
+    return null;
+  }
+}
+
+export function writePartialPush(spoolDir: string, cluster: string, walFileName: string, partial: PartialPush): void {
+  mkdirSync(join(spoolDir, cluster), { recursive: true, mode: 0o700 });
+  const final = partialPath(spoolDir, cluster, walFileName);
+  const temp = `${final}.tmp-${process.pid}`;
+  writeFileSync(temp, JSON.stringify(partial));
+  renameSync(temp, final);
+}
+
+export function removePartialPush(spoolDir: string, cluster: string, walFileName: string): void {
+  try {
+    unlinkSync(partialPath(spoolDir, cluster, walFileName));
+  } catch {
+    // already gone
+  }
 }

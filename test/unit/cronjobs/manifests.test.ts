@@ -40,6 +40,10 @@ const files = yamlFiles(cronjobsDir);
 const manifests = files.flatMap((file) => parseFile(file).map((doc) => ({ file: relative(cronjobsDir, file), doc })));
 const cronJobs = manifests.filter((m) => m.doc.kind === 'CronJob');
 const kustomization = manifests.find((m) => m.file === 'kustomization.yaml')!.doc;
+/** cronjobs/offsite/: a kustomize Component (a daily full into a second repository), enabled by choice. */
+const OFFSITE = 'offsite/';
+const offsite = manifests.find((m) => m.file === `${OFFSITE}kustomization.yaml`)!.doc;
+const isOffsite = (file: string) => file.startsWith(OFFSITE);
 
 function pgdr(args: string[]): string {
   return execFileSync(process.execPath, [pgdrBin, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' } });
@@ -72,6 +76,10 @@ describe('cronjobs/ manifests', () => {
     const applied = new Set(resources);
     for (const { file, doc } of manifests) {
       if (file === 'kustomization.yaml' || file.startsWith('config/')) continue;
+      if (isOffsite(file)) {
+        if (doc.kind === 'CronJob') expect(offsite.resources, `${file} is not in ${OFFSITE}kustomization.yaml`).toContain(file.slice(OFFSITE.length));
+        continue;
+      }
       if (doc.kind === 'Secret') {
         expect(applied.has(file), `${file} must not be applied`).toBe(false);
         continue;
@@ -84,7 +92,7 @@ describe('cronjobs/ manifests', () => {
   });
 
   it('has one CronJob per job, on the documented schedules', () => {
-    const byComponent = new Map(cronJobs.map((c) => [c.doc.metadata.labels['app.kubernetes.io/component'], c.doc]));
+    const byComponent = new Map(cronJobs.filter((c) => !isOffsite(c.file)).map((c) => [c.doc.metadata.labels['app.kubernetes.io/component'], c.doc]));
     expect([...byComponent.keys()].sort()).toEqual(['backup', 'drill', 'etcd-snapshot', 'expire', 'health', 'verify']);
     const from = new Date('2024-05-03T10:00:00Z');
     const runs = (component: string, n: number) => nextRuns(byComponent.get(component)!.spec.schedule, 'UTC', from, n);
@@ -135,7 +143,7 @@ describe('cronjobs/ manifests', () => {
       const mounts: Obj[] = container.volumeMounts;
       const configMount = mounts.find((m) => volumes.get(m.name)?.configMap);
       expect(configMount?.readOnly).toBe(true);
-      expect(volumes.get(configMount!.name)!.configMap.name).toBe('pgdr-config');
+      expect(volumes.get(configMount!.name)!.configMap.name).toBe(isOffsite(_file) ? 'pgdr-offsite-config' : 'pgdr-config');
       const writable = mounts.filter((m) => !m.readOnly).map((m) => m.mountPath);
       for (const m of mounts.filter((m) => !m.readOnly)) expect(volumes.get(m.name)?.emptyDir, m.mountPath).toBeDefined();
       const env = new Map<string, Obj>(container.env.map((e: Obj) => [e.name, e]));
@@ -148,7 +156,16 @@ describe('cronjobs/ manifests', () => {
   it.each(cronJobs.map((c) => [c.file, c.doc] as const))('%s: credentials come from a Secret, never inline', (_file, cj) => {
     for (const container of cj.spec.jobTemplate.spec.template.spec.containers) {
       const env: Obj[] = container.env;
-      for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'PGPASSWORD']) {
+      // The off-site job signs with a credentials file per repository, mounted read-only from a Secret.
+      const fromEnv = isOffsite(_file) ? ['PGPASSWORD'] : ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'PGPASSWORD'];
+      if (isOffsite(_file)) {
+        const pod = cj.spec.jobTemplate.spec.template.spec;
+        const secretVolume = pod.volumes.find((v: Obj) => v.secret);
+        expect(secretVolume.secret.secretName).toBe('pgdr-repository-credentials');
+        expect(container.volumeMounts.find((m: Obj) => m.name === secretVolume.name).readOnly).toBe(true);
+        expect(env.map((e) => e.name)).not.toContain('AWS_ACCESS_KEY_ID');
+      }
+      for (const name of fromEnv) {
         const entry = env.find((e) => e.name === name);
         expect(entry?.value, name).toBeUndefined();
         expect(entry?.valueFrom?.secretKeyRef?.name, name).toBe('pgdr-credentials');
@@ -185,6 +202,15 @@ describe('cronjobs/ manifests', () => {
       }
       expect(doc.kind).not.toBe('ClusterRoleBinding');
     }
+  });
+
+  it('the off-site component backs up into the second repository of a config pgdr accepts, by name', () => {
+    expect(offsite.kind).toBe('Component');
+    const settings = loadConfigFile(join(cronjobsDir, 'offsite', 'pgdr.yaml'));
+    expect(settings.repositories?.map((r) => [r.name, r.receives])).toEqual([['r2', ['wal', 'backups', 'etcd']], ['b2', ['backups']]]);
+    for (const r of settings.repositories ?? []) expect(r.credentials?.file).toBe('/etc/pgdr-credentials/credentials');
+    const job = cronJobs.find((c) => isOffsite(c.file))!.doc;
+    expect(job.spec.jobTemplate.spec.template.spec.containers[0].args.slice(0, 4)).toEqual(['backup', 'now', '--repo', 'b2']);
   });
 
   it('use a ConfigMap that pgdr accepts as its config file and policy', () => {

@@ -19,6 +19,17 @@ const job = (name: string) => JOBS.find((j) => j.name === name)!;
 const firesAt: FiresAt = (j, at) => cronFiresAt(j.cron, 'UTC', at);
 
 describe('supersedingBackupJob', () => {
+  it('never lets a backup into another repository supersede one (a full into b2 serves no restore from r2)', () => {
+    const jobs = parseScheduleSection(
+      { jobs: { backup: { cron: '0 2 * * *', type: 'incr', engine: 'files' }, 'backup-offsite': { cron: '0 2 * * *', type: 'full', repo: 'b2' } } },
+      'test',
+      { etcdConfigured: false },
+    ).jobs;
+    const at = new Date('2024-05-05T02:00:00Z');
+    for (const j of jobs.filter((j) => j.backupType !== undefined)) expect(supersedingBackupJob(j, at, jobs, firesAt)).toBeUndefined();
+    expect(jobs.find((j) => j.name === 'backup-offsite')!.repo).toBe('b2');
+  });
+
   it('runs the full on Sunday, the diff on Wednesday and the incr on the other days, whichever timer fires first', () => {
     const week = nextRuns('0 2 * * *', 'UTC', new Date('2024-05-04T12:00:00Z'), 7); // Sunday 2024-05-05 to Saturday
     const runs = week.map((at) => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveSettings } from '../../../src/config/settings.js';
 import { JOB_COMMANDS, JOB_NAMES, parseScheduleSection, type ScheduledJob } from '../../../src/schedule/config.js';
-import { settingsArgs, SpawnJobRunner } from '../../../src/schedule/spawn-runner.js';
+import { jobRepositoryArgs, settingsArgs, SpawnJobRunner } from '../../../src/schedule/spawn-runner.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgdr-spawn-runner-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,13 +57,27 @@ describe('settingsArgs', () => {
     );
     const args = settingsArgs(settings, '/etc/pgdr/pgdr.yaml');
     expect(args).toEqual([
-      '--repo', 's3://bucket/pgdr', '--cluster', 'main', '--config', '/etc/pgdr/pgdr.yaml',
-      '--s3-endpoint', 'http://127.0.0.1:9000', '--s3-force-path-style', '--pg-host', 'db', '--pg-port', '5433',
+      '--repo', 's3://bucket/pgdr', '--s3-endpoint', 'http://127.0.0.1:9000', '--s3-force-path-style', '--cluster', 'main',
+      '--config', '/etc/pgdr/pgdr.yaml', '--pg-host', 'db', '--pg-port', '5433',
       '--patroni', 'http://a:8008,http://b:8008', '--policy', '/etc/pgdr/policy.yaml', '--compress-level', '3',
     ]);
     expect(args.join(' ')).not.toMatch(/secret/);
     const locked = resolveSettings({ repo: 's3://bucket/pgdr', objectLockMode: 'compliance', objectLockMargin: '2d' }, {}, '/home/x');
     expect(settingsArgs(locked, undefined).slice(-4)).toEqual(['--object-lock-mode', 'compliance', '--object-lock-margin', '172800s']);
+  });
+
+  it('names a configured repository by its name; a backup job with repo: goes there instead', () => {
+    const dir2 = mkdtempSync(join(dir, 'conf-'));
+    const config = join(dir2, 'pgdr.yaml');
+    writeFileSync(config, 'repositories:\n  - { name: r2, url: "s3://a/p", s3Endpoint: "http://r2:9000" }\n  - { name: b2, url: "s3://b/p", receives: [backups] }\n');
+    const named = settingsArgs(resolveSettings({ config, repo: 'r2' }, {}, '/home/x'), config);
+    expect(named.slice(0, 4)).toEqual(['--repo', 'r2', '--cluster', 'default']);
+    expect(named).not.toContain('--s3-endpoint');
+    const each = settingsArgs(resolveSettings({ config }, {}, '/home/x'), config);
+    expect(each).not.toContain('--repo');
+    const offsite = parseScheduleSection({ jobs: { 'backup-offsite': { cron: '30 3 * * *', type: 'full', repo: 'b2' } } }, 'test', { etcdConfigured: false }).jobs.find((j) => j.name === 'backup-offsite')!;
+    expect(offsite.repo).toBe('b2');
+    expect(jobRepositoryArgs(offsite, ['--repo', 's3://x/y', '--s3-endpoint', 'http://e', '--s3-force-path-style', '--cluster', 'main'])).toEqual(['--repo', 'b2', '--cluster', 'main']);
   });
 });
 

@@ -40,7 +40,7 @@ function setup() {
   const spool = temp();
   const store = createFsStore({ root: repo });
   const layout = new RepositoryLayout('c1');
-  const options: WalPushOptions = { store, layout, compressLevel: 3, spoolDir: spool, repoUrl: `file://${repo}`, log: () => undefined };
+  const options: WalPushOptions = { targets: [{ store, id: 'r', label: 'r' }], layout, compressLevel: 3, spoolDir: spool, repoUrl: `file://${repo}`, log: () => undefined };
   const names = ['000000010000000000000001', '000000010000000000000002', '000000010000000000000003'];
   names.forEach((name, i) => {
     writeFileSync(join(pgWal, name), segment(i + 1));
@@ -131,7 +131,7 @@ describe('background WAL pusher', () => {
       return store.getBuffer(key);
     };
     const lines: string[] = [];
-    expect(await pushReadyFiles(pgWal, { ...options, store: countingStore, log: (m) => lines.push(m) }, 16)).toBe(2);
+    expect(await pushReadyFiles(pgWal, { ...options, targets: [{ store: countingStore, id: 'r', label: 'r' }], log: (m) => lines.push(m) }, 16)).toBe(2);
     expect(puts).toBe(2);
     expect(reads).toBe(0);
     expect(readMarker(spool, 'c1', names[0]!)).toBeNull();

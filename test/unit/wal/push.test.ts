@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,7 +38,7 @@ function setup() {
   const repo = temp();
   const store = createFsStore({ root: repo });
   const layout = new RepositoryLayout('c1');
-  const options: WalPushOptions = { store, layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
+  const options: WalPushOptions = { targets: [{ store, id: 'r', label: 'r' }], layout, compressLevel: 3, spoolDir: temp(), repoUrl: `file://${repo}`, log: () => undefined };
   return { pgWal, repo, store, layout, options };
 }
 
@@ -110,5 +111,56 @@ describe('readyBesides', () => {
     expect(readyBesides(pgWal, '000000010000000000000001')).toBe(false);
     writeFileSync(join(pgWal, 'archive_status', '000000010000000000000002.ready'), '');
     expect(readyBesides(pgWal, '000000010000000000000001')).toBe(true);
+  });
+
+  it('stores into every target; one that fails fails the push, and the retry finds the other holding it already', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const second = createFsStore({ root: temp() });
+    let down = true;
+    const flaky: typeof second = Object.create(second);
+    flaky.put = (...args) => (down ? Promise.reject(new RepositoryError('cannot reach the S3 endpoint (ECONNREFUSED)', 'start it')) : second.put(...args));
+    const lines: string[] = [];
+    const both: WalPushOptions & { targets: WalPushOptions['targets'] } = { ...options, targets: [{ store, id: 'r2', label: 'r2' }, { store: flaky, id: 'b2', label: 'b2' }], log: (m) => lines.push(m) };
+    const name = '000000010000000000000001';
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(1));
+    await expect(pushWal(path, both)).rejects.toThrow('cannot reach the S3 endpoint (ECONNREFUSED)');
+    expect(await store.head(layout.walObject(name))).not.toBeNull();
+    expect(await second.head(layout.walObject(name))).toBeNull();
+    expect(lines).toContain(`${name}: repository b2: cannot reach the S3 endpoint (ECONNREFUSED)`);
+    expect(lines).toContain(`${name} is in r2; PostgreSQL will retry for the rest`);
+    // The retry sends it to b2 only: r2's copy is named in the spool (with the file's sha256), not compared again.
+    let r2Writes = 0;
+    const counting: typeof store = Object.create(store);
+    counting.put = (...args) => {
+      r2Writes++;
+      return store.put(...args);
+    };
+    both.targets = [{ store: counting, id: 'r2', label: 'r2' }, { store: flaky, id: 'b2', label: 'b2' }];
+    down = false;
+    expect(await pushWal(path, both)).toBe('stored');
+    expect(r2Writes).toBe(0);
+    expect(lines).toContain(`${name} is in r2 already; storing it in b2`);
+    expect((await zstdDecompressBuffer(await second.getBuffer(layout.walObject(name)))).equals(segment(1))).toBe(true);
+    expect(await pushWal(path, both)).toBe('already-stored');
+  });
+
+  it('encrypts a segment once per set of recipients: a repository with its own gets its own ciphertext, the other the global form', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const dir = temp();
+    const identity = join(dir, 'key');
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+    const recipient = execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim();
+    const offsite = createFsStore({ root: temp() });
+    const both: WalPushOptions = { ...options, targets: [{ store, id: 'r2', label: 'r2' }, { store: offsite, id: 'b2', label: 'b2', encryptTo: [recipient] }] };
+    const name = '000000010000000000000001';
+    writeFileSync(join(pgWal, name), segment(1));
+    expect(await pushWal(join(pgWal, name), both)).toBe('stored');
+    const plain = await store.getBuffer(layout.walObject(name));
+    const sealed = await offsite.getBuffer(layout.walObject(name));
+    expect((await zstdDecompressBuffer(plain)).equals(segment(1))).toBe(true);
+    expect(sealed.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+    const opened = execFileSync('age', ['-d', '-i', identity], { input: sealed });
+    expect((await zstdDecompressBuffer(opened)).equals(segment(1))).toBe(true);
   });
 });
