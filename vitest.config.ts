@@ -9,6 +9,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // A few unit tests start the CLI (--help, argument checks): a cold start can pass 5 s on a busy 2-core machine.
+          testTimeout: 30_000,
         },
       },
       {
