@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { execa } from 'execa';
@@ -435,7 +435,7 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
   const LATER = '2099-01-01T00:00:00Z';
   /** Arguments end with the repository and the cluster: a test names another cluster with `cluster`. */
   const withRepo = (args: string[], cluster = 'kill') => [...args, ...repoArgs, '--cluster', cluster, '--no-progress'];
-  const pgdr = (args: string[], cluster?: string) => runPgdr(withRepo(args, cluster), { env: server.libpqEnv(), timeoutMs: 180_000 });
+  const pgdr = (args: string[], cluster?: string, env: Record<string, string> = {}) => runPgdr(withRepo(args, cluster), { env: { ...server.libpqEnv(), ...env }, timeoutMs: 180_000 });
   const pgdrOk = async (args: string[]) => {
     const result = await pgdr(args);
     if (result.exitCode !== 0) throw new Error(`pgdr ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}`);
@@ -487,6 +487,55 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
     const fetched = join(makeTempDir('faults-kill-wal2', { owner: 'service' }), 'seg');
     await runPgdrOk(withRepo(['wal', 'fetch', name, fetched], 'kill-wal'));
     expect(readFileSync(fetched).equals(readFileSync(copy))).toBe(true);
+  });
+
+  it('wal push to an encrypted repository killed right after the store: the retry exits 0 without an identity, a different file under the name exits 3', async () => {
+    await switchWalAndWaitForArchive(server);
+    const [{ name }] = (await server.query<{ name: string }>('SELECT last_archived_wal AS name FROM pg_stat_archiver')) as [{ name: string }];
+    const work = makeTempDir('faults-kill-enc', { owner: 'service' });
+    const copy = join(work, name);
+    await pgdrOk(['wal', 'fetch', name, copy]);
+    const original = readFileSync(copy);
+    const identity = join(work, 'key.txt');
+    await runAsPostgres('age-keygen', ['-o', identity]);
+    const recipient = (await execa('age-keygen', ['-y', identity])).stdout.trim();
+    const spool = join(work, 'spool');
+    // Public key only, as on a database host; the spool where the stored record lives.
+    const push = ['wal', 'push', copy, '--encrypt-recipient', recipient, '--spool-dir', spool];
+    await killAt('wal-push:after-store', push, name, 'kill-enc');
+    const object = join(repo, 'kill-enc', 'wal', name.slice(0, 8), `${name}.zst`);
+    const stored = readFileSync(object);
+    expect(stored.subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
+    expect(statSync(join(spool, 'kill-enc', `${name}.stored`)).mode & 0o777).toBe(0o600);
+
+    // PostgreSQL's retry: no identity, and the stored bytes are the ones the killed push recorded for this file.
+    const retry = await pgdr(push, 'kill-enc');
+    expect(retry.exitCode, retry.stderr).toBe(0);
+    expect(retry.stderr).toMatch(/with the very bytes an earlier push of this file stored/);
+    expect(readFileSync(object).equals(stored)).toBe(true);
+
+    // A different file under the same name is refused, and nothing is overwritten.
+    const changed = Buffer.from(original);
+    changed[8192 + 200] = changed[8192 + 200]! ^ 0xff;
+    writeFileSync(copy, changed);
+    const other = await pgdr(push, 'kill-enc');
+    expect(other.exitCode, other.stderr).toBe(3);
+    expect(other.stderr).toMatch(/already in .* with different content; nothing was overwritten/);
+    // With the spool lost, pgdr cannot tell without the identity, and says how to compare; with it, it compares.
+    rmSync(spool, { recursive: true, force: true });
+    const lost = await pgdr(push, 'kill-enc');
+    expect(lost.exitCode, lost.stderr).toBe(3);
+    expect(lost.stderr).toMatch(/encrypted, and pgdr cannot tell whether it is this same file/);
+    expect(lost.stderr).toMatch(/^hint: compare once with the identity: pgdr wal push .* --identity-file KEY/m);
+    expect((await pgdr(push, 'kill-enc', { PGDR_IDENTITY_FILE: identity })).exitCode).toBe(3);
+    writeFileSync(copy, original);
+    const compared = await pgdr(push, 'kill-enc', { PGDR_IDENTITY_FILE: identity });
+    expect(compared.exitCode, compared.stderr).toBe(0);
+    expect(compared.stderr).toMatch(/already in the repository with identical content/);
+    // That comparison recorded the stored bytes: PostgreSQL's next try, without the identity, succeeds.
+    const next = await pgdr(push, 'kill-enc');
+    expect(next.exitCode, next.stderr).toBe(0);
+    expect(readFileSync(object).equals(stored)).toBe(true);
   });
 
   it('backup now killed while its data object is half written: no backup is listed, verify notes the partial object, expire removes it', async () => {
