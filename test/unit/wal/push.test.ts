@@ -167,6 +167,17 @@ describe('pushWal of an encrypted segment, retried without the identity', () => 
     await expect(pushWal(path, withKey)).rejects.toThrow(/with different content; nothing was overwritten/);
   });
 
+  it('on a store that ignores conditional writes, reads its own bytes back without a key, and a retry is accepted from the record', async () => {
+    const { pgWal, options } = setup();
+    const key = ageKey();
+    const unsafe = { ...options, encryptTo: [key.recipient], storeIgnoresConditions: true };
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(5));
+    expect(await pushWal(path, unsafe)).toBe('stored');
+    expect(await pushWal(path, unsafe)).toBe('already-stored');
+    expect(readStoredRecord(options.spoolDir, 'c1', name)).toHaveLength(1);
+  });
+
   it('sweeps records of files PostgreSQL no longer marks ready, but not the one being pushed', () => {
     const { pgWal, options } = setup();
     mkdirSync(join(pgWal, 'archive_status'));
