@@ -611,6 +611,56 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
     await execa('mv', [join(parent, kept), target]);
     expect(treeDigest(target)).toEqual(before);
   });
+
+  it('the age child killed mid-stream: wal push and backup now (both engines) commit nothing, expire removes what is left, the next runs succeed', async () => {
+    const work = makeTempDir('faults-dying-age', { owner: 'service' });
+    // An age that encrypts the first 256 KiB it is given and then dies by SIGKILL, as a kill -9 mid-stream leaves it.
+    const dying = join(work, 'age');
+    writeFileSync(dying, '#!/bin/bash\ncase " $* " in *" -e "*) head -c 262144 | age "$@"; kill -9 $$;; esac\nexec age "$@"\n', { mode: 0o755 });
+    chownToServiceUser(dying);
+    const identity = join(work, 'key.txt');
+    await runAsPostgres('age-keygen', ['-o', identity]);
+    const recipient = (await execa('age-keygen', ['-y', identity])).stdout.trim();
+    const dyingAge = { PGDR_AGE_BIN: dying };
+
+    await switchWalAndWaitForArchive(server);
+    const [{ name }] = (await server.query<{ name: string }>('SELECT last_archived_wal AS name FROM pg_stat_archiver')) as [{ name: string }];
+    const copy = join(work, name);
+    await pgdrOk(['wal', 'fetch', name, copy]);
+    const push = ['wal', 'push', copy, '--encrypt-recipient', recipient, '--spool-dir', join(work, 'spool')];
+    const walDir = join(repo, 'kill-age', 'wal', name.slice(0, 8));
+    const failedPush = await pgdr(push, 'kill-age', dyingAge);
+    expect(failedPush.exitCode).toBe(4);
+    expectAgeBlamed(failedPush.stderr);
+    expect(existsSync(walDir) ? readdirSync(walDir) : []).toEqual([]);
+    const pushed = await pgdr(push, 'kill-age');
+    expect(pushed.exitCode, pushed.stderr).toBe(0);
+    expect(readFileSync(join(walDir, `${name}.zst`)).subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
+
+    const before = await backups();
+    for (const engine of ['basebackup', 'files']) {
+      const failed = await pgdr(['backup', 'now', '--engine', engine, '--jobs', '1', '--encrypt-recipient', recipient], undefined, dyingAge);
+      expect(failed.exitCode, failed.stderr).toBe(4);
+      expectAgeBlamed(failed.stderr);
+      // Nothing committed: no complete backup more; at most an incomplete one (objects without a manifest).
+      const after = await backups();
+      expect(after.filter((b) => b.status === 'complete')).toEqual(before.filter((b) => b.status === 'complete'));
+    }
+    const leftovers = (await backups()).filter((b) => b.status !== 'complete');
+    const verify = (await pgdr(['verify', '--json'])).json<{ ok: boolean; notes: { kind: string }[] }>();
+    expect(verify.ok).toBe(true);
+    // Whatever the two runs left is garbage that verify notes and expire removes: afterwards nothing is left.
+    expect(verify.notes.filter((n) => n.kind === 'incomplete-backup' || n.kind === 'pending-write').length).toBeGreaterThanOrEqual(leftovers.length);
+    await pgdrOk(['expire', '--json', '--now', LATER, '--policy', policy]);
+    expect((await backups()).filter((b) => b.status !== 'complete')).toEqual([]);
+    expect((await pgdr(['verify', '--json'])).json<{ notes: { kind: string }[] }>().notes.filter((n) => n.kind === 'incomplete-backup' || n.kind === 'pending-write')).toEqual([]);
+
+    const next = await pgdr(['backup', 'now', '--json', '--encrypt-recipient', recipient]);
+    expect(next.exitCode, next.stderr).toBe(0);
+    const id = next.json<{ backupId: string }>().backupId;
+    expect((await backups()).find((b) => b.backupId === id)?.status).toBe('complete');
+    expect(JSON.parse(readFileSync(join(repo, 'kill', 'backups', id, 'manifest.json'), 'utf8')).encryption.recipients).toEqual([recipient]);
+  });
 });
 
 describe('a store that hangs instead of refusing: every command gives up within s3Timeout x s3Attempts, and nothing is lost', () => {
@@ -687,6 +737,13 @@ describe('a store that hangs instead of refusing: every command gives up within 
     }
   });
 });
+
+/** The error names age's death, not the broken pipe it left zstd with, and no install hint. */
+function expectAgeBlamed(stderr: string): void {
+  expect(stderr).toMatch(/^pgdr: age (failed: )?was killed by SIGKILL/m);
+  expect(stderr).toMatch(/^hint: age was killed by SIGKILL, which pgdr did not send/m);
+  expect(stderr).not.toMatch(/SIGPIPE|install the/);
+}
 
 async function pgCtlStop(pgdata: string): Promise<void> {
   await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'fast', '-w', 'stop'], { reject: false, timeout: 120_000 });
