@@ -10,6 +10,7 @@ import { freePort } from '../harness/ports.js';
 import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin } from '../harness/preflight.js';
 import { makeTempDir } from '../harness/temp.js';
+import { SEALED_DETAIL, type DrillReport } from '../../src/verify/drill-report.js';
 
 /**
  * Encryption at rest (issue 9, point 1) on a local-directory repository: every data object and WAL segment is an
@@ -190,6 +191,47 @@ describe('encryption at rest with age', () => {
   it('PITR with the operations identity restores the basebackup-engine backup to the same rows', async () => {
     const ids = await restoreAndRead(['--backup-id', baseBackup, '--target-time', target, '--identity-file', ops.identity]);
     expect(ids).toEqual(expectedAtTarget);
+  });
+
+  it('seals the drill report: health reads the outcome without a key, drill list reads the details with the identity', async () => {
+    const scratch = makeTempDir('enc-drill', { owner: 'service' });
+    const drill = await pgdr(['drill', '--json', '--scratch-dir', scratch, '--timeout', '300', '--identity-file', ops.identity, ...recipientArgs]);
+    expect(drill.exitCode, drill.stderr).toBe(0);
+    const report = drill.json<DrillReport>();
+    expect(report.result).toBe('passed');
+    const file = join(repo, 'enc', 'drills', `${report.drillId}.json`);
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as DrillReport;
+    expect(stored.encryption).toEqual({ algorithm: 'age', recipients: [ops.recipient, escrow.recipient] });
+    expect(stored.sealed).toMatch(/^-----BEGIN AGE ENCRYPTED FILE-----/);
+    expect([stored.wal.detail, stored.amcheck.detail]).toEqual([SEALED_DETAIL, SEALED_DETAIL]);
+    expect({ result: stored.result, rtoSeconds: stored.rtoSeconds, backupId: stored.backupId }).toEqual({ result: 'passed', rtoSeconds: report.rtoSeconds, backupId: report.backupId });
+
+    // health holds no key and needs none: the outcome and the time stay readable.
+    const health = await pgdr(['health', '--check', 'drill', '--json']);
+    const check = health.json<{ checks: { check: string; status: string; message: string }[] }>().checks.find((c) => c.check === 'drill')!;
+    expect(check.status, check.message).toBe('OK');
+    expect(check.message).toContain(`last restore drill ${report.drillId} passed`);
+
+    const listed = (args: string[]) => pgdr(['drill', 'list', '--json', ...args]);
+    const sealed = await listed([]);
+    expect(sealed.exitCode, sealed.stderr).toBe(0);
+    expect(sealed.json<DrillReport[]>().at(-1)!.amcheck.detail).toBe(SEALED_DETAIL);
+    expect(sealed.stderr).toMatch(/1 report\(s\) have their details sealed .* pass --identity-file/);
+    const opened = await listed(['--identity-file', escrow.identity]);
+    expect(opened.exitCode, opened.stderr).toBe(0);
+    const unsealed = opened.json<DrillReport[]>().at(-1)!;
+    expect(unsealed.amcheck.detail).toBe(report.amcheck.detail);
+    expect(unsealed.wal.detail).toBe(report.wal.detail);
+    expect(unsealed.amcheck.detail).not.toBe(SEALED_DETAIL);
+    expect(unsealed.sealed).toBeUndefined();
+    // A key that is not a recipient leaves the details sealed, and says so.
+    const notRecipient = await listed(['--identity-file', stranger.identity]);
+    expect(notRecipient.exitCode, notRecipient.stderr).toBe(0);
+    expect(notRecipient.json<DrillReport[]>().at(-1)!.amcheck.detail).toBe(SEALED_DETAIL);
+    expect(notRecipient.stderr).toMatch(/sealed to other recipients/);
+    // By hand, as repository-format.md says.
+    const byHand = await execa('sh', ['-c', `jq -r .sealed '${file}' | age -d -i '${ops.identity}'`]);
+    expect((JSON.parse(byHand.stdout) as DrillReport).amcheck.detail).toBe(report.amcheck.detail);
   });
 
   it('refuses a passphrase instead of ignoring it', async () => {
