@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
@@ -9,7 +9,7 @@ import { pgdrCommandLine, runPgdr, runPgdrOk } from '../harness/cli.js';
 import { freePort } from '../harness/ports.js';
 import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin } from '../harness/preflight.js';
-import { makeTempDir } from '../harness/temp.js';
+import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 import { SEALED_DETAIL, type DrillReport } from '../../src/verify/drill-report.js';
 
 /**
@@ -232,6 +232,40 @@ describe('encryption at rest with age', () => {
     // By hand, as repository-format.md says.
     const byHand = await execa('sh', ['-c', `jq -r .sealed '${file}' | age -d -i '${ops.identity}'`]);
     expect((JSON.parse(byHand.stdout) as DrillReport).amcheck.detail).toBe(report.amcheck.detail);
+  });
+
+  it('restore cluster takes --identity-file as a flag: checked against the backup before anything, and handed to what Patroni runs', async () => {
+    const dir = makeTempDir('enc-rebuild', { owner: 'service' });
+    const [restPort, etcdPort, pgPort] = [await freePort(), await freePort(), await freePort()];
+    const config = join(dir, 'm1.yml');
+    writeFileSync(
+      config,
+      [
+        'scope: enc',
+        'name: m1',
+        `restapi: { listen: 127.0.0.1:${restPort}, connect_address: 127.0.0.1:${restPort} }`,
+        `etcd3: { hosts: 127.0.0.1:${etcdPort} }`,
+        `postgresql: { data_dir: ${join(dir, 'pgdata')}, listen: 127.0.0.1:${pgPort}, connect_address: 127.0.0.1:${pgPort} }`,
+        '',
+      ].join('\n'),
+    );
+    chownToServiceUser(config);
+    const args = ['restore', 'cluster', '--patroni-config', config, '--target', 'latest', '--etcd-snapshot', 'none', '--etcd', `http://127.0.0.1:${etcdPort}`, '--dry-run', '--json'];
+    const missing = await pgdr(args);
+    expect(missing.exitCode, missing.stderr).toBe(2);
+    expect(missing.stderr).toMatch(/backup \S+ is encrypted, and no identity file was given/);
+    const wrong = await pgdr([...args, '--identity-file', stranger.identity]);
+    expect(wrong.exitCode, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toMatch(/cannot decrypt backup \S+: it was encrypted to age1/);
+    const planned = await pgdr([...args, '--identity-file', ops.identity]);
+    expect(planned.exitCode, planned.stderr).toBe(0);
+    const plan = planned.json<{ wouldRefuse: unknown[]; plan: { steps: { action: string; details: string[] }[] } }>();
+    expect(plan.wouldRefuse).toEqual([]);
+    // The leader's bootstrap (and with it the restore_command it writes) gets the identity by its path.
+    const bootstrap = plan.plan.steps.find((s) => s.action === 'start-leader')!.details.find((d) => d.startsWith('bootstrap.method pgdr:'))!;
+    expect(bootstrap).toContain(`patroni bootstrap --repo file://${repo} --cluster enc --identity-file ${ops.identity}`);
+    expect(planned.stdout).not.toMatch(/AGE-SECRET-KEY/);
+    expect(readdirSync(dir)).toEqual(['m1.yml']);
   });
 
   it('refuses a passphrase instead of ignoring it', async () => {
