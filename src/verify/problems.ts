@@ -49,7 +49,8 @@ export interface VerifyProblem {
 export interface VerifyNote {
   /** pending-write: a temp file or multipart upload a killed writer left (pgdr expire removes it after garbageGrace). */
   /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list';
+  /** wal-segment-size-assumed: nothing told the WAL segment size (an encrypted newest segment, no key, no manifest). */
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'wal-segment-size-assumed';
   key: string;
   detail: string;
 }

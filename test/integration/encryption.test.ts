@@ -124,12 +124,30 @@ describe('encryption at rest with age', () => {
     const report = verify.json<{ ok: boolean; notes: { kind: string }[] }>();
     expect(report.ok).toBe(true);
     expect(report.notes.some((n) => n.kind === 'encrypted-file-list')).toBe(true);
+    // The newest segment is encrypted: the segment size comes from the manifests, not from an assumption.
+    expect(verify.stderr).toMatch(/is encrypted; WAL segments are 16 MiB \(recorded in backup \S+'s manifest\)/);
+    expect(report.notes.some((n) => n.kind === 'wal-segment-size-assumed')).toBe(false);
     const expire = await pgdr(['expire', '--dry-run', '--json']);
     expect(expire.exitCode, expire.stderr).toBe(0);
     // With the identity a full verify reads the encrypted file list too.
     const full = await pgdr(['verify', '--json', '--identity-file', ops.identity]);
     expect(full.exitCode, full.stderr).toBe(0);
     expect(full.json<{ checked: { fileLists: number } }>().checked.fileLists).toBeGreaterThan(0);
+  });
+
+  it('verify says so when nothing tells the WAL segment size without a key (encrypted WAL, no backup), and reads it with the identity', async () => {
+    const [segment] = readdirSync(join(repo, 'enc', 'wal', '00000001')).filter((f) => /^[0-9A-F]{24}\.zst$/.test(f)).sort();
+    const name = segment!.slice(0, -4);
+    const dir = makeTempDir('enc-walonly', { owner: 'service' });
+    await pgdrOk(['wal', 'fetch', name, join(dir, name), '--identity-file', ops.identity]);
+    const only = (args: string[]) => runPgdr([...args, '--repo', `file://${repo}`, '--cluster', 'enc-walonly', '--no-progress'], { timeoutMs: 120_000 });
+    expect((await only(['wal', 'push', join(dir, name), ...recipientArgs, '--spool-dir', join(dir, 'spool')])).exitCode).toBe(0);
+    const blind = await only(['verify', '--json']);
+    const notes = blind.json<{ notes: { kind: string; detail: string }[] }>().notes.filter((n) => n.kind === 'wal-segment-size-assumed');
+    expect(notes).toHaveLength(1);
+    expect(notes[0]!.detail).toMatch(/is encrypted, no identity was given, and no backup manifest records the size\): WAL was checked assuming 16 MiB segments/);
+    const keyed = await only(['verify', '--json', '--identity-file', escrow.identity]);
+    expect(keyed.json<{ notes: { kind: string }[] }>().notes.filter((n) => n.kind === 'wal-segment-size-assumed')).toEqual([]);
   });
 
   it('refuses a restore without an identity, or with the wrong one, before touching the target (exit 2)', async () => {
