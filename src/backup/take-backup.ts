@@ -156,6 +156,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       timeline: position.timeline,
       startWal: position.startWal,
       stopWal: position.stopWal,
+      walSegmentSize: server.walSegmentSize,
       systemIdentifier: server.systemIdentifier,
       pgVersion: server.version,
       pgVersionNum: server.versionNum,

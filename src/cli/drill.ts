@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { loadPolicy } from '../config/policy.js';
 import { VerificationError } from '../errors.js';
 import type { DrillReport } from '../verify/drill-report.js';
-import { readDrillReports } from '../verify/drill-report.js';
+import { readDrillReports, unsealDrillReport } from '../verify/drill-report.js';
+import { identityRecipients } from '../stream/age-buffer.js';
 import { runDrill } from '../verify/run-drill.js';
 import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
@@ -68,7 +69,9 @@ export function registerDrillCommands(program: Command, action: Action): void {
     }),
   );
 
-  addCommonOptions(drill.command('list').description('past restore drills, oldest first')).action(
+  addCommonOptions(
+    drill.command('list').description('past restore drills, oldest first; with --identity-file, the details of sealed (encrypted) reports too'),
+  ).action(
     action(async (ctx: CommandContext) => {
       const { store, layout } = ctx.openRepository();
       let reports: DrillReport[];
@@ -76,6 +79,19 @@ export function registerDrillCommands(program: Command, action: Action): void {
         reports = await readDrillReports(store, layout, { onInvalid: (key, problem) => ctx.log(`skipping ${key}: ${problem}`) });
       } finally {
         await store.close();
+      }
+      // Outcome, times and RTO are readable without a key; the details of a sealed report need the identity.
+      const { identityFile } = ctx.settings;
+      if (identityFile !== undefined) {
+        const mine = await identityRecipients(identityFile);
+        // A report sealed before a key rotation stays sealed rather than failing the whole list.
+        const readable = (r: DrillReport): boolean => r.encryption?.recipients.some((k) => mine.includes(k)) === true;
+        const others = reports.filter((r) => r.sealed !== undefined && !readable(r)).length;
+        if (others > 0) ctx.log(`${others} report(s) are sealed to other recipients than the keys in ${identityFile}; their details stay sealed`);
+        reports = await Promise.all(reports.map((r) => (readable(r) ? unsealDrillReport(r, identityFile) : r)));
+      } else {
+        const sealed = reports.filter((r) => r.sealed !== undefined).length;
+        if (sealed > 0) ctx.log(`${sealed} report(s) have their details sealed (encrypted); pass --identity-file (or PGDR_IDENTITY_FILE) to read them`);
       }
       const human =
         reports.length === 0

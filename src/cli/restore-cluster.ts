@@ -15,6 +15,7 @@ import { readRestorePoint } from '../repo/restore-points.js';
 import type { BackupManifest } from '../repo/manifest.js';
 import { parseTablespaceMappings, planTablespaceTargets } from '../restore/tablespaces.js';
 import { planRestore } from '../restore/plan.js';
+import { checkIdentityForBackup } from '../restore/execute.js';
 import { buildClusterStatus, formatClusterStatus } from './cluster.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
@@ -96,6 +97,9 @@ export function registerRestoreClusterCommand(restore: Command, action: Action):
         const restorePoint = target.kind === 'name' ? await readRestorePoint(store, layout, target.name) : null;
         const restorePlan = planRestore(catalog.complete, target, { backupId: flags.backupId, cluster: layout.cluster, ...(restorePoint === null ? {} : { restorePoint }) });
         const newest = [...catalog.complete].sort((a, b) => a.stopTime.localeCompare(b.stopTime) || a.backupId.localeCompare(b.backupId)).pop();
+        // An encrypted backup and no identity that reads it: refused now, not by the leader's bootstrap after etcd
+        // has been restored and Patroni started.
+        await checkIdentityForBackup(catalog.complete, restorePlan.backup, ctx.settings.identityFile);
 
         let etcd: EtcdRebuildRequest;
         let etcdRestore: EtcdRestorePlan | null = null;
@@ -212,12 +216,17 @@ function parseClientUrls(text: string): Record<string, string> {
   return out;
 }
 
-/** The flags that make every pgdr Patroni runs reach this same repository (credentials stay in the environment). */
+/**
+ * The flags that make every pgdr Patroni runs reach this same repository (credentials stay in the environment):
+ * the bootstrap, create-replica and restore_command. The identity file goes by its path (never its content), so
+ * that `--identity-file` reaches them as PGDR_IDENTITY_FILE does through the environment.
+ */
 function repositoryArgs(ctx: CommandContext): string[] {
   const s = ctx.settings;
   const args = ['--repo', s.repo, '--cluster', s.cluster];
   if (s.s3Endpoint) args.push('--s3-endpoint', s.s3Endpoint);
   if (s.s3ForcePathStyle) args.push('--s3-force-path-style');
+  if (s.identityFile) args.push('--identity-file', resolve(s.identityFile));
   return args;
 }
 

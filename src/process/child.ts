@@ -11,6 +11,19 @@ export interface WatchedChild {
   readonly done: Promise<void>;
   /** The last few KiB the child wrote to stderr. */
   stderrTail(): string;
+  /**
+   * Whether the child died of a broken pipe (SIGPIPE, or a write error saying so): the process it wrote to had died
+   * first, and that one's failure is the one to report.
+   */
+  brokenPipe(): boolean;
+}
+
+/**
+ * The hint for a child killed by a signal pgdr did not send (pgdr's own stops are reported as their cause): whoever
+ * sent it, not the child, is what to look at. Nothing a failed step was writing is committed (commit last).
+ */
+export function killedFromOutsideHint(label: string, signal: string): string {
+  return `${label} was killed by ${signal}, which pgdr did not send: an operator, the OOM killer (dmesg) or a container limit; nothing this run was writing was committed, run it again`;
 }
 
 const STDERR_TAIL_BYTES = 8192;
@@ -18,6 +31,7 @@ const STDERR_TAIL_BYTES = 8192;
 export function watchChild(child: ChildProcess, label: string, hint: string, onStderrLine?: (line: string) => void): WatchedChild {
   let tail = '';
   let partial = '';
+  let killedBy: NodeJS.Signals | null = null;
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {
     tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
@@ -34,13 +48,16 @@ export function watchChild(child: ChildProcess, label: string, hint: string, onS
     child.once('close', (code, signal) => {
       if (partial && onStderrLine) onStderrLine(partial);
       if (code === 0) return resolve();
+      killedBy = signal;
       const last = tail.trim().split('\n').pop()?.trim() ?? '';
-      reject(new ServiceError(`${label} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${last ? `: ${last}` : ''}`, hint));
+      // ChildProcess.kill sets `killed`: a child pgdr stopped itself is reported with pgdr's own reason elsewhere.
+      const outside = signal !== null && signal !== 'SIGPIPE' && !child.killed;
+      reject(new ServiceError(`${label} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${last ? `: ${last}` : ''}`, outside ? killedFromOutsideHint(label, signal) : hint));
     });
   });
   // Callers may abandon a child after a failure elsewhere; its own rejection is read through `done` when wanted.
   done.catch(() => undefined);
-  return { done, stderrTail: () => tail };
+  return { done, stderrTail: () => tail, brokenPipe: () => killedBy === 'SIGPIPE' || /broken pipe/i.test(tail) };
 }
 
 /**

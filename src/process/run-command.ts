@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { onExit } from 'signal-exit';
 import { ServiceError } from '../errors.js';
 import { childEnv } from './child-env.js';
+import { killedFromOutsideHint } from './child.js';
 
 /**
  * Short commands run to completion (zstd on one file, pg_ctl, etcdctl): stdout collected whole, the tail of stderr
@@ -107,10 +108,11 @@ export function startCommand(file: string, args: readonly string[], options: Run
         ? `could not start (${spawnError.message})`
         : (why ?? (signal ? `was killed by ${signal}` : `exited with code ${String(code)}`));
       const line = lastMeaningfulLine(stderrTail);
+      const outside = signal !== null && signal !== 'SIGPIPE' && why === undefined && spawnError === undefined;
       reject(
         new ServiceError(
           `${label} failed: ${line || how}`,
-          options.hint ?? `check that ${label} is installed and works`,
+          outside ? killedFromOutsideHint(label, signal) : (options.hint ?? `check that ${label} is installed and works`),
           Object.assign(new Error(`${label} ${how}`), { stderr: stderrTail, exitCode: code, signal }),
         ),
       );

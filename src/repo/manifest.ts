@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isValidWalSegmentSize } from '../postgres/wal-file-name.js';
 
 /**
  * The backup manifest: written last, after every object it names is stored and its checksum confirmed.
@@ -83,6 +84,11 @@ export const BackupManifestSchema = z.object({
   /** First and last WAL segment the backup needs to become consistent. */
   startWal: walName,
   stopWal: walName,
+  /**
+   * The server's wal_segment_size in bytes (absent in manifests from before it was recorded): `verify` reads WAL
+   * names with it when the newest archived segment is encrypted and it holds no key to read its header.
+   */
+  walSegmentSize: z.number().int().refine(isValidWalSegmentSize, 'expected a power of two from 1 MiB to 1 GiB').optional(),
   systemIdentifier: z.string().regex(/^\d+$/),
   pgVersion: z.string().min(1),
   pgVersionNum: z.number().int().positive(),

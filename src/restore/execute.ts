@@ -83,9 +83,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
   const tablespaces = planTablespaceTargets(backup.objects, options.tablespaceMap ?? []);
   const chain = backup.format === 2 ? chainOf(catalog.complete, backup) : [backup];
   // Before anything is staged: a missing or wrong identity is a usage error, and the target stays as it was.
-  for (const manifest of chain) {
-    if (manifest.encryption !== undefined) await checkIdentityFor(options.identityFile, manifest.encryption.recipients, `backup ${manifest.backupId}`);
-  }
+  await checkIdentityForChain(chain, options.identityFile);
   const identityFor = (backupId: string): string | undefined => (chain.find((m) => m.backupId === backupId)?.encryption === undefined ? undefined : options.identityFile);
   const files = backup.format === 2 ? { chain, list: await readFileList(store, layout, backup, identityFor(backup.backupId)) } : undefined;
   const restoredBytes = (tablespace: number | undefined, fallback: number) =>
@@ -305,6 +303,20 @@ async function restoreFile(options: RestoreOptions, backup: BackupManifest, obje
   if (object.file === undefined) throw new VerificationError(`backup ${backup.backupId} object ${object.name} names no file to restore`, 'the manifest is damaged or from a newer pgdr; restore another backup with --backup-id');
   const frames = await decodeStored(stored, backup, options.identityFile, `backup ${backup.backupId} object ${object.name}`);
   await writeFile(join(directory, object.file), await zstdDecompressBuffer(frames), { mode: 0o600 });
+}
+
+/**
+ * Whether `identityFile` can decrypt every encrypted backup a restore of `backup` reads (a files-engine backup's
+ * whole chain): restore and `restore cluster` ask before they write anything. Throws UsageError (exit 2).
+ */
+export async function checkIdentityForBackup(complete: readonly BackupManifest[], backup: BackupManifest, identityFile: string | undefined): Promise<void> {
+  await checkIdentityForChain(backup.format === 2 ? chainOf(complete, backup) : [backup], identityFile);
+}
+
+async function checkIdentityForChain(chain: readonly BackupManifest[], identityFile: string | undefined): Promise<void> {
+  for (const manifest of chain) {
+    if (manifest.encryption !== undefined) await checkIdentityFor(identityFile, manifest.encryption.recipients, `backup ${manifest.backupId}`);
+  }
 }
 
 /** A files-engine backup's chain: every backup its file list refers to, oldest first, the backup itself last. */

@@ -100,7 +100,9 @@ export function startZstdAgeFile(path: string, options: ZstdOptions, recipients:
   zstd.stdout!.destroy();
   const result = (async () => {
     try {
-      const [output] = await Promise.all([age.result, zstdDone]);
+      // age first: when age dies, zstd dies of the broken pipe, and age's death is the one to report.
+      const output = await age.result;
+      await zstdDone;
       return output;
     } finally {
       forget();

@@ -42,7 +42,8 @@ interface ChainMember {
 /**
  * Children joined by kernel pipes, seen as one Duplex: writes go to the first one's stdin, reads come from the last
  * one's stdout. The readable side ends only after every child has exited 0; the first failure (in chain order: an
- * earlier child's death explains a later one's) destroys the stream with that child's own last word.
+ * earlier child's death explains a later one's, unless the earlier one died of the broken pipe a later one's death
+ * left it) destroys the stream with that child's own last word.
  */
 class ChildChain extends Duplex {
   private readonly first: ChildProcess;
@@ -60,10 +61,21 @@ class ChildChain extends Duplex {
     this.forget = killOnExit(...members.map((m) => m.child));
     const watched = members.map((m) => watchChild(m.child, m.label, m.hint));
     this.done = (async () => {
-      for (const w of watched) {
+      for (const [i, w] of watched.entries()) {
         try {
           await w.done;
         } catch (err) {
+          // A broken pipe means a later child died first (age killed mid-stream leaves zstd with SIGPIPE): that
+          // child's failure is the cause to report.
+          if (w.brokenPipe()) {
+            for (const later of watched.slice(i + 1)) {
+              try {
+                await later.done;
+              } catch (cause) {
+                throw mapError(cause, later.stderrTail());
+              }
+            }
+          }
           // The whole tail, not only the last line: age says why on the line before its "report errors" footer.
           throw mapError(err, w.stderrTail());
         }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { RepositoryError } from '../errors.js';
 import { mapConcurrently, MANIFEST_READS_IN_FLIGHT } from '../repo/concurrent-reads.js';
 import { EncryptionSchema, encryptionFor } from '../repo/manifest.js';
-import { ageEncryptBuffer } from '../stream/age.js';
+import { ageDecryptBuffer, ageEncryptBuffer } from '../stream/age.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import { ObjectExistsError, type ObjectStore } from '../storage/object-store.js';
 
@@ -78,6 +78,18 @@ export async function sealDrillReport(report: DrillReport, recipients: readonly 
     encryption: encryptionFor(recipients)!,
     sealed,
   };
+}
+
+/**
+ * The whole report a sealed one holds, decrypted with an identity of one of its recipients (`pgdr drill list
+ * --identity-file`); a report that is not sealed is returned as it is. The sealed copy is validated like the report
+ * around it and must name the same drill; it keeps the `encryption` field, so a reader still sees it was sealed.
+ */
+export async function unsealDrillReport(report: DrillReport, identityFile: string): Promise<DrillReport> {
+  if (report.sealed === undefined) return report;
+  const inner = parseDrillReport(await ageDecryptBuffer(Buffer.from(report.sealed, 'ascii'), identityFile, `drill report ${report.drillId}`), report.drillId);
+  if (inner.sealed !== undefined) throw new RepositoryError(`drill report ${report.drillId} holds a sealed report inside its sealed report`, 'the report was not written by pgdr; run the drill again (pgdr drill)');
+  return { ...inner, ...(report.encryption === undefined ? {} : { encryption: report.encryption }) };
 }
 
 export function serializeDrillReport(report: DrillReport): Buffer {

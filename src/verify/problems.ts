@@ -51,7 +51,8 @@ export interface VerifyNote {
   /** encrypted-file-list: a full verify without an identity checks an encrypted file list's sha256, not its parts. */
   /** wal-between-backups: WAL a repository that does not receive WAL was never meant to hold (see VerifyOptions). */
   /** retention-short: on a repository under Object Lock, objects locked for less than the policy needs (or not at all). */
-  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'wal-between-backups' | 'retention-short';
+  /** wal-segment-size-assumed: nothing told the WAL segment size (an encrypted newest segment, no key, no manifest). */
+  kind: 'incomplete-backup' | 'incomplete-etcd-snapshot' | 'pending-write' | 'encrypted-file-list' | 'wal-between-backups' | 'retention-short' | 'wal-segment-size-assumed';
   key: string;
   detail: string;
 }

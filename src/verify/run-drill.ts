@@ -178,7 +178,7 @@ async function planFromRepository(options: DrillOptions): Promise<PlannedDrill |
   const { store, layout, log } = options;
   const catalog = await readBackupCatalog(store, layout);
   if (catalog.complete.length === 0) return undefined;
-  const archive = await readWalArchive(store, layout, undefined, log, options.identityFile);
+  const archive = await readWalArchive(store, layout, undefined, log, options.identityFile, catalog.complete);
   const plan = planDrill(catalog.complete, archive.index, { random: options.random, random01: options.random01 ?? Math.random });
   return { plan, wal: describeWalNeed(plan.walNeed, archive.index) };
 }

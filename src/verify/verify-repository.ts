@@ -22,6 +22,7 @@ import { classifyObject, type ManifestState, type RepositoryManifests } from './
 import { auditRetention, type RetentionAudit } from './retention-audit.js';
 import type { RetentionPolicy } from '../config/policy.js';
 import { buildWalIndex, checkWalCoverage, type ArchivedWalObject, type WalIndex } from './wal-coverage.js';
+import { segmentSizeFromManifests } from './segment-size.js';
 
 export interface VerifyOptions {
   store: ObjectStore;
@@ -201,7 +202,8 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   );
 
   // WAL.
-  const wal = await readWalArchive(store, layout, listing, log, options.identityFile);
+  const wal = await readWalArchive(store, layout, listing, log, options.identityFile, catalog.complete);
+  if (wal.segmentSizeNote !== undefined) notes.push(wal.segmentSizeNote);
   problems.push(...wal.problems);
   const coverage = checkWalCoverage(wal.index, catalog.complete, layout);
   for (const problem of coverage.problems) {
@@ -406,6 +408,8 @@ export interface WalArchive {
   files: number;
   /** History files that could not be read. */
   problems: VerifyProblem[];
+  /** Set when the segment size was assumed rather than read. */
+  segmentSizeNote?: VerifyNote;
 }
 
 /**
@@ -418,6 +422,8 @@ export async function readWalArchive(
   listing: readonly ObjectInfo[] | undefined,
   log: (message: string) => void,
   identityFile?: string,
+  /** The complete backups' manifests: they may tell the segment size when the newest segment is encrypted. */
+  manifests: readonly BackupManifest[] = [],
 ): Promise<WalArchive> {
   const prefix = layout.walPrefix();
   let objects = listing;
@@ -460,41 +466,69 @@ export async function readWalArchive(
     }
   }
 
-  const segmentSize = await readSegmentSize(store, files, log, identityFile);
-  return { index: buildWalIndex({ files, histories, unreadableHistories, segmentSize }), files: files.length, problems };
+  const segmentSize = await readSegmentSize(store, files, log, identityFile, manifests);
+  return {
+    index: buildWalIndex({ files, histories, unreadableHistories, segmentSize: segmentSize.bytes }),
+    files: files.length,
+    problems,
+    ...(segmentSize.note === undefined ? {} : { segmentSizeNote: segmentSize.note }),
+  };
 }
 
 /**
- * The cluster's WAL segment size, from the page header of the newest archived segment (manifests do not record
- * it, and segment names mean different positions at different sizes). 16 MiB, PostgreSQL's default, when no
- * segment can be read.
+ * The cluster's WAL segment size (segment names mean different positions at different sizes): from the page header
+ * of the newest archived segment when it is plain; else from the backup manifests (src/verify/segment-size.ts);
+ * else from the header decrypted with the identity. 16 MiB, PostgreSQL's default, when nothing tells, with a note
+ * saying so: then WAL gaps are judged on an assumption.
  */
 async function readSegmentSize(
   store: ObjectStore,
   files: readonly (ArchivedWalObject & { key: string })[],
   log: (message: string) => void,
   identityFile: string | undefined,
-): Promise<number> {
+  manifests: readonly BackupManifest[],
+): Promise<{ bytes: number; note?: VerifyNote }> {
   // The greatest name, timeline first: one pass, not a sort of the whole archive.
   let newest: (ArchivedWalObject & { key: string }) | undefined;
   for (const f of files) if (/^[0-9A-F]{24}$/.test(f.name) && (newest === undefined || f.name > newest.name)) newest = f;
-  if (!newest) return DEFAULT_WAL_SEGMENT_SIZE;
+  if (!newest) return { bytes: DEFAULT_WAL_SEGMENT_SIZE };
+  const assumed = (why: string): { bytes: number; note: VerifyNote } => {
+    log(`verify: ${why}; assuming 16 MiB WAL segments`);
+    return {
+      bytes: DEFAULT_WAL_SEGMENT_SIZE,
+      note: {
+        kind: 'wal-segment-size-assumed',
+        key: newest.key,
+        detail: `the WAL segment size could not be read (${why}): WAL was checked assuming 16 MiB segments, PostgreSQL's default; on a cluster with another wal_segment_size, pass --identity-file`,
+      },
+    };
+  };
+  let stored: Buffer;
   try {
-    let stored = await store.getBuffer(newest.key);
-    if (isAgeEncrypted(stored)) {
-      if (identityFile === undefined) {
-        log(`verify: ${newest.name} is encrypted and no identity was given; assuming 16 MiB segments (pass --identity-file on a cluster with another wal_segment_size)`);
-        return DEFAULT_WAL_SEGMENT_SIZE;
-      }
-      stored = await ageDecryptBuffer(stored, identityFile, `WAL file ${newest.name}`);
-    }
-    const header = readWalSegmentHeader(await zstdDecompressBuffer(stored));
-    if (header && isValidWalSegmentSize(header.segmentSize)) return header.segmentSize;
-    log(`verify: ${newest.name} has no readable WAL page header; assuming 16 MiB segments`);
+    stored = await store.getBuffer(newest.key);
   } catch (err) {
-    log(`verify: cannot read ${newest.name} for the WAL segment size (${errorMessage(err)}); assuming 16 MiB segments`);
+    return assumed(`cannot read ${newest.name}: ${errorMessage(err)}`);
   }
-  return DEFAULT_WAL_SEGMENT_SIZE;
+  if (isAgeEncrypted(stored)) {
+    const told = segmentSizeFromManifests(manifests);
+    if (told !== undefined) {
+      log(`verify: ${newest.name} is encrypted; WAL segments are ${told.bytes / (1024 * 1024)} MiB (${told.how})`);
+      return { bytes: told.bytes };
+    }
+    if (identityFile === undefined) return assumed(`${newest.name} is encrypted, no identity was given, and no backup manifest records the size`);
+    try {
+      stored = await ageDecryptBuffer(stored, identityFile, `WAL file ${newest.name}`);
+    } catch (err) {
+      return assumed(`${newest.name} does not decrypt: ${errorMessage(err)}`);
+    }
+  }
+  try {
+    const header = readWalSegmentHeader(await zstdDecompressBuffer(stored));
+    if (header && isValidWalSegmentSize(header.segmentSize)) return { bytes: header.segmentSize };
+    return assumed(`${newest.name} has no readable WAL page header`);
+  } catch (err) {
+    return assumed(`${newest.name} does not decompress: ${errorMessage(err)}`);
+  }
 }
 
 /**

@@ -14,14 +14,19 @@ import type { RunningCommand } from '../process/run-command.js';
 import { ageDecryptBuffer, isAgeEncrypted } from '../stream/age-buffer.js';
 import { zstdDecompressBuffer } from '../stream/zstd-buffer.js';
 import { startWalEncoding, walEncryptTo } from './encoding.js';
+import { failpoint } from '../process/failpoint.js';
 import {
   claimOwner,
+  forgetStoredAttempt,
   markedFiles,
   readMarker,
   readPartialPush,
+  readStoredRecord,
+  recordStoredAttempt,
   releaseClaim,
   removeMarker,
   removePartialPush,
+  storedRecordPath,
   sweepMarkers,
   tryClaim,
   writeMarker,
@@ -110,7 +115,7 @@ export async function pushWal(path: string, options: WalPushOptions, compression
   } finally {
     removeMarker(spoolDir, clusterName, name);
     if (claimed) releaseClaim(spoolDir, clusterName, name);
-    // This file's own partial record stays for PostgreSQL's retry, whether or not PostgreSQL lists it as ready.
+    // This file's partial and stored records stay: PostgreSQL has not heard of this push yet, and may ask again.
     sweepMarkers(spoolDir, clusterName, dirname(absolute), name);
   }
 }
@@ -204,8 +209,9 @@ async function checkReadable(path: string): Promise<void> {
  * repository unless its check passes. The targets are written at once; one that fails (down, refusing, holding other
  * content) fails the push after the others are done, so PostgreSQL's retry finds those holding the file already.
  * The file's sha256 is taken only when something needs it (`digest`): the name is taken already, the store ignores
- * conditional writes, or the background pusher leaves a marker. Nothing holds the whole file in memory but its
- * compressed frame (a segment may be 1 GiB).
+ * conditional writes, the background pusher leaves a marker, or the file is encrypted (its stored record,
+ * src/wal/spool.ts, hashed here while zstd and age work in their own processes). Nothing holds the whole file in
+ * memory but its compressed frame (a segment may be 1 GiB).
  */
 async function storeWalFile(
   name: string,
@@ -221,6 +227,8 @@ async function storeWalFile(
   const encodings = new Map<string, RunningCommand>();
   const defaultRecipients = walEncryptTo(name, options.encryptTo ?? []);
   if (started !== undefined) encodings.set(defaultRecipients.join(','), started);
+  // An encrypted copy gets a stored record before its upload, which needs the file's sha256: start it now.
+  if (options.targets.some((t) => walEncryptTo(name, t.encryptTo ?? options.encryptTo ?? []).length > 0)) void digest();
   const encodingFor = (target: WalPushTarget): Promise<Buffer> => {
     const recipients = walEncryptTo(name, target.encryptTo ?? options.encryptTo ?? []);
     const key = recipients.join(',');
@@ -258,20 +266,34 @@ async function storeWalFile(
 
 async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, options: WalPushOptions, digest: () => Promise<string>): Promise<WalPushOutcome> {
   const key = options.layout.walObject(name);
+  const spool = { dir: options.spoolDir, cluster: options.layout.cluster };
+  // Before the upload, so that whatever moment kills this push, a stored copy has its record (src/wal/spool.ts).
+  const recorded = isAgeEncrypted(compressed);
+  // Hashed only when needed: a plain push on an honest store (the common case) never reads its frame again.
+  const storedSha256 = recorded || target.storeIgnoresConditions ? sha256Hex(compressed) : '';
+  if (recorded) recordStoredAttempt(spool.dir, spool.cluster, name, { sha256: await digest(), storedSha256, repo: target.id });
+  // This attempt's bytes were certainly not stored: its record entry would only widen what a retry accepts.
+  const notStored = (): void => {
+    if (recorded) forgetStoredAttempt(spool.dir, spool.cluster, name, storedSha256);
+  };
   if (target.storeIgnoresConditions && (await target.store.head(key)) !== null) {
-    return compareWithStored(name, key, await digest(), target, options);
+    notStored();
+    return compareWithStored(name, key, digest, target, options);
   }
   try {
     await target.store.put(key, { kind: 'buffer', data: compressed }, { ifNoneMatch: true });
   } catch (err) {
     if (!(err instanceof ObjectExistsError)) throw err;
-    return compareWithStored(name, key, await digest(), target, options);
+    notStored();
+    return compareWithStored(name, key, digest, target, options);
   }
+  // The fault suite kills a push here: stored, and PostgreSQL never heard so.
+  await failpoint('wal-push:after-store', name);
   if (target.storeIgnoresConditions) {
     // Another writer between the look and the write replaced ours, or we theirs: either way the stored copy must
-    // be this file, or PostgreSQL must hear that it is not archived.
-    const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
-    if (sha256Hex(stored) !== (await digest())) {
+    // be this file, or PostgreSQL must hear that it is not archived. Our own bytes need no decrypting.
+    const stored = await target.store.getBuffer(key);
+    if (sha256Hex(stored) !== storedSha256 && !(await sameContent(name, stored, digest, target, options))) {
       throw new RepositoryError(
         `${name} was replaced in ${target.store.location} by different content while pgdr stored it (the store ignores conditional writes)`,
         'two servers archive the same timeline into one repository: give each its own --cluster, or find the stray archiver',
@@ -282,9 +304,8 @@ async function storeIn(target: WalPushTarget, name: string, compressed: Buffer, 
 }
 
 /** The name is taken: identical content is success (a retried push), anything else is refused. */
-async function compareWithStored(name: string, key: string, sha256: string, target: WalPushTarget, options: WalPushOptions): Promise<WalPushOutcome> {
-  const stored = await storedWalContent(name, await target.store.getBuffer(key), target, options);
-  if (sha256Hex(stored) === sha256) {
+async function compareWithStored(name: string, key: string, digest: () => Promise<string>, target: WalPushTarget, options: WalPushOptions): Promise<WalPushOutcome> {
+  if (await sameContent(name, await target.store.getBuffer(key), digest, target, options)) {
     options.log(`${name} is already in ${options.targets.length > 1 ? `repository ${target.label}` : 'the repository'} with identical content`);
     return 'already-stored';
   }
@@ -295,19 +316,37 @@ async function compareWithStored(name: string, key: string, sha256: string, targ
 }
 
 /**
- * The content of a stored WAL object, to compare with the file being pushed. An encrypted copy needs an identity,
- * which a host that writes backups normally does not hold: then pgdr cannot tell a retried push from a different
- * file, and refuses to guess (PostgreSQL retries, and archiving waits for an operator).
+ * Whether a stored WAL object holds the file being pushed. A plain copy is decompressed and compared. An encrypted
+ * copy is decrypted when an identity is at hand; a host that writes backups normally holds none, and then the
+ * spool's stored record decides: the copy's bytes must be ones an earlier push from this spool uploaded, and the
+ * record says which file they encrypt. Without such a record pgdr cannot tell a retried push from a different file,
+ * and refuses to guess (exit 3: PostgreSQL retries, and archiving waits for an operator).
  */
-async function storedWalContent(name: string, stored: Buffer, target: WalPushTarget, options: WalPushOptions): Promise<Buffer> {
-  if (!isAgeEncrypted(stored)) return zstdDecompressBuffer(stored);
-  if (options.identityFile === undefined) {
-    throw new RepositoryError(
-      `${name} is already in ${target.store.location}, encrypted, and without an identity pgdr cannot tell whether it is this same file; nothing was overwritten`,
-      `on a host that holds the identity, compare it (pgdr wal fetch ${name} /tmp/${name} --identity-file KEY; cmp) and, if it is the same file, delete the stored copy so the next retry stores it; or pass --identity-file to wal push`,
-    );
+async function sameContent(name: string, stored: Buffer, digest: () => Promise<string>, target: WalPushTarget, options: WalPushOptions): Promise<boolean> {
+  if (!isAgeEncrypted(stored)) return sha256Hex(await zstdDecompressBuffer(stored)) === (await digest());
+  if (options.identityFile !== undefined) {
+    const plain = await zstdDecompressBuffer(await ageDecryptBuffer(stored, options.identityFile, `stored WAL file ${name}`));
+    const same = sha256Hex(plain) === (await digest());
+    // Recorded as if this spool had stored it: PostgreSQL's next try, which holds no identity, then succeeds.
+    if (same) recordStoredAttempt(options.spoolDir, options.layout.cluster, name, { sha256: await digest(), storedSha256: sha256Hex(stored), repo: target.id });
+    return same;
   }
-  return zstdDecompressBuffer(await ageDecryptBuffer(stored, options.identityFile, `stored WAL file ${name}`));
+  const where = storedRecordPath(options.spoolDir, options.layout.cluster, name);
+  const storedSha256 = sha256Hex(stored);
+  const attempt = readStoredRecord(options.spoolDir, options.layout.cluster, name).find((a) => a.storedSha256 === storedSha256 && a.repo === target.id);
+  if (attempt !== undefined) {
+    // These exact bytes are what a push from this spool encrypted from the recorded file.
+    if (attempt.sha256 !== (await digest())) return false;
+    options.log(`${name} is already in ${target.label}, encrypted, with the very bytes an earlier push of this file stored (recorded in ${where})`);
+    return true;
+  }
+  throw new RepositoryError(
+    `${name} is already in ${target.store.location}, encrypted, and pgdr cannot tell whether it is this same file: it holds no identity to decrypt it, ` +
+      `and the spool records no earlier push of these bytes (${where}); nothing was overwritten`,
+    `compare once with the identity: pgdr wal push pg_wal/${name} --identity-file KEY (or PGDR_IDENTITY_FILE), as this user with the same settings, exits 0 ` +
+      "for the same file and records it in this spool, so PostgreSQL's next try succeeds; " +
+      'if it differs, a second server archives into this repository and cluster: give each its own --cluster',
+  );
 }
 
 async function readHead(path: string, bytes: number): Promise<Buffer> {

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -128,8 +128,9 @@ export function markedFiles(spoolDir: string, cluster: string): string[] {
 }
 
 /**
- * Removes markers PostgreSQL no longer needs: the file is not marked ready any more (it was archived through
- * another path, or recycled). Keeps the spool no larger than the server's own backlog of ready files.
+ * Removes markers and stored records PostgreSQL no longer needs: the file is not marked ready any more (it was
+ * archived through another path, or recycled). Keeps the spool no larger than the server's own backlog of ready
+ * files. `keep` is the file the caller is pushing right now.
  */
 export function sweepMarkers(spoolDir: string, cluster: string, pgWalDir: string, keep?: string): number {
   let removed = 0;
@@ -142,9 +143,15 @@ export function sweepMarkers(spoolDir: string, cluster: string, pgWalDir: string
   } catch {
     // no spool yet
   }
+  const gone = (name: string): boolean => name !== keep && !existsSync(join(pgWalDir, 'archive_status', `${name}.ready`));
   for (const name of markedFiles(spoolDir, cluster)) {
-    if (name === keep || existsSync(join(pgWalDir, 'archive_status', `${name}.ready`))) continue;
+    if (!gone(name)) continue;
     removeMarker(spoolDir, cluster, name);
+    removed++;
+  }
+  for (const name of recordedFiles(spoolDir, cluster)) {
+    if (!gone(name)) continue;
+    removeStoredRecord(spoolDir, cluster, name);
     removed++;
   }
   return removed;
@@ -188,5 +195,117 @@ export function removePartialPush(spoolDir: string, cluster: string, walFileName
     unlinkSync(partialPath(spoolDir, cluster, walFileName));
   } catch {
     // already gone
+  }
+}
+
+/**
+ * Stored records, for encrypted WAL. A retried `wal push` compares the file with the copy already stored under its
+ * name; an encrypted copy cannot be decrypted without the identity, which a writing host does not hold, and age
+ * encrypts the same file to different bytes every time. So before each upload of an encrypted file, `wal push`
+ * (and the background pusher) appends a line to `<spool>/<cluster>/<name>.stored` (mode 0600, fsync'd): the sha256
+ * of the file as PostgreSQL wrote it, the sha256 of the exact bytes about to be uploaded, and the repository (URL and endpoint).
+ * Recorded before the upload, so no moment of a kill -9 or a power loss leaves a stored object without its line. A
+ * retry that finds an encrypted copy looks up the copy's sha256: a line with it says which file those bytes
+ * encrypt (the same file: success; another: refused); no line, and pgdr cannot tell. An attempt whose upload was
+ * refused because the name was taken takes its line back out. Records are swept with the markers.
+ */
+export interface StoredAttempt {
+  /** sha256 of the WAL file's content. */
+  sha256: string;
+  /** sha256 of the stored (encrypted) bytes this attempt uploaded, or may have. */
+  storedSha256: string;
+  repo: string;
+}
+
+export function storedRecordPath(spoolDir: string, cluster: string, walFileName: string): string {
+  return join(spoolDir, cluster, `${walFileName}.stored`);
+}
+
+/** The attempts recorded for a file; a line that does not parse (torn by a crash mid-append) is skipped. */
+export function readStoredRecord(spoolDir: string, cluster: string, walFileName: string): StoredAttempt[] {
+  let text: string;
+  try {
+    text = readFileSync(storedRecordPath(spoolDir, cluster, walFileName), 'utf8');
+  } catch {
+    return [];
+  }
+  const hex = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+  const attempts: StoredAttempt[] = [];
+  for (const line of text.split('\n')) {
+    try {
+      const parsed = JSON.parse(line) as Partial<StoredAttempt>;
+      if (hex(parsed.sha256) && hex(parsed.storedSha256) && typeof parsed.repo === 'string') {
+        attempts.push({ sha256: parsed.sha256, storedSha256: parsed.storedSha256, repo: parsed.repo });
+      }
+    } catch {
+      // not a record line
+    }
+  }
+  return attempts;
+}
+
+/** Appends one attempt, durably: once this returns, the line survives a power loss. */
+export function recordStoredAttempt(spoolDir: string, cluster: string, walFileName: string, attempt: StoredAttempt): void {
+  const dir = join(spoolDir, cluster);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = storedRecordPath(spoolDir, cluster, walFileName);
+  const created = !existsSync(path);
+  const fd = openSync(path, 'a', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify({ sha256: attempt.sha256, storedSha256: attempt.storedSha256, repo: attempt.repo })}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (created) fsyncDirectory(dir);
+}
+
+/** Takes back an attempt whose upload certainly stored nothing (the name was taken); the last one removes the file. */
+export function forgetStoredAttempt(spoolDir: string, cluster: string, walFileName: string, storedSha256: string): void {
+  const attempts = readStoredRecord(spoolDir, cluster, walFileName);
+  const left = attempts.filter((a) => a.storedSha256 !== storedSha256);
+  if (left.length === attempts.length) return;
+  if (left.length === 0) {
+    removeStoredRecord(spoolDir, cluster, walFileName);
+    return;
+  }
+  const final = storedRecordPath(spoolDir, cluster, walFileName);
+  const temp = `${final}.tmp-${process.pid}`;
+  const fd = openSync(temp, 'w', 0o600);
+  try {
+    writeSync(fd, left.map((a) => `${JSON.stringify(a)}\n`).join(''));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, final);
+  fsyncDirectory(join(spoolDir, cluster));
+}
+
+function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function removeStoredRecord(spoolDir: string, cluster: string, walFileName: string): void {
+  try {
+    unlinkSync(storedRecordPath(spoolDir, cluster, walFileName));
+  } catch {
+    // already gone
+  }
+}
+
+/** Names that have a stored record in the spool. */
+export function recordedFiles(spoolDir: string, cluster: string): string[] {
+  try {
+    return readdirSync(join(spoolDir, cluster))
+      .filter((f) => f.endsWith('.stored'))
+      .map((f) => f.slice(0, -'.stored'.length));
+  } catch {
+    return [];
   }
 }

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
@@ -9,7 +9,8 @@ import { pgdrCommandLine, runPgdr, runPgdrOk } from '../harness/cli.js';
 import { freePort } from '../harness/ports.js';
 import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin } from '../harness/preflight.js';
-import { makeTempDir } from '../harness/temp.js';
+import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
+import { SEALED_DETAIL, type DrillReport } from '../../src/verify/drill-report.js';
 
 /**
  * Encryption at rest (issue 9, point 1) on a local-directory repository: every data object and WAL segment is an
@@ -123,12 +124,30 @@ describe('encryption at rest with age', () => {
     const report = verify.json<{ ok: boolean; notes: { kind: string }[] }>();
     expect(report.ok).toBe(true);
     expect(report.notes.some((n) => n.kind === 'encrypted-file-list')).toBe(true);
+    // The newest segment is encrypted: the segment size comes from the manifests, not from an assumption.
+    expect(verify.stderr).toMatch(/is encrypted; WAL segments are 16 MiB \(recorded in backup \S+'s manifest\)/);
+    expect(report.notes.some((n) => n.kind === 'wal-segment-size-assumed')).toBe(false);
     const expire = await pgdr(['expire', '--dry-run', '--json']);
     expect(expire.exitCode, expire.stderr).toBe(0);
     // With the identity a full verify reads the encrypted file list too.
     const full = await pgdr(['verify', '--json', '--identity-file', ops.identity]);
     expect(full.exitCode, full.stderr).toBe(0);
     expect(full.json<{ checked: { fileLists: number } }>().checked.fileLists).toBeGreaterThan(0);
+  });
+
+  it('verify says so when nothing tells the WAL segment size without a key (encrypted WAL, no backup), and reads it with the identity', async () => {
+    const [segment] = readdirSync(join(repo, 'enc', 'wal', '00000001')).filter((f) => /^[0-9A-F]{24}\.zst$/.test(f)).sort();
+    const name = segment!.slice(0, -4);
+    const dir = makeTempDir('enc-walonly', { owner: 'service' });
+    await pgdrOk(['wal', 'fetch', name, join(dir, name), '--identity-file', ops.identity]);
+    const only = (args: string[]) => runPgdr([...args, '--repo', `file://${repo}`, '--cluster', 'enc-walonly', '--no-progress'], { timeoutMs: 120_000 });
+    expect((await only(['wal', 'push', join(dir, name), ...recipientArgs, '--spool-dir', join(dir, 'spool')])).exitCode).toBe(0);
+    const blind = await only(['verify', '--json']);
+    const notes = blind.json<{ notes: { kind: string; detail: string }[] }>().notes.filter((n) => n.kind === 'wal-segment-size-assumed');
+    expect(notes).toHaveLength(1);
+    expect(notes[0]!.detail).toMatch(/is encrypted, no identity was given, and no backup manifest records the size\): WAL was checked assuming 16 MiB segments/);
+    const keyed = await only(['verify', '--json', '--identity-file', escrow.identity]);
+    expect(keyed.json<{ notes: { kind: string }[] }>().notes.filter((n) => n.kind === 'wal-segment-size-assumed')).toEqual([]);
   });
 
   it('refuses a restore without an identity, or with the wrong one, before touching the target (exit 2)', async () => {
@@ -190,6 +209,81 @@ describe('encryption at rest with age', () => {
   it('PITR with the operations identity restores the basebackup-engine backup to the same rows', async () => {
     const ids = await restoreAndRead(['--backup-id', baseBackup, '--target-time', target, '--identity-file', ops.identity]);
     expect(ids).toEqual(expectedAtTarget);
+  });
+
+  it('seals the drill report: health reads the outcome without a key, drill list reads the details with the identity', async () => {
+    const scratch = makeTempDir('enc-drill', { owner: 'service' });
+    const drill = await pgdr(['drill', '--json', '--scratch-dir', scratch, '--timeout', '300', '--identity-file', ops.identity, ...recipientArgs]);
+    expect(drill.exitCode, drill.stderr).toBe(0);
+    const report = drill.json<DrillReport>();
+    expect(report.result).toBe('passed');
+    const file = join(repo, 'enc', 'drills', `${report.drillId}.json`);
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as DrillReport;
+    expect(stored.encryption).toEqual({ algorithm: 'age', recipients: [ops.recipient, escrow.recipient] });
+    expect(stored.sealed).toMatch(/^-----BEGIN AGE ENCRYPTED FILE-----/);
+    expect([stored.wal.detail, stored.amcheck.detail]).toEqual([SEALED_DETAIL, SEALED_DETAIL]);
+    expect({ result: stored.result, rtoSeconds: stored.rtoSeconds, backupId: stored.backupId }).toEqual({ result: 'passed', rtoSeconds: report.rtoSeconds, backupId: report.backupId });
+
+    // health holds no key and needs none: the outcome and the time stay readable.
+    const health = await pgdr(['health', '--check', 'drill', '--json']);
+    const check = health.json<{ checks: { check: string; status: string; message: string }[] }>().checks.find((c) => c.check === 'drill')!;
+    expect(check.status, check.message).toBe('OK');
+    expect(check.message).toContain(`last restore drill ${report.drillId} passed`);
+
+    const listed = (args: string[]) => pgdr(['drill', 'list', '--json', ...args]);
+    const sealed = await listed([]);
+    expect(sealed.exitCode, sealed.stderr).toBe(0);
+    expect(sealed.json<DrillReport[]>().at(-1)!.amcheck.detail).toBe(SEALED_DETAIL);
+    expect(sealed.stderr).toMatch(/1 report\(s\) have their details sealed .* pass --identity-file/);
+    const opened = await listed(['--identity-file', escrow.identity]);
+    expect(opened.exitCode, opened.stderr).toBe(0);
+    const unsealed = opened.json<DrillReport[]>().at(-1)!;
+    expect(unsealed.amcheck.detail).toBe(report.amcheck.detail);
+    expect(unsealed.wal.detail).toBe(report.wal.detail);
+    expect(unsealed.amcheck.detail).not.toBe(SEALED_DETAIL);
+    expect(unsealed.sealed).toBeUndefined();
+    // A key that is not a recipient leaves the details sealed, and says so.
+    const notRecipient = await listed(['--identity-file', stranger.identity]);
+    expect(notRecipient.exitCode, notRecipient.stderr).toBe(0);
+    expect(notRecipient.json<DrillReport[]>().at(-1)!.amcheck.detail).toBe(SEALED_DETAIL);
+    expect(notRecipient.stderr).toMatch(/sealed to other recipients/);
+    // By hand, as repository-format.md says.
+    const byHand = await execa('sh', ['-c', `jq -r .sealed '${file}' | age -d -i '${ops.identity}'`]);
+    expect((JSON.parse(byHand.stdout) as DrillReport).amcheck.detail).toBe(report.amcheck.detail);
+  });
+
+  it('restore cluster takes --identity-file as a flag: checked against the backup before anything, and handed to what Patroni runs', async () => {
+    const dir = makeTempDir('enc-rebuild', { owner: 'service' });
+    const [restPort, etcdPort, pgPort] = [await freePort(), await freePort(), await freePort()];
+    const config = join(dir, 'm1.yml');
+    writeFileSync(
+      config,
+      [
+        'scope: enc',
+        'name: m1',
+        `restapi: { listen: 127.0.0.1:${restPort}, connect_address: 127.0.0.1:${restPort} }`,
+        `etcd3: { hosts: 127.0.0.1:${etcdPort} }`,
+        `postgresql: { data_dir: ${join(dir, 'pgdata')}, listen: 127.0.0.1:${pgPort}, connect_address: 127.0.0.1:${pgPort} }`,
+        '',
+      ].join('\n'),
+    );
+    chownToServiceUser(config);
+    const args = ['restore', 'cluster', '--patroni-config', config, '--target', 'latest', '--etcd-snapshot', 'none', '--etcd', `http://127.0.0.1:${etcdPort}`, '--dry-run', '--json'];
+    const missing = await pgdr(args);
+    expect(missing.exitCode, missing.stderr).toBe(2);
+    expect(missing.stderr).toMatch(/backup \S+ is encrypted, and no identity file was given/);
+    const wrong = await pgdr([...args, '--identity-file', stranger.identity]);
+    expect(wrong.exitCode, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toMatch(/cannot decrypt backup \S+: it was encrypted to age1/);
+    const planned = await pgdr([...args, '--identity-file', ops.identity]);
+    expect(planned.exitCode, planned.stderr).toBe(0);
+    const plan = planned.json<{ wouldRefuse: unknown[]; plan: { steps: { action: string; details: string[] }[] } }>();
+    expect(plan.wouldRefuse).toEqual([]);
+    // The leader's bootstrap (and with it the restore_command it writes) gets the identity by its path.
+    const bootstrap = plan.plan.steps.find((s) => s.action === 'start-leader')!.details.find((d) => d.startsWith('bootstrap.method pgdr:'))!;
+    expect(bootstrap).toContain(`patroni bootstrap --repo file://${repo} --cluster enc --identity-file ${ops.identity}`);
+    expect(planned.stdout).not.toMatch(/AGE-SECRET-KEY/);
+    expect(readdirSync(dir)).toEqual(['m1.yml']);
   });
 
   it('refuses a passphrase instead of ignoring it', async () => {

@@ -241,3 +241,97 @@ describe('pgdr etcd snapshot, list and restore', () => {
     expect(readdirSync(dir)).toEqual(['keep-me']);
   });
 });
+
+describe('encrypted etcd snapshots', () => {
+  let source: EtcdCluster;
+  let repoDir: string;
+  let repo: string;
+  let keys: string;
+  const ops = { identity: '', recipient: '' };
+  const stranger = { identity: '', recipient: '' };
+  const atSnapshot: Record<string, string> = {
+    '/service/enc/leader': 'pg-1',
+    '/service/enc/config': '{"ttl":30,"postgresql":{"parameters":{"password_encryption":"scram-sha-256"}}}',
+    '/service/enc/members/pg-1': '{"role":"master","state":"running","marker":"pgdr-etcd-secret-4b1d"}',
+  };
+  const repoArgs = (): string[] => ['--repo', repo, '--cluster', 'etcdenc'];
+
+  async function keyPair(into: { identity: string; recipient: string }, name: string): Promise<void> {
+    into.identity = join(keys, `${name}.txt`);
+    await execa('age-keygen', ['-o', into.identity]);
+    into.recipient = (await execa('age-keygen', ['-y', into.identity])).stdout.trim();
+    chownToServiceUser(into.identity);
+  }
+
+  async function restoreTargets(prefix: string): Promise<{ parent: string; args: string[]; addresses: Awaited<ReturnType<typeof allocateEtcdMembers>> }> {
+    const parent = makeTempDir(prefix, { owner: 'service' });
+    const addresses = await allocateEtcdMembers([{ name: 'e1', dataDir: join(parent, 'e1') }]);
+    const args = [
+      'etcd', 'restore', ...repoArgs(),
+      '--snapshot-id', 'latest',
+      '--members', addresses.map((a) => `${a.name}=${a.dataDir}`).join(','),
+      '--initial-cluster', initialClusterOf(addresses),
+      '--initial-cluster-token', `${prefix}-token`,
+    ];
+    return { parent, args, addresses };
+  }
+
+  beforeAll(async () => {
+    source = await startEtcdCluster({ members: 1, name: 'enc-source' });
+    repoDir = makeTempDir('etcd-enc-repo', { owner: 'service' });
+    repo = pathToFileURL(repoDir).href;
+    keys = makeTempDir('etcd-enc-keys', { owner: 'service' });
+    await keyPair(ops, 'ops');
+    await keyPair(stranger, 'stranger');
+    await withClient(source.endpoints, async (client) => {
+      for (const [key, value] of Object.entries(atSnapshot)) await client.put(key).value(value);
+    });
+  });
+
+  it('stores the snapshot as an age file to the recipients, readable by no one without the identity', async () => {
+    // The recipient from the environment, as a CronJob would have it; no identity on the writing side.
+    const result = await runPgdrOk(['etcd', 'snapshot', '--json', ...repoArgs(), '--etcd', source.endpoints.join(',')], { env: { PGDR_ENCRYPT_RECIPIENTS: ops.recipient } });
+    const { snapshotId } = result.json<SnapshotOutput>();
+    const dir = join(repoDir, 'etcdenc', 'etcd', snapshotId);
+    const object = readFileSync(join(dir, 'snapshot.db.zst'));
+    expect(object.subarray(0, 22).toString('latin1')).toBe('age-encryption.org/v1\n');
+    expect(object.includes('pgdr-etcd-secret-4b1d')).toBe(false);
+    expect((await execa('zstd', ['-d', '-c', '-q'], { input: object, encoding: 'buffer', reject: false })).exitCode).not.toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { encryption?: unknown; sha256: string };
+    expect(manifest.encryption).toEqual({ algorithm: 'age', recipients: [ops.recipient] });
+    // sha256 covers the stored, encrypted bytes: verify needs no key.
+    expect(manifest.sha256).toBe(createHash('sha256').update(object).digest('hex'));
+    const verify = await runPgdr(['verify', '--json', ...repoArgs()]);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    // The stored bytes are what `age -d` and `zstd -d` turn into a snapshot etcdctl reads.
+    const raw = join(makeTempDir('etcd-enc-raw'), 'snapshot.db');
+    await execa('sh', ['-c', `age -d -i '${ops.identity}' '${join(dir, 'snapshot.db.zst')}' | zstd -d -q -o '${raw}'`]);
+    const status = JSON.parse((await execa('etcdctl', ['snapshot', 'status', raw, '-w', 'json'], { env: { ETCDCTL_API: '3' } })).stdout) as { revision: number };
+    expect(status.revision).toBe(result.json<SnapshotOutput>().revision);
+  });
+
+  it('refuses a restore without an identity, or with one that is not a recipient, with exit 2 before writing anything', async () => {
+    const { parent, args } = await restoreTargets('etcd-enc-refused');
+    const missing = await runPgdr(args);
+    expect(missing.exitCode, missing.stderr).toBe(2);
+    expect(missing.stderr).toMatch(/etcd snapshot \S+ is encrypted, and no identity file was given/);
+    expect(missing.stderr).toMatch(/^hint: pass --identity-file FILE \(or set PGDR_IDENTITY_FILE\)/m);
+    const wrong = await runPgdr([...args, '--identity-file', stranger.identity]);
+    expect(wrong.exitCode, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toContain(ops.recipient);
+    expect(wrong.stderr).not.toMatch(/AGE-SECRET-KEY/);
+    expect(readdirSync(parent)).toEqual([]);
+  });
+
+  it('restores with the identity into a member that holds exactly the keys at the snapshot', async () => {
+    await withClient(source.endpoints, async (client) => {
+      await client.put('/service/enc/leader').value('pg-after-snapshot');
+    });
+    const { args, addresses } = await restoreTargets('etcd-enc-restored');
+    const restored = await runPgdr(args, { env: { PGDR_IDENTITY_FILE: ops.identity } });
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    const copy = await startEtcdFromDataDirs(addresses, { name: 'enc-restored', token: 'etcd-enc-restored-token' });
+    expect((await readAll(copy.endpoints)).keys).toEqual(atSnapshot);
+    await copy.stop();
+  });
+});

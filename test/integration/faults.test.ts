@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { execa } from 'execa';
@@ -435,7 +435,7 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
   const LATER = '2099-01-01T00:00:00Z';
   /** Arguments end with the repository and the cluster: a test names another cluster with `cluster`. */
   const withRepo = (args: string[], cluster = 'kill') => [...args, ...repoArgs, '--cluster', cluster, '--no-progress'];
-  const pgdr = (args: string[], cluster?: string) => runPgdr(withRepo(args, cluster), { env: server.libpqEnv(), timeoutMs: 180_000 });
+  const pgdr = (args: string[], cluster?: string, env: Record<string, string> = {}) => runPgdr(withRepo(args, cluster), { env: { ...server.libpqEnv(), ...env }, timeoutMs: 180_000 });
   const pgdrOk = async (args: string[]) => {
     const result = await pgdr(args);
     if (result.exitCode !== 0) throw new Error(`pgdr ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}`);
@@ -487,6 +487,56 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
     const fetched = join(makeTempDir('faults-kill-wal2', { owner: 'service' }), 'seg');
     await runPgdrOk(withRepo(['wal', 'fetch', name, fetched], 'kill-wal'));
     expect(readFileSync(fetched).equals(readFileSync(copy))).toBe(true);
+  });
+
+  it('wal push to an encrypted repository killed right after the store: the retry exits 0 without an identity, a different file under the name exits 3', async () => {
+    // A segment (the last archived file may be a .backup history file, which is never encrypted).
+    const [{ name }] = (await server.query<{ name: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS name')) as [{ name: string }];
+    await switchWalAndWaitForArchive(server);
+    const work = makeTempDir('faults-kill-enc', { owner: 'service' });
+    const copy = join(work, name);
+    await pgdrOk(['wal', 'fetch', name, copy]);
+    const original = readFileSync(copy);
+    const identity = join(work, 'key.txt');
+    await runAsPostgres('age-keygen', ['-o', identity]);
+    const recipient = (await execa('age-keygen', ['-y', identity])).stdout.trim();
+    const spool = join(work, 'spool');
+    // Public key only, as on a database host; the spool where the stored record lives.
+    const push = ['wal', 'push', copy, '--encrypt-recipient', recipient, '--spool-dir', spool];
+    await killAt('wal-push:after-store', push, name, 'kill-enc');
+    const object = join(repo, 'kill-enc', 'wal', name.slice(0, 8), `${name}.zst`);
+    const stored = readFileSync(object);
+    expect(stored.subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
+    expect(statSync(join(spool, 'kill-enc', `${name}.stored`)).mode & 0o777).toBe(0o600);
+
+    // PostgreSQL's retry: no identity, and the stored bytes are the ones the killed push recorded for this file.
+    const retry = await pgdr(push, 'kill-enc');
+    expect(retry.exitCode, retry.stderr).toBe(0);
+    expect(retry.stderr).toMatch(/with the very bytes an earlier push of this file stored/);
+    expect(readFileSync(object).equals(stored)).toBe(true);
+
+    // A different file under the same name is refused, and nothing is overwritten.
+    const changed = Buffer.from(original);
+    changed[8192 + 200] = changed[8192 + 200]! ^ 0xff;
+    writeFileSync(copy, changed);
+    const other = await pgdr(push, 'kill-enc');
+    expect(other.exitCode, other.stderr).toBe(3);
+    expect(other.stderr).toMatch(/already in .* with different content; nothing was overwritten/);
+    // With the spool lost, pgdr cannot tell without the identity, and says how to compare; with it, it compares.
+    rmSync(spool, { recursive: true, force: true });
+    const lost = await pgdr(push, 'kill-enc');
+    expect(lost.exitCode, lost.stderr).toBe(3);
+    expect(lost.stderr).toMatch(/encrypted, and pgdr cannot tell whether it is this same file/);
+    expect(lost.stderr).toMatch(/^hint: compare once with the identity: pgdr wal push .* --identity-file KEY/m);
+    expect((await pgdr(push, 'kill-enc', { PGDR_IDENTITY_FILE: identity })).exitCode).toBe(3);
+    writeFileSync(copy, original);
+    const compared = await pgdr(push, 'kill-enc', { PGDR_IDENTITY_FILE: identity });
+    expect(compared.exitCode, compared.stderr).toBe(0);
+    expect(compared.stderr).toMatch(/already in the repository with identical content/);
+    // That comparison recorded the stored bytes: PostgreSQL's next try, without the identity, succeeds.
+    const next = await pgdr(push, 'kill-enc');
+    expect(next.exitCode, next.stderr).toBe(0);
+    expect(readFileSync(object).equals(stored)).toBe(true);
   });
 
   it('backup now killed while its data object is half written: no backup is listed, verify notes the partial object, expire removes it', async () => {
@@ -561,6 +611,56 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
     expect(refused.stderr).toMatch(/hint: move it back/);
     await execa('mv', [join(parent, kept), target]);
     expect(treeDigest(target)).toEqual(before);
+  });
+
+  it('the age child killed mid-stream: wal push and backup now (both engines) commit nothing, expire removes what is left, the next runs succeed', async () => {
+    const work = makeTempDir('faults-dying-age', { owner: 'service' });
+    // An age that encrypts the first 256 KiB it is given and then dies by SIGKILL, as a kill -9 mid-stream leaves it.
+    const dying = join(work, 'age');
+    writeFileSync(dying, '#!/bin/bash\ncase " $* " in *" -e "*) head -c 262144 | age "$@"; kill -9 $$;; esac\nexec age "$@"\n', { mode: 0o755 });
+    chownToServiceUser(dying);
+    const identity = join(work, 'key.txt');
+    await runAsPostgres('age-keygen', ['-o', identity]);
+    const recipient = (await execa('age-keygen', ['-y', identity])).stdout.trim();
+    const dyingAge = { PGDR_AGE_BIN: dying };
+
+    const [{ name }] = (await server.query<{ name: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS name')) as [{ name: string }];
+    await switchWalAndWaitForArchive(server);
+    const copy = join(work, name);
+    await pgdrOk(['wal', 'fetch', name, copy]);
+    const push = ['wal', 'push', copy, '--encrypt-recipient', recipient, '--spool-dir', join(work, 'spool')];
+    const walDir = join(repo, 'kill-age', 'wal', name.slice(0, 8));
+    const failedPush = await pgdr(push, 'kill-age', dyingAge);
+    expect(failedPush.exitCode).toBe(4);
+    expectAgeBlamed(failedPush.stderr);
+    expect(existsSync(walDir) ? readdirSync(walDir) : []).toEqual([]);
+    const pushed = await pgdr(push, 'kill-age');
+    expect(pushed.exitCode, pushed.stderr).toBe(0);
+    expect(readFileSync(join(walDir, `${name}.zst`)).subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
+
+    const before = await backups();
+    for (const engine of ['basebackup', 'files']) {
+      const failed = await pgdr(['backup', 'now', '--engine', engine, '--jobs', '1', '--encrypt-recipient', recipient], undefined, dyingAge);
+      expect(failed.exitCode, failed.stderr).toBe(4);
+      expectAgeBlamed(failed.stderr);
+      // Nothing committed: no complete backup more; at most an incomplete one (objects without a manifest).
+      const after = await backups();
+      expect(after.filter((b) => b.status === 'complete')).toEqual(before.filter((b) => b.status === 'complete'));
+    }
+    const leftovers = (await backups()).filter((b) => b.status !== 'complete');
+    const verify = (await pgdr(['verify', '--json'])).json<{ ok: boolean; notes: { kind: string }[] }>();
+    expect(verify.ok).toBe(true);
+    // Whatever the two runs left is garbage that verify notes and expire removes: afterwards nothing is left.
+    expect(verify.notes.filter((n) => n.kind === 'incomplete-backup' || n.kind === 'pending-write').length).toBeGreaterThanOrEqual(leftovers.length);
+    await pgdrOk(['expire', '--json', '--now', LATER, '--policy', policy]);
+    expect((await backups()).filter((b) => b.status !== 'complete')).toEqual([]);
+    expect((await pgdr(['verify', '--json'])).json<{ notes: { kind: string }[] }>().notes.filter((n) => n.kind === 'incomplete-backup' || n.kind === 'pending-write')).toEqual([]);
+
+    const next = await pgdr(['backup', 'now', '--json', '--encrypt-recipient', recipient]);
+    expect(next.exitCode, next.stderr).toBe(0);
+    const id = next.json<{ backupId: string }>().backupId;
+    expect((await backups()).find((b) => b.backupId === id)?.status).toBe('complete');
+    expect(JSON.parse(readFileSync(join(repo, 'kill', 'backups', id, 'manifest.json'), 'utf8')).encryption.recipients).toEqual([recipient]);
   });
 });
 
@@ -638,6 +738,13 @@ describe('a store that hangs instead of refusing: every command gives up within 
     }
   });
 });
+
+/** The error names age's death, not the broken pipe it left zstd with, and no install hint. */
+function expectAgeBlamed(stderr: string): void {
+  expect(stderr).toMatch(/^pgdr: age (failed: )?was killed by SIGKILL/m);
+  expect(stderr).toMatch(/^hint: age was killed by SIGKILL, which pgdr did not send/m);
+  expect(stderr).not.toMatch(/SIGPIPE|install the/);
+}
 
 async function pgCtlStop(pgdata: string): Promise<void> {
   await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'fast', '-w', 'stop'], { reject: false, timeout: 120_000 });

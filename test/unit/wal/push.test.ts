@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,8 @@ import { createFsStore } from '../../../src/storage/fs-store.js';
 import { startZstdCompressFile, zstdDecompressBuffer } from '../../../src/stream/zstd-buffer.js';
 import { readyBesides } from '../../../src/wal/background-pusher.js';
 import { pushWal, type WalPushOptions } from '../../../src/wal/push.js';
+import { readStoredRecord, storedRecordPath, sweepMarkers } from '../../../src/wal/spool.js';
+import { sha256Hex } from '../../../src/stream/checksum.js';
 
 const dirs: string[] = [];
 function temp(): string {
@@ -98,6 +100,94 @@ describe('pushWal', () => {
     writeFileSync(path, Buffer.alloc(64 * 1024, 7));
     await expect(pushWal(path, options)).rejects.toThrow('000000010000000000000003 has WAL page magic 0x707, which pgdr does not know');
     expect(await store.head(layout.walObject('000000010000000000000003'))).toBeNull();
+  });
+});
+
+/** An age key pair made with age-keygen (the Debian package the encryption needs). */
+function ageKey(): { identity: string; recipient: string } {
+  const identity = join(temp(), 'key.txt');
+  execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+  return { identity, recipient: execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim() };
+}
+
+describe('pushWal of an encrypted segment, retried without the identity', () => {
+  const name = '000000010000000000000005';
+
+  it('records the file and the stored bytes before the upload (0600), and a retry of the same file is accepted from that record', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const key = ageKey();
+    const encrypted = { ...options, encryptTo: [key.recipient] };
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(5));
+    expect(await pushWal(path, encrypted)).toBe('stored');
+    const stored = await store.getBuffer(layout.walObject(name));
+    expect(stored.subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
+    const recordFile = storedRecordPath(options.spoolDir, 'c1', name);
+    expect(statSync(recordFile).mode & 0o777).toBe(0o600);
+    const first = { sha256: sha256Hex(segment(5)), storedSha256: sha256Hex(stored), repo: options.targets[0]!.id };
+    expect(readStoredRecord(options.spoolDir, 'c1', name)).toEqual([first]);
+    // The retry encrypts anew (other bytes), finds the name taken, and takes its own line back out of the record.
+    expect(await pushWal(path, encrypted)).toBe('already-stored');
+    expect(readStoredRecord(options.spoolDir, 'c1', name)).toEqual([first]);
+    expect((await store.getBuffer(layout.walObject(name))).equals(stored)).toBe(true);
+  });
+
+  it('refuses other content under the name, a record of another repository, and no record at all, overwriting nothing', async () => {
+    const { pgWal, store, layout, options } = setup();
+    const key = ageKey();
+    const encrypted = { ...options, encryptTo: [key.recipient] };
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(5));
+    await pushWal(path, encrypted);
+    const stored = await store.getBuffer(layout.walObject(name));
+    writeFileSync(path, segment(6));
+    await expect(pushWal(path, encrypted)).rejects.toThrow(/already in .* with different content; nothing was overwritten/);
+    writeFileSync(path, segment(5));
+    // The refused attempt left the record of the stored copy as it was.
+    expect(readStoredRecord(options.spoolDir, 'c1', name).map((a) => a.sha256)).toEqual([sha256Hex(segment(5))]);
+    writeFileSync(path, segment(5));
+    await expect(pushWal(path, { ...encrypted, targets: [{ store, id: 'elsewhere', label: 'elsewhere' }] })).rejects.toThrow(/cannot tell whether it is this same file.*records no earlier push of these bytes/);
+    rmSync(storedRecordPath(options.spoolDir, 'c1', name));
+    await expect(pushWal(path, encrypted)).rejects.toThrow(RepositoryError);
+    await expect(pushWal(path, encrypted)).rejects.toThrow(/the spool records no earlier push of these bytes/);
+    await expect(pushWal(path, encrypted)).rejects.toMatchObject({ hint: expect.stringMatching(/--identity-file KEY/) });
+    expect((await store.getBuffer(layout.walObject(name))).equals(stored)).toBe(true);
+  });
+
+  it('with an identity, decrypts the stored copy and compares, record or not', async () => {
+    const { pgWal, options } = setup();
+    const key = ageKey();
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(5));
+    await pushWal(path, { ...options, encryptTo: [key.recipient] });
+    rmSync(storedRecordPath(options.spoolDir, 'c1', name));
+    const withKey = { ...options, encryptTo: [key.recipient], identityFile: key.identity };
+    expect(await pushWal(path, withKey)).toBe('already-stored');
+    writeFileSync(path, segment(6));
+    await expect(pushWal(path, withKey)).rejects.toThrow(/with different content; nothing was overwritten/);
+  });
+
+  it('on a store that ignores conditional writes, reads its own bytes back without a key, and a retry is accepted from the record', async () => {
+    const { pgWal, options } = setup();
+    const key = ageKey();
+    const unsafe = { ...options, encryptTo: [key.recipient], storeIgnoresConditions: true };
+    const path = join(pgWal, name);
+    writeFileSync(path, segment(5));
+    expect(await pushWal(path, unsafe)).toBe('stored');
+    expect(await pushWal(path, unsafe)).toBe('already-stored');
+    expect(readStoredRecord(options.spoolDir, 'c1', name)).toHaveLength(1);
+  });
+
+  it('sweeps records of files PostgreSQL no longer marks ready, but not the one being pushed', () => {
+    const { pgWal, options } = setup();
+    mkdirSync(join(pgWal, 'archive_status'));
+    mkdirSync(join(options.spoolDir, 'c1'));
+    for (const n of ['000000010000000000000007', '000000010000000000000008', '000000010000000000000009']) {
+      writeFileSync(storedRecordPath(options.spoolDir, 'c1', n), '{}');
+    }
+    writeFileSync(join(pgWal, 'archive_status', '000000010000000000000008.ready'), '');
+    sweepMarkers(options.spoolDir, 'c1', pgWal, '000000010000000000000009');
+    expect(['07', '08', '09'].map((n) => existsSync(storedRecordPath(options.spoolDir, 'c1', `0000000100000000000000${n}`)))).toEqual([false, true, true]);
   });
 });
 
