@@ -40,9 +40,11 @@ export async function readLocalServerFacts(client: pg.Client): Promise<LocalServ
 
 /**
  * Whether `pgdata` on this host is the data directory of the server pgdr is connected to: its postmaster.pid must
- * name the same port and start time (two servers of one cluster, a leader and its replica, can share a host and a
+ * name the same port and start time, within a few seconds (two servers of one cluster, a leader and its replica, can share a host and a
  * system identifier, never both of these), and pgdr must be able to read it. Returns why not, or undefined.
  */
+const START_TIME_SLACK_SECONDS = 3;
+
 export function localDataDirectoryProblem(pgdata: string, facts: LocalServerFacts): string | undefined {
   let pid: string;
   try {
@@ -55,8 +57,12 @@ export function localDataDirectoryProblem(pgdata: string, facts: LocalServerFact
   const lines = pid.split('\n');
   const started = Number(lines[2]);
   const port = Number(lines[3]);
-  if (started !== facts.postmasterStart || port !== facts.port) {
-    return `${pgdata} belongs to another server (its postmaster.pid names port ${lines[3] ?? '?'}, the server pgdr reached runs on port ${facts.port})`;
+  // postmaster.pid holds the second the postmaster process began; pg_postmaster_start_time() is taken a little later
+  // in its start-up (after shared_preload_libraries), a second or two on a busy host: equal is too strict.
+  const lag = facts.postmasterStart - started;
+  if (!(lag >= 0 && lag <= START_TIME_SLACK_SECONDS) || port !== facts.port) {
+    const at = (seconds: number) => (Number.isFinite(seconds) ? new Date(seconds * 1000).toISOString() : '?');
+    return `${pgdata} belongs to another server (its postmaster.pid names port ${lines[3] ?? '?'}, started ${at(started)}; the server pgdr reached runs on port ${facts.port}, started ${at(facts.postmasterStart)})`;
   }
   try {
     accessSync(join(pgdata, 'global', 'pg_control'), constants.R_OK);
