@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -47,17 +47,7 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', tar.stdin, 'pipe'], env: childEnv('tool') });
   // zstd holds the write end of tar's stdin now; the parent's copy must close or tar never sees end of input.
   tar.stdin.destroy();
-  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
-  if (age !== undefined) zstd.stdin!.destroy();
-  const identityFile = options.identityFile;
-  const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
-  const ageDone =
-    ageWatch === undefined || identityFile === undefined
-      ? Promise.resolve()
-      : ageWatch.done.catch((err: unknown) => {
-          throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
-        });
-  ageDone.catch(() => undefined);
+  const { age, ageDone } = ageInFrontOf(zstd, options);
   const listed = readLines(tar.stdout!, (line) => guard.acceptListing(line));
   const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
   const tarDone = watchChild(tar, 'tar -x', `check free space and permissions in ${directory}`, (line) => guard.acceptDiagnostic(line)).done;
@@ -84,6 +74,24 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
     unsafeMembers: () => guard.unsafe,
     kill,
   };
+}
+
+/**
+ * For an encrypted object, `age -d -i FILE` writing into zstd's stdin by a kernel pipe (the parent's copy of that
+ * stdin is closed, or zstd never sees end of input); `ageDone` settles with age's exit, a refused identity in pgdr's
+ * words. Without an identity there is no age and `ageDone` is already resolved.
+ */
+function ageInFrontOf(zstd: ChildProcess, options: Pick<UnpackOptions, 'identityFile' | 'what'>): { age: ChildProcess | undefined; ageDone: Promise<void> } {
+  const identityFile = options.identityFile;
+  if (identityFile === undefined) return { age: undefined, ageDone: Promise.resolve() };
+  const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
+  zstd.stdin!.destroy();
+  const ageWatch = watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
+  const ageDone = ageWatch.done.catch((err: unknown) => {
+    throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
+  });
+  ageDone.catch(() => undefined);
+  return { age, ageDone };
 }
 
 function writeMemberList(members: readonly string[]): string {
@@ -131,17 +139,7 @@ export interface DecompressProcess {
 export function startZstdDecompress(options: Omit<UnpackOptions, 'members'> = {}): DecompressProcess {
   const zstdBinary = options.zstdBinary ?? process.env.PGDR_ZSTD_BIN ?? 'zstd';
   const zstd = spawn(zstdBinary, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
-  const age = options.identityFile === undefined ? undefined : spawn(AGE, decryptArgs(options.identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
-  if (age !== undefined) zstd.stdin!.destroy();
-  const identityFile = options.identityFile;
-  const ageWatch = age === undefined ? undefined : watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
-  const ageDone =
-    ageWatch === undefined || identityFile === undefined
-      ? Promise.resolve()
-      : ageWatch.done.catch((err: unknown) => {
-          throw asDecryptFailure(err, options.what ?? 'the object', identityFile, ageWatch.stderrTail());
-        });
-  ageDone.catch(() => undefined);
+  const { age, ageDone } = ageInFrontOf(zstd, options);
   const zstdDone = watchChild(zstd, 'zstd -d', 'the stored object does not decompress: it may be damaged; run pgdr verify').done;
   const forget = killOnExit(...(age === undefined ? [] : [age]), zstd);
   return {

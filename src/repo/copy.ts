@@ -98,38 +98,27 @@ export async function copyRepository(options: CopyOptions): Promise<CopyReport> 
     } else report.walFiles.skipped++;
   });
 
-  for (const manifest of backups) {
-    const done = await copyCommitted(options, {
+  // Backups and etcd snapshots alike: their objects checked against the manifest, the manifest written last.
+  const committed = [
+    ...backups.map((manifest) => ({
+      tally: report.backups,
       what: `backup ${manifest.backupId}`,
       prefix: layout.backupPrefix(manifest.backupId),
       manifestKey: layout.backupManifest(manifest.backupId),
       recorded: new Map(manifest.objects.map((o) => [layout.backupObject(manifest.backupId, o.name), { size: o.storedBytes, sha256: o.sha256 }])),
-      source,
-      held,
-      conflicts,
-      counted,
-      report,
-      concurrency,
-    });
-    if (done === 'copied') report.backups.copied++;
-    else if (done === 'skipped') report.backups.skipped++;
-  }
-
-  for (const snapshot of snapshots) {
-    const done = await copyCommitted(options, {
+    })),
+    ...snapshots.map((snapshot) => ({
+      tally: report.etcdSnapshots,
       what: `etcd snapshot ${snapshot.snapshotId}`,
       prefix: layout.etcdSnapshotPrefix(snapshot.snapshotId),
       manifestKey: layout.etcdSnapshotManifest(snapshot.snapshotId),
       recorded: new Map([[layout.etcdSnapshotObject(snapshot.snapshotId, snapshot.object), { size: snapshot.storedBytes, sha256: snapshot.sha256 }]]),
-      source,
-      held,
-      conflicts,
-      counted,
-      report,
-      concurrency,
-    });
-    if (done === 'copied') report.etcdSnapshots.copied++;
-    else if (done === 'skipped') report.etcdSnapshots.skipped++;
+    })),
+  ];
+  for (const { tally, ...item } of committed) {
+    const done = await copyCommitted(options, { ...item, source, held, conflicts, counted, report, concurrency });
+    if (done === 'copied') tally.copied++;
+    else if (done === 'skipped') tally.skipped++;
   }
 
   // Restore points (recovery targets by name) and drill reports: small objects written once.
