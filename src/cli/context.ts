@@ -64,7 +64,7 @@ export function addCommonOptions(command: Command): Command {
     .option('--cluster <name>', 'namespace inside the repository (env PGDR_CLUSTER, default "default")')
     .option('--pg-host <host>', 'PostgreSQL host (env PGHOST)')
     .option('--pg-port <port>', 'PostgreSQL port (env PGPORT)')
-    .option('--pg-user <user>', 'PostgreSQL user (env PGUSER; password only from PGPASSWORD or ~/.pgpass)')
+    .option('--pg-user <user>', 'PostgreSQL user (env PGUSER; password only from PGPASSWORD, PGPASSFILE or ~/.pgpass)')
     .option('--patroni <urls>', 'Patroni REST endpoints, comma-separated (env PGDR_PATRONI)')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated (env PGDR_ETCD)')
     .option('--pgdata <dir>', 'PostgreSQL data directory (env PGDATA)')

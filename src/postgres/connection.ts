@@ -69,7 +69,7 @@ export async function withConnection<T>(endpoint: PgEndpoint, work: (client: pg.
     if (isSetupFailure(err)) {
       throw new PostgresSetupError(
         `${where} refused the connection: ${(err as Error).message}`,
-        'a setup problem, not an outage: check the role, its password (PGPASSWORD or ~/.pgpass) and pg_hba.conf on the server',
+        'a setup problem, not an outage: check the role, its password (PGPASSWORD, PGPASSFILE or ~/.pgpass) and pg_hba.conf on the server',
         err,
       );
     }
