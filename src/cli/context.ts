@@ -82,7 +82,7 @@ export function addCommonOptions(command: Command): Command {
       'age public key (age1…) to encrypt every new object to; repeatable (env PGDR_ENCRYPT_RECIPIENTS, comma-separated)',
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
-    .option('--identity-file <file>', 'age identity file (private key) to decrypt with: restore, drill, wal fetch, etcd restore; optional for verify, drill list, wal push (env PGDR_IDENTITY_FILE)')
+    .option('--identity-file <file>', 'age identity file (private key) to decrypt with: restore, drill, wal fetch, etcd restore; optional for verify, drill list, wal push (env PGDR_IDENTITY_FILE; one protected with age -p opens with PGDR_PASSPHRASE_FILE)')
     .option('--no-progress', 'never draw progress bars');
 }
 

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors.js';
 import { PGDR_VERSION } from '../version.js';
 import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
+import { unlockIdentity } from './identity.js';
 import { printJsonError, reportError as reportFailure } from './report-error.js';
 
 /** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
@@ -56,6 +57,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     for (let c: Command | null = command; c !== null && c.parent !== null; c = c.parent) words.unshift(c.name());
     const ctx = createContext(options, words.join(' '));
     current = ctx;
+    await unlockIdentity(ctx.settings);
     const positional = args.slice(0, -2);
     const code = await handler(ctx, ...positional, options);
     exitCode = typeof code === 'number' ? code : 0;

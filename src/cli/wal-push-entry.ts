@@ -1,6 +1,7 @@
 import { basename } from 'node:path';
 import { loadSettings } from '../config/resolve-settings.js';
 import type { RunningCommand } from '../process/run-command.js';
+import { identityIsProtected } from '../stream/age-buffer.js';
 import { startWalEncoding, walEncryptTo } from '../wal/encoding.js';
 import { claimOwner } from '../wal/spool.js';
 import { reportError } from './report-error.js';
@@ -25,7 +26,10 @@ export async function walPushEntry(argv: readonly string[], env: NodeJS.ProcessE
   const log = (message: string) => process.stderr.write(`pgdr: ${message}\n`);
   let compression: RunningCommand | undefined;
   try {
-    const settings = await loadSettings(call.flags, env);
+    const loaded = await loadSettings(call.flags, env);
+    // A push needs an identity only to compare a name already taken by an encrypted copy; a passphrase-protected one
+    // would cost every push a second of scrypt, so a push goes without it, as a host that holds none does.
+    const settings = loaded.identityFile !== undefined && identityIsProtected(loaded.identityFile) ? { ...loaded, identityFile: undefined } : loaded;
     if (call.command === 'push-ahead') {
       // The background pusher: the same lean modules, so it starts fast and stays small beside the pushes.
       const { walPushAheadCommand } = await import('./wal-push.js');

@@ -142,15 +142,16 @@ export function recipientsSetting(value: string | string[] | undefined, source: 
 }
 
 /**
- * pgdr has no passphrase mode (docs/configuration.md#encryption): a passphrase set for it is refused rather than
- * ignored, so nobody believes their backups are encrypted with it.
+ * A passphrase opens a passphrase-protected identity file (src/stream/age-passphrase.ts) and nothing else: pgdr
+ * never encrypts to a passphrase. Given without an identity file it is refused rather than ignored, so that nobody
+ * believes their backups are encrypted with it.
  */
-function refusePassphrase(env: NodeJS.ProcessEnv): void {
-  const name = env.PGDR_PASSPHRASE !== undefined ? 'PGDR_PASSPHRASE' : env.PGDR_PASSPHRASE_FILE !== undefined ? 'PGDR_PASSPHRASE_FILE' : undefined;
-  if (name === undefined) return;
+function passphraseNeedsIdentity(env: NodeJS.ProcessEnv, identityFile: string | undefined): void {
+  const name = env.PGDR_PASSPHRASE ? 'PGDR_PASSPHRASE' : env.PGDR_PASSPHRASE_FILE ? 'PGDR_PASSPHRASE_FILE' : undefined;
+  if (name === undefined || identityFile !== undefined) return;
   throw new UsageError(
-    `${name} is set, but pgdr encrypts to age public keys only, not to a passphrase`,
-    'unset it; generate a key pair with age-keygen and set PGDR_ENCRYPT_RECIPIENTS (see docs/runbooks/key-management.md)',
+    `${name} is set, but no identity file is: the passphrase only opens a passphrase-protected identity file`,
+    'set PGDR_IDENTITY_FILE to the identity protected with age -p (new objects are encrypted to recipients, never to a passphrase; docs/runbooks/key-management.md)',
   );
 }
 
@@ -243,7 +244,7 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
           : recipientsSetting(file.encryptRecipients, 'encryptRecipients in the config file'),
     identityFile: flags.identityFile ?? (env.PGDR_IDENTITY_FILE || undefined) ?? file.identityFile,
   };
-  refusePassphrase(env);
+  passphraseNeedsIdentity(env, settings.identityFile);
   for (const r of [...repositories, ...(repository === undefined ? [] : [repository])]) {
     if (!/^(s3|file):\/\//.test(r.url)) {
       throw new UsageError(

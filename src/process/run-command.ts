@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { onExit } from 'signal-exit';
 import { ServiceError } from '../errors.js';
 import { childEnv } from './child-env.js';
@@ -23,6 +24,11 @@ export interface RunCommandOptions {
   input?: Buffer;
   /** The child's stdin is this stream's file descriptor (another child's stdout: a kernel pipe); excludes `input`. */
   stdinFrom?: import('node:stream').Readable;
+  /**
+   * Written to the child's file descriptor 3, a pipe, which is then closed: a secret the child reads as the file
+   * /dev/fd/3, so that it touches neither the disk nor a command line.
+   */
+  fd3?: Buffer;
 }
 
 export interface CommandOutput {
@@ -51,8 +57,9 @@ export function startCommand(file: string, args: readonly string[], options: Run
   const label = options.label ?? file;
   const child = spawn(file, args, {
     env: options.env ?? childEnv('tool'),
-    stdio: [options.stdinFrom ?? 'pipe', 'pipe', 'pipe'],
+    stdio: options.fd3 === undefined ? [options.stdinFrom ?? 'pipe', 'pipe', 'pipe'] : [options.stdinFrom ?? 'pipe', 'pipe', 'pipe', 'pipe'],
   });
+  if (options.fd3 !== undefined) writeFd3(child, options.fd3);
   const removeExitHook = onExit(() => {
     child.kill('SIGKILL');
   });
@@ -136,4 +143,12 @@ export function lastMeaningfulLine(text: string): string {
     .map((l) => l.trim())
     .filter((l) => l.length > 0);
   return lines[lines.length - 1] ?? '';
+}
+
+/** Feeds a child's extra pipe (stdio index 3); a child that exits before reading it all is no failure of this write. */
+export function writeFd3(child: ChildProcess, data: Buffer): void {
+  const pipe = child.stdio[3] as Writable | null | undefined;
+  if (!pipe) return;
+  pipe.on('error', () => undefined);
+  pipe.end(data);
 }

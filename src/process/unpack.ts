@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { TarMemberGuard } from '../restore/tar-member-guard.js';
 import { childEnv } from './child-env.js';
-import { AGE, asDecryptFailure, decryptArgs } from '../stream/age-buffer.js';
+import { asDecryptFailure, spawnAgeDecrypt } from '../stream/age-buffer.js';
 import { killOnExit, watchChild } from './child.js';
 
 /**
@@ -84,7 +84,7 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
 function ageInFrontOf(zstd: ChildProcess, options: Pick<UnpackOptions, 'identityFile' | 'what'>): { age: ChildProcess | undefined; ageDone: Promise<void> } {
   const identityFile = options.identityFile;
   if (identityFile === undefined) return { age: undefined, ageDone: Promise.resolve() };
-  const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', zstd.stdin, 'pipe'], env: childEnv('tool') });
+  const age = spawnAgeDecrypt(identityFile, ['pipe', zstd.stdin, 'pipe']);
   zstd.stdin!.destroy();
   const ageWatch = watchChild(age, 'age -d', 'the object does not decrypt: it may be damaged; run pgdr verify');
   const ageDone = ageWatch.done.catch((err: unknown) => {

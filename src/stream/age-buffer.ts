@@ -1,9 +1,10 @@
-import { spawn } from 'node:child_process';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { spawn, type ChildProcess, type StdioNull, type StdioPipe } from 'node:child_process';
 import { childEnv } from '../process/child-env.js';
 import { Readable } from 'node:stream';
 import { ServiceError, UsageError } from '../errors.js';
 import { killOnExit, watchChild } from '../process/child.js';
-import { runCommand, startCommand, type RunningCommand } from '../process/run-command.js';
+import { runCommand, startCommand, writeFd3, type RunningCommand } from '../process/run-command.js';
 import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
 
 /**
@@ -15,7 +16,8 @@ import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
  *
  * Whole files and buffers (WAL, small objects) are handled here, with node:child_process only, so `wal push` loads
  * no more for them; src/stream/age.ts adds the streaming stages. Secrets never reach a command line: age reads the
- * identity from the file whose path pgdr passes (`-i FILE`); recipients are public keys.
+ * identity from the file whose path pgdr passes (`-i FILE`), or the keys of a passphrase-protected one from a pipe;
+ * recipients are public keys.
  */
 export const AGE = process.env.PGDR_AGE_BIN ?? 'age';
 export const AGE_KEYGEN = process.env.PGDR_AGE_KEYGEN_BIN ?? 'age-keygen';
@@ -24,6 +26,31 @@ export const AGE_KEYGEN = process.env.PGDR_AGE_KEYGEN_BIN ?? 'age-keygen';
 export const AGE_MAGIC = Buffer.from('age-encryption.org/v1\n', 'ascii');
 
 export const AGE_INSTALL_HINT = 'install the age package (apt-get install age)';
+
+/** How the ASCII form of an age file (`age -a`) begins. */
+export const AGE_ARMOR_BEGIN = '-----BEGIN AGE ENCRYPTED FILE-----';
+
+/**
+ * Whether an identity file's first bytes are an age file (binary or armored) rather than keys: one protected with
+ * a passphrase (src/stream/age-passphrase.ts).
+ */
+export function isProtectedIdentity(head: Buffer): boolean {
+  return isAgeEncrypted(head) || head.toString('latin1', 0, AGE_ARMOR_BEGIN.length) === AGE_ARMOR_BEGIN;
+}
+
+/** Whether the identity file begins like an age file; an unreadable one is left for age to report. */
+export function identityIsProtected(identityFile: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(identityFile, 'r');
+    const head = Buffer.alloc(64);
+    return isProtectedIdentity(head.subarray(0, readSync(fd, head, 0, head.length, 0)));
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
 
 export function isAgeEncrypted(head: Buffer): boolean {
   return head.length >= AGE_MAGIC.length && head.subarray(0, AGE_MAGIC.length).equals(AGE_MAGIC);
@@ -34,8 +61,32 @@ export function encryptArgs(recipients: readonly string[]): string[] {
   return ['-e', ...recipients.flatMap((r) => ['-r', r])];
 }
 
-export function decryptArgs(identityFile: string): string[] {
-  return ['-d', '-i', identityFile];
+/**
+ * Identity files pgdr has unlocked with the passphrase (src/stream/age-passphrase.ts), by path, and the keys they
+ * hold. age reads those from a pipe instead of the file, so that they are written down nowhere: Node's extra stdio is
+ * a socket, which age cannot open by /dev/fd path, so bash turns it into a pipe (a process substitution) and then
+ * becomes age itself, which keeps signals and the exit status age's own.
+ */
+const unlockedIdentities = new Map<string, Buffer>();
+const AGE_WITH_KEYS_ON_FD3 = 'exec "$0" "$@" -i <(cat <&3) 3<&-';
+
+export function useUnlockedIdentity(identityFile: string, keys: string): void {
+  unlockedIdentities.set(identityFile, Buffer.from(keys.endsWith('\n') ? keys : `${keys}\n`));
+}
+
+/** The `age -d` to run for this identity: the command, its arguments, and the keys to feed its fd 3, if unlocked. */
+function decryptCommand(identityFile: string): { file: string; args: string[]; keys?: Buffer } {
+  const keys = unlockedIdentities.get(identityFile);
+  if (keys === undefined) return { file: AGE, args: ['-d', '-i', identityFile] };
+  return { file: 'bash', args: ['-c', AGE_WITH_KEYS_ON_FD3, AGE, '-d'], keys };
+}
+
+/** `age -d` with this identity, started now on `stdio` (stdin, stdout, stderr). */
+export function spawnAgeDecrypt(identityFile: string, stdio: (StdioPipe | StdioNull)[]): ChildProcess {
+  const { file, args, keys } = decryptCommand(identityFile);
+  const child = spawn(file, args, { stdio: keys === undefined ? stdio : [...stdio, 'pipe'], env: childEnv('tool') });
+  if (keys !== undefined) writeFd3(child, keys);
+  return child;
 }
 
 /**
@@ -79,7 +130,13 @@ export async function ageEncryptBuffer(data: Buffer, recipients: readonly string
 /** Decrypts one whole object; `what` names it in errors. */
 export async function ageDecryptBuffer(data: Buffer, identityFile: string, what: string): Promise<Buffer> {
   try {
-    const { stdout } = await runCommand(AGE, decryptArgs(identityFile), { input: data, label: 'age -d', hint: 'the object does not decrypt: it may be damaged; run pgdr verify' });
+    const { file, args, keys } = decryptCommand(identityFile);
+    const { stdout } = await runCommand(file, args, {
+      input: data,
+      label: 'age -d',
+      hint: 'the object does not decrypt: it may be damaged; run pgdr verify',
+      ...(keys === undefined ? {} : { fd3: keys }),
+    });
     return stdout;
   } catch (err) {
     throw asDecryptFailure(err, what, identityFile);
@@ -145,7 +202,9 @@ export async function peekHead(source: Readable, bytes: number): Promise<{ head:
 export async function identityRecipients(identityFile: string): Promise<string[]> {
   let stdout: Buffer;
   try {
-    ({ stdout } = await runCommand(AGE_KEYGEN, ['-y', identityFile], { label: 'age-keygen -y', hint: AGE_INSTALL_HINT }));
+    // Unlocked keys go in on stdin: the protected file itself is an age file, not keys.
+    const keys = unlockedIdentities.get(identityFile);
+    ({ stdout } = await runCommand(AGE_KEYGEN, keys === undefined ? ['-y', identityFile] : ['-y'], { label: 'age-keygen -y', hint: AGE_INSTALL_HINT, ...(keys === undefined ? {} : { input: keys }) }));
   } catch (err) {
     const stderr = String((err as { cause?: { stderr?: unknown } }).cause?.stderr ?? '');
     if (err instanceof ServiceError && /could not start/.test(err.message)) throw err;

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { childEnv } from '../process/child-env.js';
 import { Duplex } from 'node:stream';
 import { killOnExit, watchChild } from '../process/child.js';
-import { AGE, AGE_INSTALL_HINT, asDecryptFailure, decryptArgs, encryptArgs } from './age-buffer.js';
+import { AGE, AGE_INSTALL_HINT, asDecryptFailure, encryptArgs, spawnAgeDecrypt } from './age-buffer.js';
 import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
 
 export * from './age-buffer.js';
@@ -27,7 +27,7 @@ export function compressEncryptStage(options: ZstdOptions, recipients: readonly 
 
 /** A Duplex: write an age file, read what was encrypted. A wrong identity or an altered object fails it. */
 export function decryptStage(identityFile: string, what: string): Duplex {
-  const age = spawn(AGE, decryptArgs(identityFile), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
+  const age = spawnAgeDecrypt(identityFile, ['pipe', 'pipe', 'pipe']);
   return new ChildChain([{ child: age, label: 'age -d', hint: 'the object does not decrypt: it may be damaged; run pgdr verify' }], (err, stderr) =>
     asDecryptFailure(err, what, identityFile, stderr),
   );

@@ -10,6 +10,7 @@ import { freePort } from '../harness/ports.js';
 import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin } from '../harness/preflight.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
+import { protectIdentity } from '../../src/stream/age-passphrase.js';
 import { SEALED_DETAIL, type DrillReport } from '../../src/verify/drill-report.js';
 
 /**
@@ -179,7 +180,7 @@ describe('encryption at rest with age', () => {
     expect(noKey.exitCode, noKey.stderr).toBe(2);
   });
 
-  async function restoreAndRead(args: string[]): Promise<number[]> {
+  async function restoreAndRead(args: string[], env: Record<string, string> = {}): Promise<number[]> {
     const dir = makeTempDir('enc-restore', { owner: 'service' });
     const pgdata = join(dir, 'pgdata');
     const port = await freePort();
@@ -187,7 +188,7 @@ describe('encryption at rest with age', () => {
       await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'immediate', 'stop']).catch(() => undefined);
     });
     try {
-      await pgdrOk(['restore', '--pgdata', pgdata, ...args, '--start', '--port', String(port), '--archive-mode', 'off', '--json']);
+      await pgdrOk(['restore', '--pgdata', pgdata, ...args, '--start', '--port', String(port), '--archive-mode', 'off', '--json'], env);
       const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
       await client.connect();
       try {
@@ -209,6 +210,57 @@ describe('encryption at rest with age', () => {
   it('PITR with the operations identity restores the basebackup-engine backup to the same rows', async () => {
     const ids = await restoreAndRead(['--backup-id', baseBackup, '--target-time', target, '--identity-file', ops.identity]);
     expect(ids).toEqual(expectedAtTarget);
+  });
+
+  describe('passphrase mode: the identity file protected with a passphrase (age -p)', () => {
+    const PASSPHRASE = 'quiet meadow 93 copper';
+    let protectedIdentity: string;
+    let passphraseFile: string;
+
+    beforeAll(async () => {
+      protectedIdentity = join(keys, 'escrow.age');
+      // age's default work factor (18), as age -p writes it.
+      writeFileSync(protectedIdentity, await protectIdentity(readFileSync(escrow.identity, 'utf8'), PASSPHRASE));
+      passphraseFile = join(keys, 'passphrase');
+      writeFileSync(passphraseFile, `${PASSPHRASE}\n`, { mode: 0o600 });
+      chownToServiceUser(protectedIdentity);
+      chownToServiceUser(passphraseFile);
+    });
+
+    it('PITR with PGDR_PASSPHRASE_FILE: restore and the restored server\'s restore_command open the identity, exact rows', async () => {
+      const ids = await restoreAndRead(['--backup-id', filesBackup, '--target-time', target, '--identity-file', protectedIdentity], { PGDR_PASSPHRASE_FILE: passphraseFile });
+      expect(ids).toEqual(expectedAtTarget);
+    });
+
+    it('refuses a missing or wrong passphrase before touching the target (exit 2), and never prints it', async () => {
+      const parent = makeTempDir('enc-passphrase-refused', { owner: 'service' });
+      const pgdata = join(parent, 'pgdata');
+      const args = ['restore', '--pgdata', pgdata, '--target', 'latest', '--identity-file', protectedIdentity];
+      const missing = await pgdr(args);
+      expect(missing.exitCode, missing.stderr).toBe(2);
+      expect(missing.stderr).toMatch(/is protected by a passphrase, and none was given/);
+      const wrong = await pgdr(args, { PGDR_PASSPHRASE: 'quiet meadow 94 copper' });
+      expect(wrong.exitCode, wrong.stderr).toBe(2);
+      expect(wrong.stderr).toMatch(/the passphrase does not open identity file/);
+      expect(wrong.stderr + wrong.stdout).not.toMatch(/meadow|AGE-SECRET-KEY/);
+      expect(readdirSync(parent)).toEqual([]);
+      const plain = await pgdr(['verify', '--quick', '--identity-file', escrow.identity], { PGDR_PASSPHRASE_FILE: passphraseFile });
+      expect(plain.exitCode, plain.stderr).toBe(2);
+      expect(plain.stderr).toMatch(/PGDR_PASSPHRASE_FILE is set, but identity file .* is not protected by a passphrase/);
+    });
+
+    it('by hand, the age CLI opens the same protected identity at a terminal (script(1) gives it one)', async () => {
+      const label = join(repo, 'enc', 'backups', filesBackup, 'backup_label.zst');
+      const hand = await execa('script', ['-qec', `age -d -i ${protectedIdentity} ${label} | zstd -dc`, '/dev/null'], {
+        input: `${PASSPHRASE}\n`,
+        env: { PATH: process.env.PATH ?? '' },
+        reject: false,
+        timeout: 60_000,
+      });
+      expect(hand.exitCode, hand.stdout).toBe(0);
+      expect(hand.stdout).toMatch(/Enter passphrase for identity file/);
+      expect(hand.stdout).toMatch(/START WAL LOCATION: [0-9A-F]+\/[0-9A-F]+/);
+    });
   });
 
   it('seals the drill report: health reads the outcome without a key, drill list reads the details with the identity', async () => {

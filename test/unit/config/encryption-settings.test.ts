@@ -38,7 +38,8 @@ describe('encryption settings', () => {
     expect(() => recipientsSetting([OPS.toUpperCase()], 'x')).toThrow(UsageError);
   });
 
-  it('refuses a passphrase rather than ignoring it, and never echoes it', () => {
+  it('takes a passphrase only to open an identity file: alone it is refused rather than ignored, and never echoed', () => {
+    expect(resolveSettingsFrom({}, { PGDR_PASSPHRASE_FILE: '/run/secrets/p', PGDR_IDENTITY_FILE: '/run/secrets/key.age' }, '/home/x', {}).identityFile).toBe('/run/secrets/key.age');
     expect(() => resolveSettingsFrom({}, { PGDR_PASSPHRASE: 'hunter2hunter2' }, '/home/x', {})).toThrow(/PGDR_PASSPHRASE is set/);
     expect(() => resolveSettingsFrom({}, { PGDR_PASSPHRASE_FILE: '/run/secrets/p' }, '/home/x', {})).toThrow(/PGDR_PASSPHRASE_FILE is set/);
     try {
