@@ -327,7 +327,9 @@ export function withEngine(doc: string, oldDoc: string, engine: EngineResults | 
 function putRows(doc: string, rows: Cell[][]): string {
   if (rows.length === 0) return doc;
   const replaced = replaceTableRows(doc, '## Summary', SUMMARY_HEADER, rows, rows.map((r) => keyOf(String(r[0]))));
-  if (replaced !== doc || !doc.includes('\n## Summary\n')) return replaced;
+  // Rows carried over unchanged leave the page as it was: the table is there already.
+  const present = rows.every((r) => doc.includes(`| ${keyOf(String(r[0]))}`));
+  if (replaced !== doc || present || !doc.includes('\n## Summary\n')) return replaced;
   return doc.replace('\n## Summary\n', `\n## Summary\n\n${markdownTable(SUMMARY_HEADER, rows)}\n`);
 }
 
