@@ -124,7 +124,8 @@ function contextFor(resolved: Settings, options: CommonOptions, command: string,
       return repositoriesToVisit(settings);
     },
     forRepository(chosen) {
-      return contextFor(settingsFor(settings, chosen), options, command, output);
+      // From the settings as resolved, not as narrowed to a repository opened before: its own recipients and Object Lock are not the next one's.
+      return contextFor(settingsFor(resolved, chosen), options, command, output);
     },
     locker() {
       return async (name, purpose, options) => {

@@ -1,4 +1,4 @@
-import { repositoryFor, repositoryLabel, type RepositoryContent, type RepositorySettings } from '../config/repositories.js';
+import { objectLockFor, repositoryFor, repositoryLabel, type RepositoryContent, type RepositorySettings } from '../config/repositories.js';
 import type { Settings } from '../config/resolve-settings.js';
 import { UsageError } from '../errors.js';
 import { RepositoryLayout } from '../repo/layout.js';
@@ -23,6 +23,7 @@ export function openRepositoryAt(repository: RepositorySettings, settings: Setti
   } catch (err) {
     throw new UsageError((err as Error).message, 'cluster names use letters, digits, dot, dash and underscore');
   }
+  const objectLock = objectLockFor(repository, settings.objectLock);
   const store = openStore(repository.url, {
     s3Endpoint: repository.s3Endpoint,
     s3ForcePathStyle: repository.s3ForcePathStyle,
@@ -32,22 +33,23 @@ export function openRepositoryAt(repository: RepositorySettings, settings: Setti
     ...(repository.credentials === undefined
       ? {}
       : { s3Credentials: { repository: repositoryLabel(repository), file: repository.credentials.file, profile: repository.credentials.profile } }),
-    s3ObjectLock: settings.objectLock !== undefined,
+    s3ObjectLock: objectLock !== undefined,
   });
-  if (settings.objectLock === undefined) return { store, layout };
+  if (objectLock === undefined) return { store, layout };
   // The policy says how long things are kept; it is read (YAML, the schema) only when something is first stored.
   const policy = async () => (await import('../config/policy.js')).loadPolicy(settings.policy).retention;
-  return { store: withObjectLock(store, layout, settings.objectLock, policy), layout };
+  return { store: withObjectLock(store, layout, objectLock, policy), layout };
 }
 
 /**
  * The settings as they apply to one repository: `repo` and the S3 settings are its own, it is the one named, and
- * what is written to it is encrypted to its own recipients when it names any.
+ * what is written to it is encrypted to its own recipients and locked with its own Object Lock when it names them.
  */
 export function settingsFor(settings: Settings, repository: RepositorySettings): Settings {
   return {
     ...settings,
     ...(repository.encryptRecipients.length > 0 ? { encryptRecipients: repository.encryptRecipients } : {}),
+    objectLock: objectLockFor(repository, settings.objectLock),
     repo: repository.url,
     s3Endpoint: repository.s3Endpoint,
     s3ForcePathStyle: repository.s3ForcePathStyle,

@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.js';
+import type { ObjectLockSettings } from '../repo/object-lock.js';
 
 /**
  * Several repositories (the config file's `repositories:`): which one a command works with, which ones `wal push`
@@ -28,6 +29,17 @@ export interface RepositorySettings {
   encryptRecipients: string[];
   /** What pgdr writes to it on its own: WAL (wal push), base backups (backup now), etcd snapshots. */
   receives: RepositoryContent[];
+  /**
+   * Its own Object Lock mode and margin (objectLockMode: off is null): R2 and B2 differ, and an estate may lock only
+   * its off-site copy. Undefined: the global setting applies.
+   */
+  objectLock?: ObjectLockSettings | null;
+}
+
+/** The Object Lock a repository is written with: its own, else the global one. */
+export function objectLockFor(repository: RepositorySettings | undefined, global: ObjectLockSettings | undefined): ObjectLockSettings | undefined {
+  if (repository?.objectLock === undefined) return global;
+  return repository.objectLock ?? undefined;
 }
 
 /** How a repository is named in messages: its name, or its URL. */

@@ -2,7 +2,7 @@ import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseDuration } from './duration.js';
-import { REPOSITORY_CONTENTS, selectRepository, type RepositorySettings } from './repositories.js';
+import { objectLockFor, REPOSITORY_CONTENTS, selectRepository, type RepositorySettings } from './repositories.js';
 import type { ObjectLockSettings } from '../repo/object-lock.js';
 import type { ConfigFile } from './settings.js';
 
@@ -253,10 +253,12 @@ export function resolveSettingsFrom(flags: SettingFlags, env: NodeJS.ProcessEnv,
       );
     }
   }
-  if (settings.objectLock !== undefined && !settings.repo.startsWith('s3://')) {
+  for (const r of [...repositories, ...(repository === undefined || repository.name !== undefined ? [] : [repository])]) {
+    const lock = objectLockFor(r, settings.objectLock);
+    if (lock === undefined || r.url.startsWith('s3://')) continue;
     throw new UsageError(
-      `Object Lock (${settings.objectLock.mode}) is set, but the repository ${settings.repo.startsWith('file://') ? 'is a local directory' : 'is not on S3'}`,
-      'Object Lock is an S3 bucket feature: use an s3:// repository on a bucket created with Object Lock, or unset PGDR_OBJECT_LOCK_MODE / objectLockMode',
+      `Object Lock (${lock.mode}) is set, but the repository ${r.name === undefined ? '' : `${r.name} `}${r.url.startsWith('file://') ? 'is a local directory' : 'is not on S3'}`,
+      'Object Lock is an S3 bucket feature: use an s3:// repository on a bucket created with Object Lock, or set objectLockMode: off for it (or unset PGDR_OBJECT_LOCK_MODE / objectLockMode)',
     );
   }
   return settings;
@@ -283,8 +285,18 @@ function configuredRepositories(file: ConfigFile): RepositorySettings[] {
       credentials: entry.credentials === undefined ? undefined : { file: entry.credentials.file, profile: entry.credentials.profile },
       encryptRecipients: recipientsSetting(entry.encryptRecipients, `repository ${entry.name}: encryptRecipients`),
       receives: entry.receives ?? [...REPOSITORY_CONTENTS],
+      ...repositoryObjectLock(entry),
     };
   });
+}
+
+/** A repository's own Object Lock (objectLockMode, with objectLockMargin beside it), if it names one. */
+function repositoryObjectLock(entry: NonNullable<ConfigFile['repositories']>[number]): Pick<RepositorySettings, 'objectLock'> {
+  if (entry.objectLockMode === undefined) {
+    if (entry.objectLockMargin === undefined) return {};
+    throw new UsageError(`repository ${entry.name}: objectLockMargin is set without objectLockMode`, 'set objectLockMode (governance, compliance or off) beside it');
+  }
+  return { objectLock: objectLockSetting(entry.objectLockMode, entry.objectLockMargin) ?? null };
 }
 
 /**

@@ -26,6 +26,8 @@ const RepositoryEntrySchema = z
       .refine((c) => c.file !== undefined || c.profile !== undefined, 'credentials: name a file, a profile or both')
       .optional(),
     encryptRecipients: z.union([z.string(), z.array(z.string())]).optional(),
+    objectLockMode: z.enum(['governance', 'compliance', 'off']).optional(),
+    objectLockMargin: z.string().optional(),
     receives: z
       .array(z.enum(['wal', 'backups', 'etcd']))
       .refine((r) => new Set(r).size === r.length, 'receives: each of wal, backups, etcd at most once')

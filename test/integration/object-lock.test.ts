@@ -153,6 +153,29 @@ describe('S3 Object Lock (MinIO bucket with Object Lock)', () => {
     expect([...(locks.Versions ?? []), ...(locks.DeleteMarkers ?? [])]).toEqual([]);
   });
 
+  it('a repository with objectLockMode: off beside a locked one: a backup into it (with the WAL it needs) carries no retention', async () => {
+    const dir = makeTempDir('object-lock-repos', { owner: 'service' });
+    const config = join(dir, 'pgdr.yaml');
+    const endpoint = `s3Endpoint: ${minio.endpoint}\n    s3Region: us-east-1\n    s3ForcePathStyle: true`;
+    // The global Object Lock (PGDR_OBJECT_LOCK_MODE=governance in env) applies to "locked"; "offsite" turns it off.
+    writeFileSync(
+      config,
+      `repositories:\n  - name: locked\n    url: s3://${lockedBucket}/${PREFIX}\n    ${endpoint}\n    receives: [wal, backups]\n` +
+        `  - name: offsite\n    url: s3://${minio.bucket}/offsite\n    ${endpoint}\n    objectLockMode: "off"\n    receives: [backups]\n`,
+      { mode: 0o644 },
+    );
+    const result = await runPgdr(['backup', 'now', '--repo', 'offsite', '--config', config, '--cluster', 'ol', '--no-progress', '--json'], {
+      env: { ...env, ...server.libpqEnv() },
+      timeoutMs: 180_000,
+    });
+    expect(result.exitCode, result.stderr).toBe(0);
+    const { backupId } = result.json<{ backupId: string }>();
+    const offsite = (key: string) => s3.send(new HeadObjectCommand({ Bucket: minio.bucket, Key: `offsite/${key}` }));
+    expect((await offsite(layout.backupManifest(backupId))).ObjectLockMode).toBeUndefined();
+    expect((await offsite(layout.backupObject(backupId, 'base.tar.zst'))).ObjectLockMode).toBeUndefined();
+    expect(result.stderr).toMatch(/copied \d+ WAL file\(s\) it needs from repository locked/);
+  });
+
   it('a plain S3 delete of a retained object version, with the same credentials, is refused', async () => {
     const key = `${PREFIX}/${layout.backupManifest(first)}`;
     const { VersionId } = await s3.send(new HeadObjectCommand({ Bucket: lockedBucket, Key: key }));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultPolicy } from '../../../src/config/policy.js';
 import { resolveSettingsFrom } from '../../../src/config/resolve-settings.js';
+import { settingsFor } from '../../../src/cli/repository.js';
 import { UsageError } from '../../../src/errors.js';
 import { RepositoryLayout } from '../../../src/repo/layout.js';
 import { keptBackupRetainUntil, lockedKind, lockHorizons, needsExtension, retentionAtWrite, withObjectLock } from '../../../src/repo/object-lock.js';
@@ -87,5 +88,27 @@ describe('Object Lock settings', () => {
     expect(() => resolveSettingsFrom({ repo: 's3://b/p', objectLockMode: 'strict' }, {}, '/h', {})).toThrow(/must be governance, compliance or off/);
     expect(() => resolveSettingsFrom({ repo: 'file:///r', objectLockMode: 'governance' }, {}, '/h', {})).toThrow(UsageError);
     expect(() => resolveSettingsFrom({ repo: 'file:///r', objectLockMode: 'governance' }, {}, '/h', {})).toThrow(/is a local directory/);
+  });
+
+  it('each configured repository may have its own, or turn the global one off (an estate that locks only its off-site copy)', () => {
+    const repositories = [
+      { name: 'r2', url: 's3://wal/prod', objectLockMode: 'off' as const },
+      { name: 'b2', url: 's3://offsite/prod', objectLockMode: 'compliance' as const, objectLockMargin: '3d' },
+      { name: 'spare', url: 's3://spare/prod' },
+      { name: 'local', url: 'file:///var/backups/pgdr', objectLockMode: 'off' as const },
+    ];
+    const settings = resolveSettingsFrom({}, { PGDR_OBJECT_LOCK_MODE: 'governance' }, '/h', { repositories });
+    const byName = (name: string) => settingsFor(settings, settings.repositories.find((r) => r.name === name)!);
+    expect(byName('r2').objectLock).toBeUndefined();
+    expect(byName('b2').objectLock).toEqual({ mode: 'compliance', marginMs: 3 * DAY });
+    expect(byName('spare').objectLock).toEqual({ mode: 'governance', marginMs: 7 * DAY });
+    expect(byName('local').objectLock).toBeUndefined();
+  });
+
+  it('refuses a repository whose own or inherited Object Lock cannot apply, by name', () => {
+    expect(() => resolveSettingsFrom({}, { PGDR_OBJECT_LOCK_MODE: 'governance' }, '/h', { repositories: [{ name: 'local', url: 'file:///r' }] })).toThrow(
+      /the repository local is a local directory/,
+    );
+    expect(() => resolveSettingsFrom({}, {}, '/h', { repositories: [{ name: 'b2', url: 's3://b/p', objectLockMargin: '2d' }] })).toThrow(/objectLockMargin is set without objectLockMode/);
   });
 });
