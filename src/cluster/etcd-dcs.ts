@@ -148,7 +148,7 @@ export interface DcsReadOptions {
 async function readPrefix(endpoint: string, prefix: string, options: DcsReadOptions, keysOnly = false): Promise<Map<string, string>> {
   const { timeoutMs } = options;
   // One client per endpoint, so that "which endpoint answered" is known and a dead one costs one timeout.
-  const client = openEtcdClient(options.connection, endpoint, timeoutMs);
+  const client = await openEtcdClient(options.connection, endpoint, timeoutMs);
   let timer: NodeJS.Timeout | undefined;
   try {
     const request = client.getAll().prefix(prefix);

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions } from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
 import { secretFromEnv } from '../config/secret-env.js';
 import { UsageError } from '../errors.js';
 
@@ -83,7 +83,9 @@ export function resolveEtcdConnection(
  * A client bound to ONE endpoint: a snapshot must come from a member pgdr can name in the manifest, and the
  * etcd3 client would otherwise spread calls over every host it knows.
  */
-export function openEtcdClient(connection: EtcdConnection, endpoint: string, unaryTimeoutMs = 10_000): Etcd3 {
+export async function openEtcdClient(connection: EtcdConnection, endpoint: string, unaryTimeoutMs = 10_000): Promise<Etcd3> {
+  // etcd3 and gRPC (protobufjs) cost every command a tenth of a second to load: only what talks to etcd loads them.
+  const { Etcd3 } = await import('etcd3');
   const options: IOptions = {
     hosts: [endpoint],
     dialTimeout: unaryTimeoutMs,

@@ -123,7 +123,7 @@ export async function takeEtcdSnapshot(options: EtcdSnapshotOptions): Promise<Et
 async function connectToMember(connection: EtcdConnection, log: (message: string) => void): Promise<SnapshotSource> {
   const failures: string[] = [];
   for (const endpoint of connection.endpoints) {
-    const client = openEtcdClient(connection, endpoint);
+    const client = await openEtcdClient(connection, endpoint);
     try {
       const status = await client.maintenance.status();
       const { members } = await client.cluster.memberList({});

@@ -261,7 +261,7 @@ async function waitForEtcd(endpoints: readonly string[], options: RebuildOptions
   const connection = resolveEtcdConnection(endpoints, options.env);
   for (const endpoint of connection.endpoints) {
     await poll(`etcd at ${endpoint} did not answer`, options, new Map(), async () => {
-      const client = openEtcdClient(connection, endpoint, REQUEST_TIMEOUT_MS);
+      const client = await openEtcdClient(connection, endpoint, REQUEST_TIMEOUT_MS);
       try {
         // A linearizable read succeeds only once the cluster has a leader: a quorum is up.
         await client.get('pgdr-rebuild-probe').string();
@@ -278,7 +278,7 @@ async function clearScope(plan: RebuildPlan, options: RebuildOptions): Promise<v
   const prefix = `${plan.namespace}/${plan.scope}/`;
   let lastError: unknown;
   for (const endpoint of connection.endpoints) {
-    const client = openEtcdClient(connection, endpoint, 10_000);
+    const client = await openEtcdClient(connection, endpoint, 10_000);
     try {
       const deleted = await client.delete().prefix(prefix);
       options.log(`removed ${deleted.deleted} key(s) under ${prefix}`);
