@@ -1,16 +1,8 @@
 import type { Command } from 'commander';
-import { NotFoundError, PgdrError } from '../errors.js';
-import { fetchWal } from '../wal/fetch.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import type { Action } from './main.js';
+import { walFetchCommand } from './wal-fetch.js';
 import { walPushAheadCommand, walPushCommand } from './wal-push.js';
-import { repositoriesKey, repositoryLabel, walFetchSources } from '../config/repositories.js';
-import { openRepositoryAt } from './repository.js';
-import { createLazyStore } from '../storage/lazy-store.js';
-import { RepositoryLayout } from '../repo/layout.js';
-
-/** An exit status PostgreSQL treats as a failed command (like "command not found"), not as a missing file. */
-const ABORT_RECOVERY_EXIT_CODE = 126;
 
 export function registerWalCommands(program: Command, action: Action): void {
   const wal = program.command('wal').description('archive_command and restore_command for PostgreSQL');
@@ -51,38 +43,11 @@ export function registerWalCommands(program: Command, action: Action): void {
       .description("fetch one WAL file; use as restore_command = 'pgdr wal fetch %f %p'; exit 1 when the repository does not have it"),
   ).action(
     action(async (ctx: CommandContext, name: unknown, dest: unknown, options: unknown) => {
-      const repositories = walFetchSources(ctx.settings);
-      // A repository that cannot even be opened (a credentials file gone) is one failing source, not the end of the fetch.
-      const opened = repositories.map((r) => {
-        try {
-          return openRepositoryAt(r, ctx.settings);
-        } catch (err) {
-          return { store: createLazyStore(r.url, () => Promise.reject(err)), layout: new RepositoryLayout(ctx.settings.cluster) };
-        }
+      await walFetchCommand(String(name), String(dest), ctx.settings, {
+        log: (m) => ctx.log(m),
+        abortRecoveryOnError: (options as { abortRecoveryOnError?: boolean }).abortRecoveryOnError === true,
       });
-      try {
-        await fetchWal(String(name), String(dest), {
-          sources: opened.map(({ store }, i) => ({ store, label: repositoryLabel(repositories[i]!) })),
-          layout: opened[0]!.layout,
-          lookahead: ctx.settings.archiveLookahead,
-          spoolDir: ctx.settings.spoolDir,
-          repoUrl: repositoriesKey(repositories),
-          dataDirectory: process.cwd(),
-          log: (m) => ctx.log(m),
-          ...(ctx.settings.identityFile === undefined ? {} : { identityFile: ctx.settings.identityFile }),
-        });
-        ctx.emit({ file: String(name), destination: String(dest) }, '');
-      } catch (err) {
-        // PostgreSQL reads any exit status from 1 to 125 as "not in the archive" and, with no recovery target, ends
-        // recovery there and promotes; 126 and above make it stop with FATAL instead, which is what a storage error
-        // or a damaged file must do.
-        if ((options as { abortRecoveryOnError?: boolean }).abortRecoveryOnError && err instanceof PgdrError && !(err instanceof NotFoundError)) {
-          throw new PgdrError(err.message, { hint: err.hint, exitCode: ABORT_RECOVERY_EXIT_CODE, cause: err });
-        }
-        throw err;
-      } finally {
-        await Promise.all(opened.map(({ store }) => store.close()));
-      }
+      ctx.emit({ file: String(name), destination: String(dest) }, '');
     }),
   );
 }

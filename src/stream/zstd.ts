@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
-import { execa } from 'execa';
+import { spawn } from 'node:child_process';
 import { ServiceError } from '../errors.js';
+import { ChildChain } from '../process/child-chain.js';
 import { childEnv } from '../process/child-env.js';
 import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
 
@@ -16,23 +17,18 @@ export { compressArgs, startZstdCompressFile, ZSTD, zstdCompressBuffer, zstdComp
 
 /** A Duplex: write raw bytes, read zstd frames. Fails the pipeline if zstd exits non-zero. */
 export function zstdCompressStage(options: ZstdOptions): Duplex {
-  return withStderrTail(execa(ZSTD, compressArgs(options), { buffer: false, cleanup: true, stderr: 'pipe', env: childEnv('tool'), extendEnv: false }));
+  return zstdStage(compressArgs(options));
 }
 
+const ZSTD_HINT = 'install the zstd package (apt-get install zstd), and check free memory';
+
 /**
- * execa's duplex for a subprocess whose stderr is not buffered: its error then carries no stderr, so the tail is
- * kept here and put on the error, for asZstdFailure to quote zstd's own words.
+ * One zstd child seen as a Duplex (src/process/child-chain.ts), on node:child_process alone: `wal fetch` runs once
+ * per WAL file, and loading execa would cost each run more than the decompression.
  */
-function withStderrTail(subprocess: ReturnType<typeof execa>): Duplex {
-  let tail = '';
-  subprocess.stderr?.on('data', (chunk: Buffer) => {
-    tail = (tail + chunk.toString('utf8')).slice(-4096);
-  });
-  const duplex = subprocess.duplex();
-  duplex.prependListener('error', (err: Error & { stderr?: unknown }) => {
-    if (typeof err.stderr !== 'string' || err.stderr === '') err.stderr = tail;
-  });
-  return duplex;
+function zstdStage(args: string[]): Duplex {
+  const zstd = spawn(ZSTD, args, { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
+  return new ChildChain([{ child: zstd, label: 'zstd', hint: ZSTD_HINT }]);
 }
 
 /**
@@ -44,10 +40,10 @@ export function asZstdFailure(err: unknown): unknown {
   if (typeof e?.command !== 'string' || !e.command.startsWith(ZSTD)) return err;
   const last = typeof e.stderr === 'string' ? e.stderr.trim().split('\n').pop()?.trim() : undefined;
   const how = typeof e.signal === 'string' ? `was killed by ${e.signal}` : `exited with code ${String(e.exitCode)}`;
-  return new ServiceError(`zstd ${how}${last ? `: ${last}` : ''}`, 'install the zstd package (apt-get install zstd), and check free memory', err);
+  return new ServiceError(`zstd ${how}${last ? `: ${last}` : ''}`, ZSTD_HINT, err);
 }
 
 /** A Duplex: write zstd frames, read raw bytes. A damaged frame (checksum, truncation) fails the pipeline. */
 export function zstdDecompressStage(): Duplex {
-  return withStderrTail(execa(ZSTD, ['-d', '-c', '-q'], { buffer: false, cleanup: true, stderr: 'pipe', env: childEnv('tool'), extendEnv: false }));
+  return zstdStage(['-d', '-c', '-q']);
 }
