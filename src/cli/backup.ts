@@ -128,10 +128,10 @@ export function registerBackupCommands(program: Command, action: Action): void {
         rows.length === 0
           ? `no backups in ${store.location} for cluster ${layout.cluster}`
           : [
-              'backup id          status      timeline  start LSN     stop LSN      size      stored',
+              'backup id          status      type  engine      timeline  start LSN     stop LSN      size        stored      on',
               ...rows.map(
                 (r) =>
-                  `${r.backupId}   ${r.status.padEnd(10)}  ${String(r.timeline ?? '-').padEnd(8)}  ${String(r.startLsn ?? '-').padEnd(12)}  ${String(r.stopLsn ?? '-').padEnd(12)}  ${(r.bytes === null ? '-' : formatBytes(r.bytes)).padEnd(8)}  ${r.storedBytes === null ? '-' : formatBytes(r.storedBytes)}`,
+                  `${r.backupId}   ${r.status.padEnd(10)}  ${(r.type ?? '-').padEnd(4)}  ${(r.engine ?? '-').padEnd(10)}  ${String(r.timeline ?? '-').padEnd(8)}  ${String(r.startLsn ?? '-').padEnd(12)}  ${String(r.stopLsn ?? '-').padEnd(12)}  ${(r.bytes === null ? '-' : formatBytes(r.bytes)).padEnd(10)}  ${(r.storedBytes === null ? '-' : formatBytes(r.storedBytes)).padEnd(10)}  ${r.reference ?? ''}`.trimEnd(),
               ),
             ].join('\n');
       ctx.emit(rows, human);
