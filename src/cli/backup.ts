@@ -9,7 +9,7 @@ import { repositoryLabel } from '../config/repositories.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openRepositoryAt } from './repository.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 import { addClusterSourceOptions, resolveBackupTarget, type ClusterFlags } from './cluster.js';
 
 export function registerBackupCommands(program: Command, action: Action): void {

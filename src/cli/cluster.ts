@@ -17,7 +17,7 @@ import { parseRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-t
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 import { restoreInto } from './restore-into.js';
 import { parseTablespaceMappings } from '../restore/tablespaces.js';
 

@@ -5,7 +5,7 @@ import { UsageError } from '../errors.js';
 import { copyRepository } from '../repo/copy.js';
 import { createProgress, formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext, type CommonOptions } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 import { openRepositoryAt } from './repository.js';
 
 interface CopyFlags extends CommonOptions {

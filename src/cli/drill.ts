@@ -7,7 +7,7 @@ import { identityRecipients } from '../stream/age-buffer.js';
 import { runDrill } from '../verify/run-drill.js';
 import { addCommonOptions, buildRestoreCommand, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 interface DrillFlags {
   randomTarget?: boolean;

@@ -8,7 +8,7 @@ import { takeEtcdSnapshot } from '../etcd/snapshot.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 interface SnapshotFlags {
   workDir?: string;

@@ -6,7 +6,7 @@ import { runExpire, type ExpireReport } from '../retention/expire.js';
 import { formatBytes } from '../stream/progress.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { repositoryLabel } from '../config/repositories.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 interface ExpireFlags {
   dryRun?: boolean;

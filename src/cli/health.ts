@@ -18,7 +18,7 @@ import { mapConcurrently } from '../repo/concurrent-reads.js';
 import { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { addCommonOptions, type CommandContext } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 type HealthFormat = 'text' | 'json' | 'prometheus';
 

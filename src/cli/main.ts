@@ -1,15 +1,11 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors.js';
 import { PGDR_VERSION } from '../version.js';
+import type { Action } from './action.js';
 import { addCommonOptions, createContext, type CommandContext, type CommonOptions } from './context.js';
 import { unlockIdentity } from './identity.js';
 import { printJsonError, reportError as reportFailure } from './report-error.js';
 
-/** A command body: returns its exit code (0 unless the contract says otherwise, e.g. wal fetch's 1). */
-export type Handler = (ctx: CommandContext, ...args: unknown[]) => Promise<number | void>;
-
-/** Wraps a handler: builds the context from the command's options, runs it, turns errors into exit codes. */
-export type Action = (handler: Handler) => (...args: unknown[]) => Promise<void>;
 
 type Register = (program: Command, action: Action) => void;
 

@@ -4,7 +4,7 @@ import { probeConditionalWrites } from '../repo/store-probe.js';
 import type { BucketObjectLock } from '../storage/object-store.js';
 import { redactUrl } from '../storage/redact.js';
 import { addCommonOptions, type CommandContext } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 /** `pgdr repo ...`: facts about the repository's store itself. */
 export function registerRepoCommands(program: Command, action: Action): void {

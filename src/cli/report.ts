@@ -24,7 +24,7 @@ import { planRetention } from '../retention/plan.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { CLUSTERS_IN_FLIGHT, evaluateRepositoryHealth, findFleetClusters, refuseClusterWithAll } from './health.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 const CHART_FILE = 'chart.svg';
 

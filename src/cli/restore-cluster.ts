@@ -19,7 +19,7 @@ import { checkIdentityForBackup } from '../restore/execute.js';
 import { buildClusterStatus, formatClusterStatus } from './cluster.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 /**
  * `pgdr restore cluster`: a whole Patroni cluster (etcd, the leader by PITR, replicas) rebuilt from the repository

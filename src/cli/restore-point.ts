@@ -4,7 +4,7 @@ import { withConnection } from '../postgres/connection.js';
 import { checkRestorePointName, listRestorePoints, readRestorePoint, writeRestorePoint } from '../repo/restore-points.js';
 import { addClusterSourceOptions, resolveBackupTarget, type ClusterFlags } from './cluster.js';
 import { addCommonOptions, type CommandContext } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 /**
  * `pgdr restore-point create NAME`: pg_create_restore_point on the primary, and a record of where it lies in the

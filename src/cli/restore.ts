@@ -3,7 +3,7 @@ import { UsageError } from '../errors.js';
 import { parseRecoveryTarget } from '../postgres/recovery-target.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { secondsFlag } from './flag-values.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 import { registerRestoreClusterCommand } from './restore-cluster.js';
 import { restoreInto } from './restore-into.js';
 import { parseTablespaceMappings } from '../restore/tablespaces.js';

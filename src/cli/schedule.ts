@@ -9,7 +9,7 @@ import { RepositoryJobLocks } from '../schedule/repository-locks.js';
 import { Scheduler, type RunRecord } from '../schedule/scheduler.js';
 import { settingsArgs, SpawnJobRunner } from '../schedule/spawn-runner.js';
 import { addCommonOptions, pgdrExecutable, type CommandContext, type CommonOptions } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 interface ScheduleOptions extends CommonOptions {
   dryRun?: boolean;

@@ -4,7 +4,7 @@ import { VerificationError } from '../errors.js';
 import { formatVerifyReport, verifyRepository } from '../verify/verify-repository.js';
 import { addCommonOptions, type CommandContext } from './context.js';
 import { repositoryLabel } from '../config/repositories.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 
 export function registerVerifyCommands(program: Command, action: Action): void {
   addCommonOptions(

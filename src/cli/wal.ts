@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { addCommonOptions, type CommandContext } from './context.js';
-import type { Action } from './main.js';
+import type { Action } from './action.js';
 import { walFetchCommand } from './wal-fetch.js';
 import { walPushAheadCommand, walPushCommand } from './wal-push.js';
 
