@@ -138,7 +138,7 @@ async function main(): Promise<void> {
     latency: [],
   };
   if (!results.pgdrAvailable) {
-    results.errors.push('pgdr is not built (no dist/cli/entry.js): run `npm run build`; only the pgBackRest side was measured');
+    results.errors.push('pgdr is not built (no dist/bundle/entry.js): run `npm run build`; only the pgBackRest side was measured');
   }
   const resultsName = opts.only.size > 0 ? [...opts.only].sort().join('+') : opts.quick ? 'quick' : 'full';
   const save = () => {

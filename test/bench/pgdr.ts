@@ -15,7 +15,7 @@ export const PGDR_BIN = resolve(fileURLToPath(import.meta.url), '../../../bin/pg
 const CLUSTER = 'bench';
 
 export function pgdrAvailable(): boolean {
-  return existsSync(resolve(PGDR_BIN, '../../dist/cli/entry.js'));
+  return existsSync(resolve(PGDR_BIN, '../../dist/bundle/entry.js'));
 }
 
 export class PgdrSide {

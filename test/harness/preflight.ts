@@ -12,7 +12,8 @@ import { serviceUser } from './temp.js';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 export const pgdrBin = join(repoRoot, 'bin', 'pgdr');
-export const pgdrDistEntry = join(repoRoot, 'dist', 'cli', 'entry.js');
+/** The bundled full CLI bin/pgdr loads (scripts/bundle-cli.mjs, part of npm run build). */
+export const pgdrDistEntry = join(repoRoot, 'dist', 'bundle', 'entry.js');
 /** The bundled `wal push` bin/pgdr loads (scripts/bundle-wal-push.mjs, part of npm run build). */
 export const pgdrWalPushBundle = join(repoRoot, 'dist', 'cli', 'wal-push.cjs');
 
