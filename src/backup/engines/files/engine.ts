@@ -12,6 +12,7 @@ import type { BackupEngine, EngineJob, EngineResult, FilesEngineSummary } from '
 import { encodeSmallObject } from '../../object-upload.js';
 import { Bundle } from './bundle.js';
 import { copyChangedBlocks, copyWholeFile, VANISHED, type CopiedFile, type PageChecks } from './copy.js';
+import { PageReaderPool } from './page-reader.js';
 import { localDataDirectoryProblem, readLocalServerFacts, type LocalServerFacts } from './local-server.js';
 import { planBundles, planFileAction, type BundleTask, type FileAction, type ReferenceBackup } from './plan.js';
 import { parseMaxRate, rateLimiter, unlimited } from './rate-limit.js';
@@ -54,10 +55,13 @@ async function runFilesBackup(job: EngineJob, client: Client): Promise<EngineRes
     const reference = job.reference === undefined ? undefined : referenceOf(job.reference);
     const actions = new Map<FoundEntry, FileAction>(walked.entries.map((e) => [e, planFileAction(e, reference)]));
     const tasks = planBundles(walked.entries, actions, { jobs: job.jobs });
+    // Threads start with the first file they are given, and stop when the files are read.
+    const readers = new PageReaderPool(job.jobs);
     const checks: PageChecks = {
       enabled: facts.dataChecksums,
       backupStartLsn: parseLsn(startLsn, 'backup start LSN'),
       limiter: job.maxRate === undefined ? unlimited : rateLimiter(parseMaxRate(job.maxRate)),
+      readers,
     };
     const readBytes = tasks.reduce((sum, t) => sum + t.bytes, 0);
     job.log(
@@ -66,7 +70,11 @@ async function runFilesBackup(job: EngineJob, client: Client): Promise<EngineRes
     );
 
     const writer = new BundleWriter(job, walked.tablespaces, facts, owner, checks, actions, readBytes);
-    await writer.run(tasks);
+    try {
+      await writer.run(tasks);
+    } finally {
+      await readers.close();
+    }
 
     const stop = await client.query<{ lsn: string; labelfile: string; spcmapfile: string }>('SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)');
     stopped = true;
