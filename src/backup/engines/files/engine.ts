@@ -170,7 +170,7 @@ class BundleWriter {
     private readonly owner: { uid: number; gid: number },
     private readonly checks: PageChecks,
     private readonly actions: ReadonlyMap<FoundEntry, FileAction>,
-    total: number,
+    private readonly total: number,
   ) {
     job.progress.setTotal?.(total);
   }
@@ -194,6 +194,15 @@ class BundleWriter {
     });
   }
 
+  /**
+   * One large file can be more than a worker's share of the backup (a 700 MB table of a 1.2 GB database): its object
+   * is then the backup's critical path, and once the other workers are done its zstd alone would use one core of
+   * several. Such an object is compressed by `jobs` zstd threads; the rest by one each.
+   */
+  private zstdThreads(task: BundleTask): number {
+    return this.job.jobs > 1 && task.bytes * this.job.jobs > this.total ? this.job.jobs : 1;
+  }
+
   private nameFor(task: BundleTask): string {
     const n = ++this.counters[task.content];
     return `${task.content}-${String(n).padStart(6, '0')}.tar.zst`;
@@ -211,7 +220,7 @@ class BundleWriter {
     const tablespace = this.tablespaceOf(task);
     const open = (): Bundle => {
       if (bundle === undefined) {
-        bundle = new Bundle(this.job, name, { content: task.content, ...(tablespace ? { tablespace } : {}) }, Math.max(task.bytes, 1024 * 1024));
+        bundle = new Bundle(this.job, name, { content: task.content, ...(tablespace ? { tablespace } : {}) }, Math.max(task.bytes, 1024 * 1024), this.zstdThreads(task));
         this.live.add(bundle);
       }
       return bundle;
