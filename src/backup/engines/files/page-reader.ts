@@ -241,7 +241,7 @@ export class PageReaderPool {
  * the .ts file, loaded through tsx.
  */
 function startWorker(): Worker {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL(fromSource ? './page-reader-worker.ts' : './page-reader-worker.js', import.meta.url);
-  return new Worker(url, fromSource ? { execArgv: [...process.execArgv.filter((a) => !a.startsWith('--cpu-prof')), '--import', 'tsx'] } : {});
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./page-reader-worker.js', import.meta.url));
+  const source = new URL('./page-reader-worker.ts', import.meta.url).href;
+  return new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(source)}); });`, { eval: true });
 }
