@@ -172,15 +172,27 @@ function fileHandleSink(handle: FileHandle, failed: (err: unknown) => Error): Wr
       },
     );
   };
+  const written = (bytes: number, callback: (error?: Error | null) => void): void => {
+    unsynced += bytes;
+    if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) startSync();
+    callback();
+  };
   return new Writable({
+    // zstd hands over 64 KiB at a time: chunks that queue while a write runs go out in one writev, which costs a
+    // fraction of the CPU of one write per chunk.
+    highWaterMark: SINK_QUEUE_BYTES,
     write(chunk: Buffer, _encoding, callback) {
       if (syncError !== undefined) return callback(failed(syncError));
       writeAll(handle, chunk).then(
-        () => {
-          unsynced += chunk.length;
-          if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) startSync();
-          callback();
-        },
+        () => written(chunk.length, callback),
+        (err: unknown) => callback(failed(err)),
+      );
+    },
+    writev(chunks, callback) {
+      if (syncError !== undefined) return callback(failed(syncError));
+      const buffers = chunks.map((c) => c.chunk as Buffer);
+      writevAll(handle, buffers).then(
+        (bytes) => written(bytes, callback),
         (err: unknown) => callback(failed(err)),
       );
     },
@@ -188,6 +200,25 @@ function fileHandleSink(handle: FileHandle, failed: (err: unknown) => Error): Wr
       Promise.resolve(syncing).then(() => callback(syncError === undefined ? undefined : failed(syncError)), callback);
     },
   });
+}
+
+/** Bytes the sink takes in while a write runs. */
+const SINK_QUEUE_BYTES = 1024 * 1024;
+
+async function writevAll(handle: FileHandle, buffers: Buffer[]): Promise<number> {
+  const total = buffers.reduce((sum, b) => sum + b.length, 0);
+  const { bytesWritten } = await handle.writev(buffers);
+  // A short write (rare on a regular file) is finished one buffer at a time.
+  let skip = bytesWritten;
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      continue;
+    }
+    await writeAll(handle, skip === 0 ? buffer : buffer.subarray(skip));
+    skip = 0;
+  }
+  return total;
 }
 
 async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {

@@ -1,17 +1,24 @@
 import { once } from 'node:events';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Writable } from 'node:stream';
 import type { BackupObject } from '../../../repo/manifest.js';
 import { tarEnd, tarHeader, tarPadding, type TarMember } from '../../../stream/tar-header.js';
 import type { EngineJob } from '../../engine.js';
-import { uploadCompressed, type UploadedObject } from '../../object-upload.js';
+import { startZstdUpload, uploadCompressed, type UploadedObject } from '../../object-upload.js';
+
+/** Raw bytes a bundle lets wait in front of zstd before a writer waits. */
+const QUEUED_BYTES = 4 * 1024 * 1024;
 
 /**
  * One object of a files-engine backup being written: a tar archive the engine writes member by member, compressed
  * with zstd and stored as it goes (bounded memory: writes wait while zstd or the store is behind).
  */
 export class Bundle {
-  private readonly source = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+  private readonly input: Writable;
   private readonly upload: Promise<UploadedObject>;
+  /** The input is zstd's own stdin, whose write callbacks say when a chunk's buffer is free again. */
+  private readonly direct: boolean;
+  private readonly stop: (err: Error) => void;
+  private written = 0;
   private failure: Error | undefined;
 
   constructor(
@@ -19,21 +26,32 @@ export class Bundle {
     readonly name: string,
     private readonly describe: Pick<BackupObject, 'content' | 'tablespace'>,
     expectedBytes: number,
+    threads = 1,
   ) {
     const key = job.layout.backupObject(job.backupId, name);
     job.started.push(key);
-    this.upload = uploadCompressed({
+    const common = {
       store: job.store,
       key,
-      source: this.source,
-      compress: { level: job.compress.level, threads: 1 },
-      encryptTo: job.encryptTo,
+      compress: { level: job.compress.level, threads },
       expectedBytes,
       interrupted: job.interrupted,
-      onFailure: (err) => {
+      onFailure: (err: Error) => {
         this.failure ??= err;
       },
-    });
+    };
+    this.direct = !job.encryptTo || job.encryptTo.length === 0;
+    if (this.direct) {
+      const upload = startZstdUpload(common);
+      this.input = upload.input;
+      this.upload = upload.result.then((stored) => ({ ...stored, bytes: this.written }));
+      this.stop = upload.abort;
+    } else {
+      const source = new PassThrough({ highWaterMark: QUEUED_BYTES });
+      this.input = source;
+      this.upload = uploadCompressed({ ...common, source, encryptTo: job.encryptTo });
+      this.stop = (err) => source.destroy(err);
+    }
     // Failures surface through write() and finish(); this keeps an early one from being reported as unhandled.
     this.upload.catch(() => undefined);
   }
@@ -42,11 +60,24 @@ export class Bundle {
     await this.write(tarHeader(member));
   }
 
-  async write(chunk: Buffer): Promise<void> {
+  /**
+   * Queues `chunk`; waits while more than QUEUED_BYTES are queued. `release` is called once the chunk's buffer may be
+   * reused (never, when the bytes go through a stream chain whose hold on them is unknown).
+   */
+  async write(chunk: Buffer, release?: () => void): Promise<void> {
     if (this.failure !== undefined) throw await this.cause();
     if (chunk.length === 0) return;
-    if (!this.source.write(chunk)) {
-      await Promise.race([once(this.source, 'drain'), this.upload.then(() => undefined)]);
+    this.written += chunk.length;
+    if (this.direct && release !== undefined) {
+      this.input.write(chunk, (err) => {
+        if (!err) release();
+      });
+    } else {
+      this.input.write(chunk);
+    }
+    // Up to QUEUED_BYTES wait in the pipe's queue, so that zstd never waits for the next chunk.
+    if (this.input.writableLength > QUEUED_BYTES || (!this.direct && this.input.writableNeedDrain)) {
+      await Promise.race([once(this.input, 'drain'), this.upload.then(() => undefined)]);
       if (this.failure !== undefined) throw await this.cause();
     }
   }
@@ -58,7 +89,7 @@ export class Bundle {
 
   async finish(): Promise<BackupObject> {
     await this.write(tarEnd());
-    this.source.end();
+    this.input.end();
     const stored = await this.upload;
     return { name: this.name, bytes: stored.bytes, storedBytes: stored.storedBytes, sha256: stored.sha256, encoding: 'tar+zstd', ...this.describe };
   }
@@ -66,7 +97,7 @@ export class Bundle {
   /** Stops writing; the object's partial upload is abandoned. */
   abort(err: Error): void {
     this.failure ??= err;
-    this.source.destroy(err);
+    this.stop(err);
   }
 
   /** The upload's own error, which names the real cause better than the broken pipe a writer sees. */

@@ -1,15 +1,11 @@
-import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
 import { ServiceError } from '../../../errors.js';
-import { failpoint } from '../../../process/failpoint.js';
-import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsn, storedChecksum } from '../../../postgres/page.js';
+import { BLOCK_SIZE, pageIsNew, pageLsn } from '../../../postgres/page.js';
 import type { Bundle } from './bundle.js';
-import type { RateLimiter } from './rate-limit.js';
-import { relationFileInfo, type RelationFileInfo } from './data-directory.js';
+import { ReaderError, VANISHED_FILE, type PageReaderPool } from './page-reader.js';
+import { unlimited, type RateLimiter } from './rate-limit.js';
+import { relationFileInfo } from './data-directory.js';
 import type { FoundEntry } from './walk.js';
 
-/** Read size: a whole number of pages, so that a page never straddles two reads. */
-const CHUNK = 128 * BLOCK_SIZE;
 /** A run of changed blocks is stored as one tar member of at most this many blocks. */
 const MAX_RUN_BLOCKS = 512;
 
@@ -20,6 +16,8 @@ export interface PageChecks {
   backupStartLsn: bigint;
   /** --max-rate, shared by every worker. */
   limiter: RateLimiter;
+  /** The threads that read, check and hash the files. */
+  readers: PageReaderPool;
 }
 
 export interface CopiedFile {
@@ -41,16 +39,19 @@ function memberMtime(entry: FoundEntry): number {
 
 /** The whole file as one tar member. */
 export async function copyWholeFile(entry: FoundEntry, bundle: Bundle, checks: PageChecks, uid: number, gid: number): Promise<CopiedFile | typeof VANISHED> {
-  const handle = await openForBackup(entry);
-  if (handle === VANISHED) return VANISHED;
-  try {
-    await bundle.member({ name: entry.path, type: 'file', mode: entry.mode, size: entry.size, mtime: memberMtime(entry), uid, gid });
-    const result = await readPages(entry, handle, checks, async (chunk) => bundle.write(chunk));
-    await bundle.endMember(entry.size);
-    return result;
-  } finally {
-    await handle.close();
-  }
+  // The header goes first only once the file is open: a file that vanished leaves no member behind.
+  let started = false;
+  const result = await readPages(entry, checks, async (chunk, release) => {
+    if (!started) {
+      started = true;
+      await bundle.member({ name: entry.path, type: 'file', mode: entry.mode, size: entry.size, mtime: memberMtime(entry), uid, gid });
+    }
+    await bundle.write(chunk, release);
+  });
+  if (result === VANISHED) return VANISHED;
+  if (!started) await bundle.member({ name: entry.path, type: 'file', mode: entry.mode, size: entry.size, mtime: memberMtime(entry), uid, gid });
+  await bundle.endMember(entry.size);
+  return result;
 }
 
 /**
@@ -66,8 +67,6 @@ export async function copyChangedBlocks(
   uid: number,
   gid: number,
 ): Promise<CopiedFile | typeof VANISHED> {
-  const handle = await openForBackup(entry);
-  if (handle === VANISHED) return VANISHED;
   const runs: [number, number][] = [];
   let run: { first: number; pages: Buffer[] } | undefined;
   const flush = async (): Promise<void> => {
@@ -81,90 +80,55 @@ export async function copyChangedBlocks(
     await target.endMember(size);
     runs.push([first, pages.length]);
   };
-  try {
-    let block = 0;
-    const result = await readPages(entry, handle, checks, async (chunk) => {
-      for (let offset = 0; offset < chunk.length; offset += BLOCK_SIZE, block++) {
-        const page = chunk.subarray(offset, offset + BLOCK_SIZE);
-        const changed = block >= referenceBlocks || pageIsNew(page) || pageLsn(page) >= sinceLsn;
-        if (!changed) {
-          await flush();
-          continue;
-        }
-        if (run !== undefined && run.pages.length >= MAX_RUN_BLOCKS) await flush();
-        run ??= { first: block, pages: [] };
-        run.pages.push(page);
+  let block = 0;
+  const result = await readPages(entry, checks, async (chunk) => {
+    for (let offset = 0; offset < chunk.length; offset += BLOCK_SIZE, block++) {
+      const page = chunk.subarray(offset, offset + BLOCK_SIZE);
+      const changed = block >= referenceBlocks || pageIsNew(page) || pageLsn(page) >= sinceLsn;
+      if (!changed) {
+        await flush();
+        continue;
       }
-    });
-    await flush();
-    return { ...result, runs };
-  } finally {
-    await handle.close();
-  }
-}
-
-async function openForBackup(entry: FoundEntry): Promise<FileHandle | typeof VANISHED> {
-  try {
-    return await open(entry.absolute, 'r');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return VANISHED;
-    throw new ServiceError(
-      `cannot read ${entry.absolute}${code ? ` (${code})` : ''}`,
-      code === 'EACCES' ? 'run pgdr as the PostgreSQL OS user (postgres), or use --engine basebackup' : 'check the data directory',
-      err,
-    );
-  }
+      if (run !== undefined && run.pages.length >= MAX_RUN_BLOCKS) await flush();
+      run ??= { first: block, pages: [] };
+      run.pages.push(page);
+    }
+  });
+  if (result === VANISHED) return VANISHED;
+  await flush();
+  return { ...result, runs };
 }
 
 /**
- * Reads `entry.size` bytes in whole pages, hashing them and checking each page of a relation file as pg_basebackup
- * does: only pages older than the backup's start (a newer one is being written, and WAL replay rewrites it), and a
- * page that fails is read once more before it counts as damaged (the first read may have caught a write half done).
+ * Reads `entry.size` bytes in whole pages on a reader thread (page-reader.ts), which hashes them and checks each page
+ * of a relation file as pg_basebackup does; `deliver` gets the chunks in order (a blocks copy keeps pages of a chunk
+ * for later and never releases it).
  */
-async function readPages(entry: FoundEntry, handle: FileHandle, checks: PageChecks, deliver: (chunk: Buffer) => Promise<void>): Promise<CopiedFile> {
-  const hash = createHash('sha256');
+async function readPages(entry: FoundEntry, checks: PageChecks, deliver: (chunk: Buffer, release: () => void) => Promise<void>): Promise<CopiedFile | typeof VANISHED> {
   const relation = checks.enabled ? relationFileInfo(entry.path, entry.tablespace !== undefined) : undefined;
-  const badBlocks: number[] = [];
-  let position = 0;
-  while (position < entry.size) {
-    const length = Math.min(CHUNK, entry.size - position);
-    await checks.limiter.take(length);
-    const chunk = Buffer.allocUnsafe(length);
-    let filled = 0;
-    while (filled < length) {
-      const { bytesRead } = await handle.read(chunk, filled, length - filled, position + filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
+  let outcome;
+  try {
+    outcome = await checks.readers.read(
+      {
+        path: entry.absolute,
+        size: entry.size,
+        ...(relation === undefined ? {} : { firstBlock: relation.firstBlock }),
+        startLsn: checks.backupStartLsn.toString(),
+        failpointDetail: entry.path,
+      },
+      checks.limiter === unlimited ? undefined : checks.limiter,
+      deliver,
+    );
+  } catch (err) {
+    if (err instanceof ReaderError && err.phase === 'open') {
+      throw new ServiceError(
+        `cannot read ${entry.absolute}${err.code ? ` (${err.code})` : ''}`,
+        err.code === 'EACCES' ? 'run pgdr as the PostgreSQL OS user (postgres), or use --engine basebackup' : 'check the data directory',
+        err,
+      );
     }
-    // The file shrank while it was read (a relation truncated by VACUUM): zeros stand in, and replay truncates it.
-    if (filled < length) chunk.fill(0, filled);
-    if (relation !== undefined && length % BLOCK_SIZE === 0) await checkPages(entry, handle, chunk, position, relation, checks, badBlocks);
-    hash.update(chunk);
-    await deliver(chunk);
-    position += length;
-    if (position === CHUNK) await failpoint('files:after-first-chunk', entry.path);
+    throw err;
   }
-  return { size: entry.size, sha256: hash.digest('hex'), badBlocks };
-}
-
-async function checkPages(entry: FoundEntry, handle: FileHandle, chunk: Buffer, position: number, relation: RelationFileInfo, checks: PageChecks, bad: number[]): Promise<void> {
-  for (let offset = 0; offset < chunk.length; offset += BLOCK_SIZE) {
-    const page = chunk.subarray(offset, offset + BLOCK_SIZE);
-    const blockInFile = (position + offset) / BLOCK_SIZE;
-    if (pageVerifies(page, relation.firstBlock + blockInFile, checks.backupStartLsn)) continue;
-    const again = Buffer.allocUnsafe(BLOCK_SIZE);
-    const { bytesRead } = await handle.read(again, 0, BLOCK_SIZE, position + offset);
-    if (bytesRead === BLOCK_SIZE && pageVerifies(again, relation.firstBlock + blockInFile, checks.backupStartLsn)) {
-      again.copy(chunk, offset);
-      continue;
-    }
-    bad.push(blockInFile);
-  }
-}
-
-function pageVerifies(page: Buffer, blockNumber: number, backupStartLsn: bigint): boolean {
-  if (pageIsNew(page)) return true;
-  if (pageLsn(page) >= backupStartLsn) return true;
-  return pageChecksum(page, blockNumber) === storedChecksum(page);
+  if (outcome === VANISHED_FILE) return VANISHED;
+  return { size: entry.size, sha256: outcome.sha256, badBlocks: outcome.badBlocks };
 }

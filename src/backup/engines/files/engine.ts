@@ -12,6 +12,7 @@ import type { BackupEngine, EngineJob, EngineResult, FilesEngineSummary } from '
 import { encodeSmallObject } from '../../object-upload.js';
 import { Bundle } from './bundle.js';
 import { copyChangedBlocks, copyWholeFile, VANISHED, type CopiedFile, type PageChecks } from './copy.js';
+import { PageReaderPool } from './page-reader.js';
 import { localDataDirectoryProblem, readLocalServerFacts, type LocalServerFacts } from './local-server.js';
 import { planBundles, planFileAction, type BundleTask, type FileAction, type ReferenceBackup } from './plan.js';
 import { parseMaxRate, rateLimiter, unlimited } from './rate-limit.js';
@@ -54,10 +55,13 @@ async function runFilesBackup(job: EngineJob, client: Client): Promise<EngineRes
     const reference = job.reference === undefined ? undefined : referenceOf(job.reference);
     const actions = new Map<FoundEntry, FileAction>(walked.entries.map((e) => [e, planFileAction(e, reference)]));
     const tasks = planBundles(walked.entries, actions, { jobs: job.jobs });
+    // Threads start with the first file they are given, and stop when the files are read.
+    const readers = new PageReaderPool(job.jobs);
     const checks: PageChecks = {
       enabled: facts.dataChecksums,
       backupStartLsn: parseLsn(startLsn, 'backup start LSN'),
       limiter: job.maxRate === undefined ? unlimited : rateLimiter(parseMaxRate(job.maxRate)),
+      readers,
     };
     const readBytes = tasks.reduce((sum, t) => sum + t.bytes, 0);
     job.log(
@@ -66,7 +70,11 @@ async function runFilesBackup(job: EngineJob, client: Client): Promise<EngineRes
     );
 
     const writer = new BundleWriter(job, walked.tablespaces, facts, owner, checks, actions, readBytes);
-    await writer.run(tasks);
+    try {
+      await writer.run(tasks);
+    } finally {
+      await readers.close();
+    }
 
     const stop = await client.query<{ lsn: string; labelfile: string; spcmapfile: string }>('SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)');
     stopped = true;
@@ -162,7 +170,7 @@ class BundleWriter {
     private readonly owner: { uid: number; gid: number },
     private readonly checks: PageChecks,
     private readonly actions: ReadonlyMap<FoundEntry, FileAction>,
-    total: number,
+    private readonly total: number,
   ) {
     job.progress.setTotal?.(total);
   }
@@ -186,6 +194,15 @@ class BundleWriter {
     });
   }
 
+  /**
+   * One large file can be more than a worker's share of the backup (a 700 MB table of a 1.2 GB database): its object
+   * is then the backup's critical path, and once the other workers are done its zstd alone would use one core of
+   * several. Such an object is compressed by `jobs` zstd threads; the rest by one each.
+   */
+  private zstdThreads(task: BundleTask): number {
+    return this.job.jobs > 1 && task.bytes * this.job.jobs > this.total ? this.job.jobs : 1;
+  }
+
   private nameFor(task: BundleTask): string {
     const n = ++this.counters[task.content];
     return `${task.content}-${String(n).padStart(6, '0')}.tar.zst`;
@@ -203,7 +220,7 @@ class BundleWriter {
     const tablespace = this.tablespaceOf(task);
     const open = (): Bundle => {
       if (bundle === undefined) {
-        bundle = new Bundle(this.job, name, { content: task.content, ...(tablespace ? { tablespace } : {}) }, Math.max(task.bytes, 1024 * 1024));
+        bundle = new Bundle(this.job, name, { content: task.content, ...(tablespace ? { tablespace } : {}) }, Math.max(task.bytes, 1024 * 1024), this.zstdThreads(task));
         this.live.add(bundle);
       }
       return bundle;
