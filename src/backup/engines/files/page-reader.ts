@@ -1,4 +1,7 @@
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { PGDR_PACKAGE } from '../../../package-root.js';
 import type { RateLimiter } from './rate-limit.js';
 
 /**
@@ -237,11 +240,18 @@ export class PageReaderPool {
 }
 
 /**
- * The thread runs the compiled module next to this one; under the tests (TypeScript sources run by tsx or vitest)
- * the .ts file, loaded through tsx.
+ * The thread runs tsc's compiled module under dist/ (this module may itself be a chunk of the bundled CLI in
+ * dist/bundle/, scripts/bundle-cli.mjs, where no worker file sits beside it); under the tests (TypeScript sources run
+ * by tsx or vitest) the .ts file, loaded through tsx.
  */
 function startWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./page-reader-worker.js', import.meta.url));
+  if (!import.meta.url.endsWith('.ts')) {
+    const compiled =
+      PGDR_PACKAGE === undefined
+        ? new URL('./page-reader-worker.js', import.meta.url)
+        : pathToFileURL(join(PGDR_PACKAGE.root, 'dist', 'backup', 'engines', 'files', 'page-reader-worker.js'));
+    return new Worker(compiled);
+  }
   const source = new URL('./page-reader-worker.ts', import.meta.url).href;
   return new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(source)}); });`, { eval: true });
 }
