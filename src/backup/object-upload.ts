@@ -5,7 +5,7 @@ import { killOnExit, watchChild } from '../process/child.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ByteCounterStage, ChecksumStage } from '../stream/checksum.js';
 import { composeStreams } from '../stream/compose.js';
-import { ageEncryptBuffer, compressEncryptStage } from '../stream/age.js';
+import { AGE, AGE_INSTALL_HINT, ageEncryptBuffer, compressEncryptStage, encryptArgs } from '../stream/age.js';
 import { asZstdFailure, compressArgs, ZSTD, zstdCompressBuffer, zstdCompressStage } from '../stream/zstd.js';
 
 export interface UploadedObject {
@@ -74,28 +74,44 @@ export interface DirectUpload {
 }
 
 /**
- * zstd → sha256 → store.put for a writer that feeds zstd's stdin directly: the files engine's bundles, which write
- * hundreds of MB a second and reuse their read buffers once zstd's pipe has them (a chain of Node streams in front of
- * zstd would hold each chunk for an unknown time, and fresh buffers for every chunk made V8 run a full garbage
- * collection every few tens of MB). Without encryption only: an encrypted upload goes through uploadCompressed.
+ * zstd (→ age) → sha256 → store.put for a writer that feeds zstd's stdin directly: the files engine's bundles, which
+ * write hundreds of MB a second and reuse their read buffers once zstd's pipe has them (a chain of Node streams in
+ * front of zstd would hold each chunk for an unknown time, and fresh buffers for every chunk made V8 run a full
+ * garbage collection every few tens of MB).
  */
-export function startZstdUpload(upload: Omit<CompressedUpload, 'source' | 'encryptTo'>): DirectUpload {
-  const zstd = spawn(ZSTD, compressArgs(upload.compress), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
-  const forget = killOnExit(zstd);
-  const watched = watchChild(zstd, 'zstd', 'install the zstd package (apt-get install zstd), and check free memory');
+export function startZstdUpload(upload: Omit<CompressedUpload, 'source'>): DirectUpload {
+  // Encrypted: `zstd | age -e` joined by a kernel pipe, so the compressed bytes never pass through Node.
+  const encryptTo = upload.encryptTo !== undefined && upload.encryptTo.length > 0 ? upload.encryptTo : undefined;
+  const age = encryptTo === undefined ? undefined : spawn(AGE, encryptArgs(encryptTo), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
+  const zstd = spawn(ZSTD, compressArgs(upload.compress), { stdio: ['pipe', age === undefined ? 'pipe' : age.stdin!, 'pipe'], env: childEnv('tool') });
+  // zstd holds the write end of age's stdin now; the parent's copy must close or age never sees end of input.
+  age?.stdin!.destroy();
+  const forget = killOnExit(zstd, ...(age === undefined ? [] : [age]));
+  const zstdWatch = watchChild(zstd, 'zstd', 'install the zstd package (apt-get install zstd), and check free memory');
+  const ageWatch = age === undefined ? undefined : watchChild(age, 'age', AGE_INSTALL_HINT);
+  // Both must exit 0; an age that died leaves zstd a broken pipe, and age's own word is the one to report.
+  const exited = (async () => {
+    const [zstdEnd, ageEnd] = await Promise.allSettled([zstdWatch.done, ageWatch?.done ?? Promise.resolve()]);
+    if (ageEnd.status === 'rejected') throw ageEnd.reason;
+    if (zstdEnd.status === 'rejected') throw zstdEnd.reason;
+  })();
+  exited.catch(() => undefined);
   // A zstd that exits early closes its stdin: its exit status says why, the writer's EPIPE does not.
   zstd.stdin!.on('error', () => undefined);
-  const output = new ExitCheckedChecksum(watched.done);
-  zstd.stdout!.pipe(output);
+  const output = new ExitCheckedChecksum(exited);
+  (age ?? zstd).stdout!.pipe(output);
   let firstError: unknown;
   const fail = (err: unknown): void => {
     firstError ??= err;
     upload.onFailure?.(err instanceof Error ? err : new Error(String(err)));
     if (!output.destroyed) output.destroy(err instanceof Error ? err : new Error(String(err)));
-    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGTERM');
+    for (const child of [zstd, age]) if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   };
   const result = (async () => {
-    watched.done.catch(fail);
+    ageWatch?.done.catch(fail);
+    zstdWatch.done.catch((err: unknown) => {
+      if (!(ageWatch !== undefined && zstdWatch.brokenPipe())) fail(err);
+    });
     const uploaded = upload.store
       .put(upload.key, { kind: 'stream', open: () => output, oneShot: true }, upload.expectedBytes === undefined ? {} : { expectedBytes: upload.expectedBytes })
       .catch(fail);

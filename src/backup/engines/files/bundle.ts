@@ -1,9 +1,9 @@
 import { once } from 'node:events';
-import { PassThrough, type Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { BackupObject } from '../../../repo/manifest.js';
 import { tarEnd, tarHeader, tarPadding, type TarMember } from '../../../stream/tar-header.js';
 import type { EngineJob } from '../../engine.js';
-import { startZstdUpload, uploadCompressed, type UploadedObject } from '../../object-upload.js';
+import { startZstdUpload, type UploadedObject } from '../../object-upload.js';
 
 /** Raw bytes a bundle lets wait in front of zstd before a writer waits. */
 const QUEUED_BYTES = 4 * 1024 * 1024;
@@ -15,8 +15,6 @@ const QUEUED_BYTES = 4 * 1024 * 1024;
 export class Bundle {
   private readonly input: Writable;
   private readonly upload: Promise<UploadedObject>;
-  /** The input is zstd's own stdin, whose write callbacks say when a chunk's buffer is free again. */
-  private readonly direct: boolean;
   private readonly stop: (err: Error) => void;
   private written = 0;
   private failure: Error | undefined;
@@ -40,18 +38,10 @@ export class Bundle {
         this.failure ??= err;
       },
     };
-    this.direct = !job.encryptTo || job.encryptTo.length === 0;
-    if (this.direct) {
-      const upload = startZstdUpload(common);
-      this.input = upload.input;
-      this.upload = upload.result.then((stored) => ({ ...stored, bytes: this.written }));
-      this.stop = upload.abort;
-    } else {
-      const source = new PassThrough({ highWaterMark: QUEUED_BYTES });
-      this.input = source;
-      this.upload = uploadCompressed({ ...common, source, encryptTo: job.encryptTo });
-      this.stop = (err) => source.destroy(err);
-    }
+    const upload = startZstdUpload({ ...common, ...(job.encryptTo === undefined ? {} : { encryptTo: job.encryptTo }) });
+    this.input = upload.input;
+    this.upload = upload.result.then((stored) => ({ ...stored, bytes: this.written }));
+    this.stop = upload.abort;
     // Failures surface through write() and finish(); this keeps an early one from being reported as unhandled.
     this.upload.catch(() => undefined);
   }
@@ -62,13 +52,13 @@ export class Bundle {
 
   /**
    * Queues `chunk`; waits while more than QUEUED_BYTES are queued. `release` is called once the chunk's buffer may be
-   * reused (never, when the bytes go through a stream chain whose hold on them is unknown).
+   * reused: the input is zstd's own stdin, whose write callbacks say when the pipe has taken a chunk.
    */
   async write(chunk: Buffer, release?: () => void): Promise<void> {
     if (this.failure !== undefined) throw await this.cause();
     if (chunk.length === 0) return;
     this.written += chunk.length;
-    if (this.direct && release !== undefined) {
+    if (release !== undefined) {
       this.input.write(chunk, (err) => {
         if (!err) release();
       });
@@ -76,7 +66,7 @@ export class Bundle {
       this.input.write(chunk);
     }
     // Up to QUEUED_BYTES wait in the pipe's queue, so that zstd never waits for the next chunk.
-    if (this.input.writableLength > QUEUED_BYTES || (!this.direct && this.input.writableNeedDrain)) {
+    if (this.input.writableLength > QUEUED_BYTES) {
       await Promise.race([once(this.input, 'drain'), this.upload.then(() => undefined)]);
       if (this.failure !== undefined) throw await this.cause();
     }
