@@ -40,7 +40,8 @@ export function startZstdTarUnpack(directory: string, options: UnpackOptions = {
   // The member list is a file (tar cannot open a socket as /dev/fd/N, and node's extra stdio are sockets), one
   // name per line, read as it is: a name is never taken for an option.
   const list = options.members === undefined ? undefined : writeMemberList(options.members);
-  const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
+  // -b 2048: 1 MiB records, read and written in 1 MiB calls rather than tar's default 10 KiB (a third of its CPU).
+  const tar = spawn('tar', ['-x', '-vv', '--quoting-style=c', '-b', '2048', '-f', '-', '-C', directory, ...(list === undefined ? [] : ['--verbatim-files-from', '-T', list])], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...childEnv('tool'), LC_ALL: 'C' },
   });
