@@ -18,6 +18,7 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
@@ -1039,20 +1040,19 @@ class S3ObjectStore implements ObjectStore {
 }
 
 /**
- * The SDK's INI provider for one file and profile, loaded when first asked (the default chain loads it anyway). The
- * environment's AWS_ACCESS_KEY_ID never overrides it: each repository signs with its own keys.
+ * The SDK's INI provider for one file and profile (its module loads with this driver, as the default chain loads it
+ * anyway; a dynamic import of it would not survive bundling). The environment's AWS_ACCESS_KEY_ID never overrides it:
+ * each repository signs with its own keys.
  */
 function sharedFileCredentials(credentials: NonNullable<S3StoreOptions['credentials']>): AwsCredentialIdentityProvider {
-  let provider: Promise<AwsCredentialIdentityProvider> | undefined;
+  let provider: AwsCredentialIdentityProvider | undefined;
   return async () => {
-    provider ??= import('@aws-sdk/credential-provider-ini').then(({ fromIni }) =>
-      fromIni({
-        profile: credentials.profile ?? 'default',
-        ...(credentials.file !== undefined ? { filepath: credentials.file } : {}),
-      }),
-    );
+    provider ??= fromIni({
+      profile: credentials.profile ?? 'default',
+      ...(credentials.file !== undefined ? { filepath: credentials.file } : {}),
+    });
     try {
-      return await (await provider)();
+      return await provider();
     } catch (err) {
       throw new UsageError(
         `repository ${credentials.repository}: no usable S3 credentials in profile [${credentials.profile ?? 'default'}] of ${credentials.file ?? 'the AWS credentials file'} (${(err as Error).message.split('\n')[0]})`,
