@@ -139,16 +139,7 @@ export class PageReaderPool {
               return;
           }
         };
-        const onError = (err: Error): void => fail(err);
-        const onExit = (code: number): void => fail(new Error(`a files-engine reader thread exited (code ${code})`));
-        const cleanup = (): void => {
-          worker.off('message', onMessage);
-          worker.off('error', onError);
-          worker.off('exit', onExit);
-        };
-        worker.on('message', onMessage);
-        worker.on('error', onError);
-        worker.on('exit', onExit);
+        const cleanup = listen(worker, onMessage, fail);
         worker.postMessage({ op: 'read', id, ...request, limited: limiter !== undefined, credits: CREDITS } satisfies ReaderRequest);
       });
     } finally {
@@ -169,20 +160,11 @@ export class PageReaderPool {
           if (message.kind === 'hashed') resolve(message.sha256);
           else if (message.kind === 'error') reject(new ReaderError(message.message, message.code, message.phase));
         };
-        const onError = (err: Error): void => {
+        const cleanup = listen(worker, onMessage, (err) => {
           healthy = false;
           cleanup();
           reject(err);
-        };
-        const onExit = (code: number): void => onError(new Error(`a reader thread exited (code ${code})`));
-        const cleanup = (): void => {
-          worker.off('message', onMessage);
-          worker.off('error', onError);
-          worker.off('exit', onExit);
-        };
-        worker.on('message', onMessage);
-        worker.on('error', onError);
-        worker.on('exit', onExit);
+        });
         worker.postMessage({ op: 'hash', id, path } satisfies ReaderRequest);
       });
     } finally {
@@ -237,6 +219,19 @@ export class PageReaderPool {
     worker.unref();
     this.idle.push(worker);
   }
+}
+
+/** One request's listeners on a thread: its replies, and its failure (an error, or the thread's exit). Returns their removal. */
+function listen(worker: Worker, onMessage: (message: ReaderReply) => void, onFailure: (err: Error) => void): () => void {
+  const onExit = (code: number): void => onFailure(new Error(`a files-engine reader thread exited (code ${code})`));
+  worker.on('message', onMessage);
+  worker.on('error', onFailure);
+  worker.on('exit', onExit);
+  return () => {
+    worker.off('message', onMessage);
+    worker.off('error', onFailure);
+    worker.off('exit', onExit);
+  };
 }
 
 /**
