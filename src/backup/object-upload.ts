@@ -6,7 +6,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { ByteCounterStage, ChecksumStage } from '../stream/checksum.js';
 import { composeStreams } from '../stream/compose.js';
 import { AGE, AGE_INSTALL_HINT, ageEncryptBuffer, compressEncryptStage, encryptArgs } from '../stream/age.js';
-import { asZstdFailure, compressArgs, ZSTD, zstdCompressBuffer, zstdCompressStage } from '../stream/zstd.js';
+import { compressArgs, ZSTD, ZSTD_HINT, zstdCompressBuffer, zstdCompressStage } from '../stream/zstd.js';
 
 export interface UploadedObject {
   /** Bytes before compression. */
@@ -43,7 +43,8 @@ export async function uploadCompressed(upload: CompressedUpload): Promise<Upload
   const chain = composeStreams(upload.source, counter, encode, checksum);
   let firstError: unknown;
   const fail = (err: unknown): void => {
-    firstError ??= asZstdFailure(err);
+    // A zstd or age stage fails in its own words already (src/process/child-chain.ts).
+    firstError ??= err;
     upload.onFailure?.(err instanceof Error ? err : new Error(String(err)));
     if (!chain.destroyed) chain.destroy();
   };
@@ -87,7 +88,7 @@ export function startZstdUpload(upload: Omit<CompressedUpload, 'source'>): Direc
   // zstd holds the write end of age's stdin now; the parent's copy must close or age never sees end of input.
   age?.stdin!.destroy();
   const forget = killOnExit(zstd, ...(age === undefined ? [] : [age]));
-  const zstdWatch = watchChild(zstd, 'zstd', 'install the zstd package (apt-get install zstd), and check free memory');
+  const zstdWatch = watchChild(zstd, 'zstd', ZSTD_HINT);
   const ageWatch = age === undefined ? undefined : watchChild(age, 'age', AGE_INSTALL_HINT);
   // Both must exit 0; an age that died leaves zstd a broken pipe, and age's own word is the one to report.
   const exited = (async () => {

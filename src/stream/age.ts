@@ -3,7 +3,7 @@ import { childEnv } from '../process/child-env.js';
 import type { Duplex } from 'node:stream';
 import { ChildChain } from '../process/child-chain.js';
 import { AGE, AGE_INSTALL_HINT, asDecryptFailure, encryptArgs, spawnAgeDecrypt } from './age-buffer.js';
-import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
+import { compressArgs, ZSTD, ZSTD_HINT, type ZstdOptions } from './zstd-buffer.js';
 
 export * from './age-buffer.js';
 
@@ -20,7 +20,7 @@ export function compressEncryptStage(options: ZstdOptions, recipients: readonly 
   // zstd holds the write end of age's stdin now; the parent's copy must close or age never sees end of input.
   age.stdin!.destroy();
   return new ChildChain([
-    { child: zstd, label: 'zstd', hint: 'install the zstd package (apt-get install zstd), and check free memory' },
+    { child: zstd, label: 'zstd', hint: ZSTD_HINT },
     { child: age, label: 'age', hint: AGE_INSTALL_HINT },
   ]);
 }

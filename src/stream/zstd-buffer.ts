@@ -13,6 +13,9 @@ export interface ZstdOptions {
 
 export const ZSTD = process.env.PGDR_ZSTD_BIN ?? 'zstd';
 
+/** What to check when zstd fails to start or dies mid-stream. */
+export const ZSTD_HINT = 'install the zstd package (apt-get install zstd), and check free memory';
+
 export function compressArgs(options: ZstdOptions): string[] {
   const level = options.level;
   const args = [level < 0 ? `--fast=${-level}` : `-${level}`, '-c', '-q', '--check'];

@@ -1,11 +1,10 @@
 import type { Duplex } from 'node:stream';
 import { spawn } from 'node:child_process';
-import { ServiceError } from '../errors.js';
 import { ChildChain } from '../process/child-chain.js';
 import { childEnv } from '../process/child-env.js';
-import { compressArgs, ZSTD, type ZstdOptions } from './zstd-buffer.js';
+import { compressArgs, ZSTD, ZSTD_HINT, type ZstdOptions } from './zstd-buffer.js';
 
-export { compressArgs, startZstdCompressFile, ZSTD, zstdCompressBuffer, zstdCompressFile, zstdDecompressBuffer, type ZstdOptions } from './zstd-buffer.js';
+export { compressArgs, startZstdCompressFile, ZSTD, ZSTD_HINT, zstdCompressBuffer, zstdCompressFile, zstdDecompressBuffer, type ZstdOptions } from './zstd-buffer.js';
 
 /**
  * zstd through the zstd command-line tool. Chosen by benchmark (docs/benchmarks.md): it streams at native
@@ -20,7 +19,6 @@ export function zstdCompressStage(options: ZstdOptions): Duplex {
   return zstdStage(compressArgs(options));
 }
 
-const ZSTD_HINT = 'install the zstd package (apt-get install zstd), and check free memory';
 
 /**
  * One zstd child seen as a Duplex (src/process/child-chain.ts), on node:child_process alone: `wal fetch` runs once
@@ -29,18 +27,6 @@ const ZSTD_HINT = 'install the zstd package (apt-get install zstd), and check fr
 function zstdStage(args: string[]): Duplex {
   const zstd = spawn(ZSTD, args, { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
   return new ChildChain([{ child: zstd, label: 'zstd', hint: ZSTD_HINT }]);
-}
-
-/**
- * The error a zstd stage fails with (execa's, carrying the exit code and stderr), as pgdr reports it: named, with
- * zstd's own last word. Anything else is returned as it is.
- */
-export function asZstdFailure(err: unknown): unknown {
-  const e = err as { exitCode?: unknown; signal?: unknown; stderr?: unknown; command?: unknown };
-  if (typeof e?.command !== 'string' || !e.command.startsWith(ZSTD)) return err;
-  const last = typeof e.stderr === 'string' ? e.stderr.trim().split('\n').pop()?.trim() : undefined;
-  const how = typeof e.signal === 'string' ? `was killed by ${e.signal}` : `exited with code ${String(e.exitCode)}`;
-  return new ServiceError(`zstd ${how}${last ? `: ${last}` : ''}`, ZSTD_HINT, err);
 }
 
 /** A Duplex: write zstd frames, read raw bytes. A damaged frame (checksum, truncation) fails the pipeline. */
