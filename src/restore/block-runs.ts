@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UsageError, VerificationError } from '../errors.js';
@@ -25,21 +25,25 @@ export async function applyBlockRuns(request: BlockRunsRequest): Promise<void> {
   const key = await checkObjectSize(request);
   const byMember = new Map(request.runs.map((run) => [run.member, run]));
   const written = new Set<string>();
-  const handles = new Map<string, FileHandle>();
+  const descriptors = new Map<string, number>();
   const damaged = (detail: string) =>
     new VerificationError(`backup ${backupId} object ${object.name}: ${detail}; ${untouched}`, 'the backup is damaged: run pgdr verify, and restore another backup with --backup-id');
 
-  const fileFor = async (run: ObjectExtract['runs'][number]): Promise<FileHandle> => {
+  // Synchronous writes: a run is usually one 8 KiB page going into the page cache, where a trip through the thread
+  // pool and a promise per run cost several times the copy itself (tens of thousands of runs per object).
+  const fileFor = (run: ObjectExtract['runs'][number]): number => {
     const path = join(request.rootOf(run.file.tablespace), run.file.path);
-    let handle = handles.get(path);
-    if (handle === undefined) {
-      handle = await open(path, 'r+').catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-        return open(path, 'w', run.file.mode);
-      });
-      handles.set(path, handle);
+    let fd = descriptors.get(path);
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        fd = openSync(path, 'w', run.file.mode);
+      }
+      descriptors.set(path, fd);
     }
-    return handle;
+    return fd;
   };
 
   const reader = new TarReader((member): TarMemberSink | undefined => {
@@ -50,12 +54,12 @@ export async function applyBlockRuns(request: BlockRunsRequest): Promise<void> {
     }
     let offset = run.first * BLOCK_SIZE;
     return {
-      write: async (chunk) => {
-        const handle = await fileFor(run);
+      write: (chunk) => {
+        const fd = fileFor(run);
         for (let done = 0; done < chunk.length; ) {
-          const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, offset);
-          done += bytesWritten;
-          offset += bytesWritten;
+          const written = writeSync(fd, chunk, done, chunk.length - done, offset);
+          done += written;
+          offset += written;
         }
       },
       end: () => {
@@ -79,7 +83,13 @@ export async function applyBlockRuns(request: BlockRunsRequest): Promise<void> {
     () => undefined,
     (err: unknown) => err,
   );
-  for (const handle of handles.values()) await handle.close().catch(() => undefined);
+  for (const fd of descriptors.values()) {
+    try {
+      closeSync(fd);
+    } catch {
+      // A close error after the writes went through changes nothing the checks below look at.
+    }
+  }
   // age refusing the identity is the cause, whatever the pipe said when age stopped reading.
   if (exit instanceof UsageError) throw exit;
   streamError ??= exit;

@@ -73,7 +73,11 @@ export class TarReader extends Writable {
         const take = Math.min(state.left, data.length - at);
         const part = data.subarray(at, at + take);
         if (state.kind === 'data') {
-          if (state.sink !== undefined) await state.sink.write(part);
+          if (state.sink !== undefined) {
+            // A sink that writes synchronously returns nothing: no microtask per member for it.
+            const pending = state.sink.write(part);
+            if (pending !== undefined) await pending;
+          }
         } else {
           state.body.push(Buffer.from(part));
         }
@@ -89,7 +93,7 @@ export class TarReader extends Writable {
       }
       // The member (and its padding) is through.
       if (state.kind === 'data') {
-        if (state.sink !== undefined) await state.sink.end();
+        if (state.sink !== undefined) await endSink(state.sink);
       } else {
         this.extendedHeader(Buffer.concat(state.body), state.gnuName);
       }
@@ -99,7 +103,7 @@ export class TarReader extends Writable {
     const state = this.state;
     if ((state.kind === 'data' || state.kind === 'pax') && state.left === 0 && state.pad === 0) {
       if (state.kind === 'data') {
-        if (state.sink !== undefined) await state.sink.end();
+        if (state.sink !== undefined) await endSink(state.sink);
       } else {
         this.extendedHeader(Buffer.concat(state.body), state.gnuName);
       }
@@ -162,6 +166,11 @@ export class TarReader extends Writable {
       at += length;
     }
   }
+}
+
+async function endSink(sink: TarMemberSink): Promise<void> {
+  const pending = sink.end();
+  if (pending !== undefined) await pending;
 }
 
 function cString(bytes: Buffer): string {
