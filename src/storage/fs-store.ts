@@ -205,6 +205,9 @@ function fileHandleSink(handle: FileHandle, failed: (err: unknown) => Error): Wr
 /** Bytes the sink takes in while a write runs. */
 const SINK_QUEUE_BYTES = 1024 * 1024;
 
+/** Bytes per read of an object: 1 MiB reads cost the main thread a sixteenth of the calls 64 KiB ones do. */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
 async function writevAll(handle: FileHandle, buffers: Buffer[]): Promise<number> {
   const total = buffers.reduce((sum, b) => sum + b.length, 0);
   const { bytesWritten } = await handle.writev(buffers);
@@ -425,9 +428,9 @@ class FsObjectStore implements ObjectStore {
       const info = await handle.stat();
       if (info.isDirectory()) throw new ObjectNotFoundError(key);
       const range = options.range;
-      if (range === undefined) return handle.createReadStream();
+      if (range === undefined) return handle.createReadStream({ highWaterMark: READ_CHUNK_BYTES });
       checkRange(key, range, info.size);
-      return handle.createReadStream({ start: range.start, end: range.end });
+      return handle.createReadStream({ start: range.start, end: range.end, highWaterMark: READ_CHUNK_BYTES });
     } catch (err) {
       await handle.close().catch(() => undefined);
       throw err;
