@@ -5,7 +5,7 @@ import { killOnExit, watchChild } from '../process/child.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { ByteCounterStage, ChecksumStage } from '../stream/checksum.js';
 import { composeStreams } from '../stream/compose.js';
-import { AGE, AGE_INSTALL_HINT, ageEncryptBuffer, compressEncryptStage, encryptArgs } from '../stream/age.js';
+import { AGE_INSTALL_HINT, ageEncryptBuffer, compressEncryptStage, spawnCompressEncrypt } from '../stream/age.js';
 import { compressArgs, ZSTD, ZSTD_HINT, zstdCompressBuffer, zstdCompressStage } from '../stream/zstd.js';
 
 export interface UploadedObject {
@@ -83,10 +83,10 @@ export interface DirectUpload {
 export function startZstdUpload(upload: Omit<CompressedUpload, 'source'>): DirectUpload {
   // Encrypted: `zstd | age -e` joined by a kernel pipe, so the compressed bytes never pass through Node.
   const encryptTo = upload.encryptTo !== undefined && upload.encryptTo.length > 0 ? upload.encryptTo : undefined;
-  const age = encryptTo === undefined ? undefined : spawn(AGE, encryptArgs(encryptTo), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') });
-  const zstd = spawn(ZSTD, compressArgs(upload.compress), { stdio: ['pipe', age === undefined ? 'pipe' : age.stdin!, 'pipe'], env: childEnv('tool') });
-  // zstd holds the write end of age's stdin now; the parent's copy must close or age never sees end of input.
-  age?.stdin!.destroy();
+  const { zstd, age } =
+    encryptTo === undefined
+      ? { zstd: spawn(ZSTD, compressArgs(upload.compress), { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv('tool') }), age: undefined }
+      : spawnCompressEncrypt(upload.compress, encryptTo);
   const forget = killOnExit(zstd, ...(age === undefined ? [] : [age]));
   const zstdWatch = watchChild(zstd, 'zstd', ZSTD_HINT);
   const ageWatch = age === undefined ? undefined : watchChild(age, 'age', AGE_INSTALL_HINT);

@@ -1,6 +1,6 @@
 import { lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PageReaderPool } from '../backup/engines/files/page-reader.js';
+import { PageReaderPool } from '../postgres/page-reader.js';
 import { UsageError } from '../errors.js';
 import { mapConcurrently } from '../repo/concurrent-reads.js';
 import { entryKey, type FileListEntry } from '../repo/file-list.js';
@@ -87,6 +87,8 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
   let checked = 0;
   // Hashing is most of a delta restore's work on a directory that is nearly right: it runs on `jobs` threads.
   const readers = new PageReaderPool(jobs);
+  // Largest first: a 1 GiB segment left to the end would be hashed by one thread while the others wait.
+  candidates.sort((a, b) => b.size - a.size);
   try {
     await mapConcurrently(candidates, jobs, async (candidate) => {
       if ((await readers.hash(candidate.path)) === candidate.sha256) {

@@ -1,7 +1,7 @@
 import { ServiceError } from '../../../errors.js';
 import { BLOCK_SIZE, pageIsNew, pageLsn } from '../../../postgres/page.js';
 import type { Bundle } from './bundle.js';
-import { ReaderError, VANISHED_FILE, type PageReaderPool } from './page-reader.js';
+import { ReaderError, VANISHED_FILE, type PageReaderPool } from '../../../postgres/page-reader.js';
 import { unlimited, type RateLimiter } from './rate-limit.js';
 import { relationFileInfo } from './data-directory.js';
 import type { FoundEntry } from './walk.js';

@@ -12,7 +12,7 @@ import type { BackupEngine, EngineJob, EngineResult, FilesEngineSummary } from '
 import { encodeSmallObject } from '../../object-upload.js';
 import { Bundle } from './bundle.js';
 import { copyChangedBlocks, copyWholeFile, VANISHED, type CopiedFile, type PageChecks } from './copy.js';
-import { PageReaderPool } from './page-reader.js';
+import { PageReaderPool } from '../../../postgres/page-reader.js';
 import { localDataDirectoryProblem, readLocalServerFacts, type LocalServerFacts } from './local-server.js';
 import { planBundles, planFileAction, type BundleTask, type FileAction, type ReferenceBackup } from './plan.js';
 import { parseMaxRate, rateLimiter, unlimited } from './rate-limit.js';

@@ -1,10 +1,10 @@
+import type { RateLimiter } from '../../../postgres/page-reader.js';
+
 /**
  * `--max-rate` for the files engine: all workers together read at most this many bytes a second (the basebackup
- * engine passes the same flag to the server, which throttles its own sending).
+ * engine passes the same flag to the server, which throttles its own sending). The reader threads take from it.
  */
-export interface RateLimiter {
-  take(bytes: number): Promise<void>;
-}
+export type { RateLimiter };
 
 export const unlimited: RateLimiter = { take: async () => undefined };
 

@@ -1,8 +1,12 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { PGDR_PACKAGE } from '../../../package-root.js';
-import type { RateLimiter } from './rate-limit.js';
+import { PGDR_PACKAGE } from '../package-root.js';
+
+/** Throttles reads (--max-rate): resolves once `bytes` more may be read. */
+export interface RateLimiter {
+  take(bytes: number): Promise<void>;
+}
 
 /**
  * Reader threads for the files engine, one per worker (--jobs). Reading a file, checking its page checksums and
@@ -244,7 +248,7 @@ function startWorker(): Worker {
     const compiled =
       PGDR_PACKAGE === undefined
         ? new URL('./page-reader-worker.js', import.meta.url)
-        : pathToFileURL(join(PGDR_PACKAGE.root, 'dist', 'backup', 'engines', 'files', 'page-reader-worker.js'));
+        : pathToFileURL(join(PGDR_PACKAGE.root, 'dist', 'postgres', 'page-reader-worker.js'));
     return new Worker(compiled);
   }
   const source = new URL('./page-reader-worker.ts', import.meta.url).href;

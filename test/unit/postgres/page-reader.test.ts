@@ -3,12 +3,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PageReaderPool, ReaderError, VANISHED_FILE } from '../../../../src/backup/engines/files/page-reader.js';
-import { BLOCK_SIZE } from '../../../../src/postgres/page.js';
-import { rateLimiter } from '../../../../src/backup/engines/files/rate-limit.js';
+import { PageReaderPool, ReaderError, VANISHED_FILE } from '../../../src/postgres/page-reader.js';
+import { BLOCK_SIZE } from '../../../src/postgres/page.js';
+import { rateLimiter } from '../../../src/backup/engines/files/rate-limit.js';
 
 // Two heap pages written by PostgreSQL 15 with data checksums on: blocks 3 and 100 of one relation.
-const fixture = readFileSync(join(import.meta.dirname, '..', '..', 'fixtures', 'heap-pages.bin'));
+const fixture = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'heap-pages.bin'));
 const block3 = fixture.subarray(0, BLOCK_SIZE);
 const dir = mkdtempSync(join(tmpdir(), 'pgdr-page-reader-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
-import { failpoint } from '../../../process/failpoint.js';
-import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsn, storedChecksum } from '../../../postgres/page.js';
+import { failpoint } from '../process/failpoint.js';
+import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsn, storedChecksum } from './page.js';
 import type { ReaderReply, ReaderRequest, ReadRequest } from './page-reader.js';
 
 /**
