@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import { failpoint } from '../process/failpoint.js';
-import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsn, storedChecksum } from './page.js';
+import { BLOCK_SIZE, pageChecksum, pageIsNew, pageLsnAtLeast, splitLsn, storedChecksum, type SplitLsn } from './page.js';
 import type { ReaderReply, ReaderRequest, ReadRequest } from './page-reader.js';
 
 /**
@@ -53,7 +53,7 @@ async function readFile(request: ReadRequest): Promise<void> {
     const state = current!;
     const hash = createHash('sha256');
     const badBlocks: number[] = [];
-    const startLsn = BigInt(request.startLsn);
+    const startLsn = splitLsn(BigInt(request.startLsn));
     let position = 0;
     while (position < request.size) {
       const length = Math.min(CHUNK, request.size - position);
@@ -93,7 +93,7 @@ async function readFile(request: ReadRequest): Promise<void> {
  * replay rewrites it), and a page that fails is read once more before it counts as damaged (the first read may have
  * caught a write half done).
  */
-async function checkPages(handle: FileHandle, chunk: Buffer, position: number, firstBlock: number, startLsn: bigint, bad: number[]): Promise<void> {
+async function checkPages(handle: FileHandle, chunk: Buffer, position: number, firstBlock: number, startLsn: SplitLsn, bad: number[]): Promise<void> {
   for (let offset = 0; offset < chunk.length; offset += BLOCK_SIZE) {
     const page = chunk.subarray(offset, offset + BLOCK_SIZE);
     const blockInFile = (position + offset) / BLOCK_SIZE;
@@ -108,9 +108,9 @@ async function checkPages(handle: FileHandle, chunk: Buffer, position: number, f
   }
 }
 
-function pageVerifies(page: Buffer, blockNumber: number, backupStartLsn: bigint): boolean {
+function pageVerifies(page: Buffer, blockNumber: number, backupStartLsn: SplitLsn): boolean {
   if (pageIsNew(page)) return true;
-  if (pageLsn(page) >= backupStartLsn) return true;
+  if (pageLsnAtLeast(page, backupStartLsn)) return true;
   return pageChecksum(page, blockNumber) === storedChecksum(page);
 }
 

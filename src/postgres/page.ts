@@ -53,9 +53,23 @@ export function pageChecksum(page: Buffer, blockNumber: number): number {
   return (result % 65535) + 1;
 }
 
-/** pd_lsn as a 64-bit number (high word first in PostgreSQL's LSN notation). */
-export function pageLsn(page: Buffer, offset = 0): bigint {
-  return (BigInt(page.readUInt32LE(offset)) << 32n) | BigInt(page.readUInt32LE(offset + 4));
+/** An LSN as its two 32-bit halves, for comparing with pages' pd_lsn without a BigInt per page. */
+export interface SplitLsn {
+  high: number;
+  low: number;
+}
+
+export function splitLsn(lsn: bigint): SplitLsn {
+  return { high: Number(lsn >> 32n), low: Number(lsn & 0xffffffffn) };
+}
+
+/**
+ * pd_lsn (xlogid, then xrecoff, each a 32-bit word) >= lsn. Every page a backup reads is compared: a BigInt per page
+ * cost an incremental backup measurable garbage collection.
+ */
+export function pageLsnAtLeast(page: Buffer, lsn: SplitLsn, offset = 0): boolean {
+  const high = page.readUInt32LE(offset);
+  return high > lsn.high || (high === lsn.high && page.readUInt32LE(offset + 4) >= lsn.low);
 }
 
 /** A page the server has extended the relation with but never written: pd_upper is zero. */

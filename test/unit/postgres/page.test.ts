@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BLOCK_SIZE, pageChecksum, pageIsNew, pageIsZero, pageLsn, storedChecksum } from '../../../src/postgres/page.js';
+import { BLOCK_SIZE, pageChecksum, pageIsNew, pageIsZero, pageLsnAtLeast, splitLsn, storedChecksum } from '../../../src/postgres/page.js';
 
 // Two heap pages written by PostgreSQL 15 with data checksums on: blocks 3 and 100 of one relation.
 const fixture = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'heap-pages.bin'));
@@ -41,7 +41,7 @@ describe('page checksums', () => {
 
   it('reads pd_lsn and tells new pages', () => {
     const { page } = pages[0]!;
-    expect(pageLsn(page)).toBeGreaterThan(0n);
+    expect(pageLsnAtLeast(page, splitLsn(1n))).toBe(true);
     expect(pageIsNew(page)).toBe(false);
     expect(pageIsNew(Buffer.alloc(BLOCK_SIZE))).toBe(true);
     expect(pageIsZero(Buffer.alloc(BLOCK_SIZE))).toBe(true);
@@ -49,6 +49,12 @@ describe('page checksums', () => {
     const lsn = Buffer.alloc(BLOCK_SIZE);
     lsn.writeUInt32LE(0x1, 0);
     lsn.writeUInt32LE(0x2000028, 4);
-    expect(pageLsn(lsn)).toBe(0x1_02000028n);
+    // pd_lsn 1/2000028: compared by both halves, the low one only when the high ones are equal.
+    expect(pageLsnAtLeast(lsn, splitLsn(0x1_02000028n))).toBe(true);
+    expect(pageLsnAtLeast(lsn, splitLsn(0x1_02000029n))).toBe(false);
+    expect(pageLsnAtLeast(lsn, splitLsn(0x0_ffffffffn))).toBe(true);
+    expect(pageLsnAtLeast(lsn, splitLsn(0x2_00000000n))).toBe(false);
+    expect(pageLsnAtLeast(lsn, splitLsn(0x1_00000000n))).toBe(true);
+    expect(splitLsn(0xabcdef01_23456789n)).toEqual({ high: 0xabcdef01, low: 0x23456789 });
   });
 });
