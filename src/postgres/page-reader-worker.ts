@@ -120,10 +120,16 @@ async function hashFile(id: number, path: string): Promise<void> {
   try {
     handle = await open(path, 'r');
     const hash = createHash('sha256');
-    const buffer = Buffer.allocUnsafeSlow(CHUNK);
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, CHUNK, null);
+    // Two buffers: the next read runs while this one is hashed (reading and hashing take about as long each).
+    const buffers = [Buffer.allocUnsafeSlow(CHUNK), Buffer.allocUnsafeSlow(CHUNK)];
+    const file = handle;
+    const readAt = (buffer: Buffer, at: number) => file.read(buffer, 0, CHUNK, at).then(({ bytesRead }) => ({ buffer, at, bytesRead }));
+    let pending = readAt(buffers[0]!, 0);
+    for (let turn = 1; ; turn++) {
+      const { buffer, at, bytesRead } = await pending;
       if (bytesRead === 0) break;
+      // The next read starts where this one ended (a short read is not taken for the end: only 0 bytes is).
+      pending = readAt(buffers[turn % 2]!, at + bytesRead);
       hash.update(bytesRead === CHUNK ? buffer : buffer.subarray(0, bytesRead));
     }
     reply({ id, kind: 'hashed', sha256: hash.digest('hex') });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PageReaderPool } from '../postgres/page-reader.js';
@@ -18,6 +19,11 @@ export interface DeltaScan {
   /** Paths removed because the backup does not have them. */
   removed: number;
 }
+
+/** Files below this size are hashed on the main thread, SMALL_FILES_AT_ONCE of them read at a time. */
+const SMALL_FILE_BYTES = 256 * 1024;
+const SMALL_FILES_AT_ONCE = 16;
+const LSTATS_AT_ONCE = 32;
 
 /** Names at the top of a data directory that belong to the file system, not to PostgreSQL. */
 const NOT_POSTGRES = new Set(['lost+found']);
@@ -62,12 +68,13 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
     const tops = tablespace === undefined ? undefined : new Set(list.filter((e) => e.tablespace === tablespace).map((e) => e.path.split('/')[0]!));
     const walk = async (relative: string): Promise<void> => {
       const directory = relative === '' ? root : join(root, relative);
-      const names = await readdir(directory).catch(() => [] as string[]);
-      for (const name of names) {
+      const names = (await readdir(directory).catch(() => [] as string[])).filter((name) => relative !== '' || (!NOT_POSTGRES.has(name) && (tops === undefined || tops.has(name))));
+      // A database directory holds thousands of files: their lstat calls go out together (cold metadata is a disk read).
+      const infos = await mapConcurrently(names, LSTATS_AT_ONCE, (name) => lstat(join(directory, name)));
+      for (const [index, name] of names.entries()) {
         const path = relative === '' ? name : `${relative}/${name}`;
-        if (relative === '' && (NOT_POSTGRES.has(name) || (tops !== undefined && !tops.has(name)))) continue;
         const absolute = join(root, path);
-        const info = await lstat(absolute);
+        const info = infos[index]!;
         const entry = wanted.get(entryKey({ path, ...(tablespace === undefined ? {} : { tablespace }) }));
         // pg_wal may be a link to another disk: keep the link, clean what is behind it.
         const isDirectory = info.isDirectory() || (tablespace === undefined && path === 'pg_wal' && info.isSymbolicLink() && entry?.type === 'dir');
@@ -86,17 +93,24 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
   let keptBytes = 0;
   let checked = 0;
   // Hashing is most of a delta restore's work on a directory that is nearly right: it runs on `jobs` threads.
+  const check = (candidate: (typeof candidates)[number], sha256: string): void => {
+    if (sha256 === candidate.sha256) {
+      keep.add(candidate.key);
+      keptBytes += candidate.size;
+    }
+    checked++;
+  };
+  // Large files are hashed on `jobs` reader threads, largest first (a 1 GiB segment left to the end would be hashed
+  // by one thread while the others wait). The many small ones (catalogs, SLRUs, free space maps: most of the files,
+  // a few % of the bytes) wait on the disk more than they hash: many are read at once beside them, hashed here.
+  const large = candidates.filter((c) => c.size >= SMALL_FILE_BYTES).sort((a, b) => b.size - a.size);
+  const small = candidates.filter((c) => c.size < SMALL_FILE_BYTES);
   const readers = new PageReaderPool(jobs);
-  // Largest first: a 1 GiB segment left to the end would be hashed by one thread while the others wait.
-  candidates.sort((a, b) => b.size - a.size);
   try {
-    await mapConcurrently(candidates, jobs, async (candidate) => {
-      if ((await readers.hash(candidate.path)) === candidate.sha256) {
-        keep.add(candidate.key);
-        keptBytes += candidate.size;
-      }
-      checked++;
-    });
+    await Promise.all([
+      mapConcurrently(large, jobs, async (candidate) => check(candidate, await readers.hash(candidate.path))),
+      mapConcurrently(small, SMALL_FILES_AT_ONCE, async (candidate) => check(candidate, createHash('sha256').update(await readFile(candidate.path)).digest('hex'))),
+    ]);
   } finally {
     await readers.close();
   }

@@ -77,8 +77,12 @@ describe('files-engine reader threads', () => {
     const pool = new PageReaderPool(2);
     try {
       const path = join(dir, 'hashed');
-      writeFileSync(path, Buffer.alloc(2 * 1024 * 1024 + 1, 7));
-      expect(await pool.hash(path)).toBe(sha256(readFileSync(path)));
+      // Sizes around the 1 MiB reads, which alternate between two buffers: each byte differs, so a chunk hashed twice,
+      // skipped or taken from the wrong buffer changes the digest.
+      for (const size of [0, 1, 1024 * 1024, 1024 * 1024 + 1, 3 * 1024 * 1024 - 5]) {
+        writeFileSync(path, Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + (i >> 20)) & 0xff)));
+        expect(await pool.hash(path)).toBe(sha256(readFileSync(path)));
+      }
       const err = await pool.hash(join(dir, 'missing')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ReaderError);
       expect((err as ReaderError).code).toBe('ENOENT');
