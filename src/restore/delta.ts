@@ -92,7 +92,6 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
   const keep = new Set<string>();
   let keptBytes = 0;
   let checked = 0;
-  // Hashing is most of a delta restore's work on a directory that is nearly right: it runs on `jobs` threads.
   const check = (candidate: (typeof candidates)[number], sha256: string): void => {
     if (sha256 === candidate.sha256) {
       keep.add(candidate.key);
@@ -100,9 +99,10 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
     }
     checked++;
   };
-  // Large files are hashed on `jobs` reader threads, largest first (a 1 GiB segment left to the end would be hashed
-  // by one thread while the others wait). The many small ones (catalogs, SLRUs, free space maps: most of the files,
-  // a few % of the bytes) wait on the disk more than they hash: many are read at once beside them, hashed here.
+  // Hashing is most of a delta restore's work on a directory that is nearly right. Large files are hashed on `jobs`
+  // reader threads, largest first (a 1 GiB segment left to the end would be hashed by one thread while the others
+  // wait). The many small ones (catalogs, SLRUs, free space maps: most of the files, a few % of the bytes) wait on the
+  // disk more than they hash: many are read at once beside them, and hashed here.
   const large = candidates.filter((c) => c.size >= SMALL_FILE_BYTES).sort((a, b) => b.size - a.size);
   const small = candidates.filter((c) => c.size < SMALL_FILE_BYTES);
   const readers = new PageReaderPool(jobs);
