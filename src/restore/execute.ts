@@ -1,6 +1,8 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncFileSystem } from '../os/sync.js';
+import { failpoint } from '../process/failpoint.js';
 import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
 import { describeRecoveryTarget, type RecoveryTarget } from '../postgres/recovery-target.js';
@@ -121,18 +123,21 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     const roots = new Map<number, string>([[0, staged.staging], ...tablespaces.map((t, i) => [t.oid, stagedTablespaces[i]!.staging] as [number, string])]);
     const untouched = inPlace ? `${pgdata} is part way through a delta restore and will not start: run the same restore again` : `${pgdata} was left as it was`;
     const progress = createProgress(`restore ${backup.backupId}`, undefined, options.progress);
+    let writeLast: (() => Promise<void>) | undefined;
     try {
       if (files !== undefined) {
         let keep: Set<string> = new Set();
         if (inPlace) {
-          // Without pg_control the directory cannot start until the restore has written everything.
+          // Without pg_control the directory cannot start until the restore has written everything; the removal
+          // is made durable before the first file changes.
           await rm(join(pgdata, CONTROL_FILE), { force: true });
+          await syncFileSystem(pgdata);
           keep = (await scanForDelta(files.list, roots, options.jobs, log)).keep;
         }
-        const plan = planFilesRestore(files.chain, files.list, keep);
+        const plan = planFilesRestore(files.chain, files.list, keep, inPlace);
         progress.setTotal?.(plan.layers.reduce((sum, l) => sum + l.extracts.reduce((s, e) => s + e.object.storedBytes, 0), 0));
         log(`restore: writing ${plan.files.length} files (${plan.bytes} bytes) from ${plan.layers.map((l) => l.backupId).join(', ')} with ${options.jobs} worker${options.jobs === 1 ? '' : 's'}`);
-        await runFilesRestore({
+        ({ writeLast } = await runFilesRestore({
           store,
           layout,
           plan,
@@ -143,7 +148,7 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
           onBytes: (b) => progress.update(b),
           log,
           identityFor,
-        });
+        }));
         for (const object of backup.objects.filter((o) => o.file !== undefined)) await restoreFile(options, backup, object, staged.staging);
       } else {
         progress.setTotal?.(backup.objects.reduce((sum, o) => sum + o.storedBytes, 0));
@@ -196,6 +201,17 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     await writeFile(join(staged.staging, 'recovery.signal'), '', { mode: 0o600 });
     // PostgreSQL refuses a data directory (or tablespace) others can read.
     for (const dir of [staged, ...stagedTablespaces]) await chmod(dir.staging, 0o700);
+    // Durable before it counts: before the swap puts the copy in place, and in a delta restore before pg_control
+    // (written last, after backup_label and the recovery settings) makes the directory startable.
+    const syncAll = async (): Promise<void> => {
+      for (const dir of [staged, ...stagedTablespaces]) await syncFileSystem(dir.staging);
+    };
+    await syncAll();
+    if (writeLast !== undefined) {
+      await failpoint('restore:before-control-file', pgdata);
+      await writeLast();
+      await syncAll();
+    }
     // Tablespaces first: the data directory is the last thing to appear in its place.
     await swapRestoreDirectories([...stagedTablespaces, staged], log);
   } catch (err) {

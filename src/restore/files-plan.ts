@@ -39,8 +39,10 @@ export interface ObjectExtract {
 /**
  * @param chain the manifests of every backup the list refers to, the restored one last
  * @param keep entryKeys of files already right in place (delta restore): not written
+ * @param inPlace a delta restore: every object's members are named, even when none is kept, so that one of them
+ *   (pg_control) can be held back and written last
  */
-export function planFilesRestore(chain: readonly BackupManifest[], list: readonly FileListEntry[], keep: ReadonlySet<string> = new Set()): FilesRestorePlan {
+export function planFilesRestore(chain: readonly BackupManifest[], list: readonly FileListEntry[], keep: ReadonlySet<string> = new Set(), inPlace = keep.size > 0): FilesRestorePlan {
   const byId = new Map(chain.map((m) => [m.backupId, m]));
   const order = chain.map((m) => m.backupId);
   const wanted = new Map<string, { members: Set<string>; runs: ObjectExtract['runs']; tablespace: number | undefined }>();
@@ -102,7 +104,7 @@ export function planFilesRestore(chain: readonly BackupManifest[], list: readonl
   }
   // An object of the restored backup itself that gives every member is unpacked whole (its directories too).
   const last = layers[layers.length - 1]!;
-  for (const extract of last.extracts) if (extract.object.content === 'files' && keep.size === 0) extract.members = 'all';
+  for (const extract of last.extracts) if (extract.object.content === 'files' && !inPlace) extract.members = 'all';
   for (const layer of layers) layer.extracts.sort((a, b) => b.object.bytes - a.object.bytes);
 
   const structure = list.filter((e) => e.type !== 'file');

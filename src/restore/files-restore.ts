@@ -17,7 +17,10 @@ export interface FilesRestoreRun {
   roots: ReadonlyMap<number, string>;
   jobs: number;
   untouched: string;
-  /** A member to hold back from its object and write last (a delta restore's global/pg_control). */
+  /**
+   * A member to hold back from its object (a delta restore's global/pg_control): not written here, but by the
+   * `writeLast` returned, once the caller has made everything else durable.
+   */
   last?: { path: string };
   onBytes?: (stored: number) => void;
   log: (message: string) => void;
@@ -30,7 +33,7 @@ export interface FilesRestoreRun {
  * objects unpacked by N workers at once, the block runs of a layer written over the files once its objects are in,
  * and finally every file rebuilt from block runs cut to its listed size.
  */
-export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
+export async function runFilesRestore(run: FilesRestoreRun): Promise<{ writeLast?: () => Promise<void> }> {
   const rootOf = (tablespace: number | undefined): string => {
     const root = run.roots.get(tablespace ?? 0);
     if (root === undefined) throw new VerificationError(`the file list names tablespace ${tablespace} that the backup's objects do not`, 'the backup is damaged: run pgdr verify');
@@ -84,18 +87,21 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<void> {
     });
   }
   for (const entry of run.plan.truncate) await truncate(join(rootOf(entry.tablespace), entry.path), entry.size);
-  if (heldBack !== undefined) {
-    await unpackObject({
-      store: run.store,
-      layout: run.layout,
-      backupId: heldBack.backupId,
-      object: heldBack.object,
-      directory: rootOf(undefined),
-      members: [run.last!.path],
-      untouched: run.untouched,
-      ...identity(run, heldBack.backupId),
-    });
-  }
+  const last = heldBack;
+  if (last === undefined) return {};
+  return {
+    writeLast: () =>
+      unpackObject({
+        store: run.store,
+        layout: run.layout,
+        backupId: last.backupId,
+        object: last.object,
+        directory: rootOf(undefined),
+        members: [run.last!.path],
+        untouched: run.untouched,
+        ...identity(run, last.backupId),
+      }),
+  };
 }
 
 function identity(run: FilesRestoreRun, backupId: string): { identityFile?: string } {

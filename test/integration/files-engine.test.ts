@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,8 @@ import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 /**
  * The files engine (issue 10): full, incr and diff backups read from the data directory by N workers, each restored
  * to exact rows at a point in time; a tablespace inside a files-engine backup; a relation changed while the backup
- * reads it; kill -9 in the middle of a backup; and a delta restore of a stopped former primary.
+ * reads it; kill -9 in the middle of a backup; and a delta restore of a stopped former primary, killed once just before
+ * it writes pg_control (everything else durable by then, and the directory unable to start), then run again.
  */
 interface BackupJson {
   backupId: string;
@@ -237,10 +238,44 @@ describe('files engine', () => {
     await server.halt('immediate');
     const pgdata = server.pgdata;
     const port = await freePort();
-    const result = await runPgdrOk(
-      ['restore', '--pgdata', pgdata, '--delta', '--start', '--port', String(port), '--archive-mode', 'off', '--target-time', at, '--backup-id', current.backupId, '--jobs', '2', '--json', ...repoArgs],
-      { timeoutMs: 180_000 },
-    );
+    const deltaArgs = ['restore', '--pgdata', pgdata, '--delta', '--target-time', at, '--backup-id', current.backupId, '--jobs', '2', ...repoArgs];
+
+    // A sync wrapper notes each call and whether pg_control existed at that moment.
+    const tools = makeTempDir('files-sync', { owner: 'service' });
+    const syncLog = join(tools, 'calls');
+    const syncBin = join(tools, 'sync');
+    writeFileSync(syncBin, `#!/bin/sh\necho "$* control=$(test -e '${pgdata}/global/pg_control' && echo yes || echo no)" >> '${syncLog}'\nexec sync "$@"\n`, { mode: 0o755 });
+    const killedEnv = pgdrEnvironment({ PGDR_FAILPOINT: 'restore:before-control-file', PGDR_SYNC_BIN: syncBin });
+    const killed = runAsPostgres(process.execPath, [pgdrBin, ...deltaArgs], { env: killedEnv, extendEnv: false, reject: false, cwd: killedEnv.HOME, all: true });
+    let output = '';
+    killed.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(() => output.includes('failpoint restore:before-control-file reached'), 180_000, 'the delta restore to reach pg_control');
+    // Everything but pg_control is in place and was made durable first (syncfs of the directory's file system)...
+    expect(existsSync(join(pgdata, 'backup_label'))).toBe(true);
+    expect(existsSync(join(pgdata, 'recovery.signal'))).toBe(true);
+    expect(existsSync(join(pgdata, 'global', 'pg_control'))).toBe(false);
+    const syncsBefore = readFileSync(syncLog, 'utf8').trim().split('\n');
+    for (const line of syncsBefore) expect(line).toMatch(/^--file-system -- \S+ control=no$/);
+    // Once when the old pg_control is gone (before any file changes), once when all but the new one is written.
+    expect(syncsBefore.filter((line) => line === `--file-system -- ${pgdata} control=no`).length).toBeGreaterThanOrEqual(2);
+    process.kill(descendantPids(killed.pid!).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pgdrBin))!, 'SIGKILL');
+    await killed;
+    // ...and without pg_control the half-restored directory cannot start.
+    const refused = await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-o', `-p ${port}`, '-w', '-t', '30', '-l', join(tools, 'start.log'), 'start'], { reject: false, timeout: 60_000 });
+    expect(refused.exitCode).not.toBe(0);
+
+    // The same restore again finishes the job; pg_control is written last and made durable too.
+    writeFileSync(syncLog, '');
+    const result = await runPgdrOk([...deltaArgs, '--start', '--port', String(port), '--archive-mode', 'off', '--json'], {
+      timeoutMs: 180_000,
+      env: { PGDR_SYNC_BIN: syncBin },
+    });
+    const syncsAfter = readFileSync(syncLog, 'utf8')
+      .trim()
+      .split('\n')
+      .filter((line) => line.startsWith(`--file-system -- ${pgdata} `));
+    expect(syncsAfter.at(-2)).toMatch(/control=no$/);
+    expect(syncsAfter.at(-1)).toMatch(/control=yes$/);
     try {
       const kept = /restore --delta: (\d+) of (\d+) same-size files already match/.exec(result.stderr);
       expect(kept, result.stderr).not.toBeNull();

@@ -51,6 +51,12 @@ describe('planFilesRestore', () => {
     expect(plan.files.map((f) => f.path)).toEqual(['base/5/2']);
   });
 
+  it('names every member for a delta restore that keeps nothing, so that pg_control can still be held back', () => {
+    const plan = planFilesRestore([full, incr], entries, new Set(), true);
+    expect(plan.layers.flatMap((l) => l.extracts).every((e) => e.members !== 'all')).toBe(true);
+    expect(plan.layers[1]!.extracts.find((e) => e.object.name === 'files-000001.tar.zst')!.members).toEqual(['base/5/2']);
+  });
+
   it('refuses a file list that points outside the chain or at the wrong kind of object', () => {
     expect(() => planFilesRestore([incr], entries)).toThrow(VerificationError);
     const wrongKind = [file('x', [{ backup: INCR, object: 'blocks-000001.tar.zst' }])];
