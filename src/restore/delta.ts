@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import { lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PageReaderPool } from '../postgres/page-reader.js';
 import { UsageError } from '../errors.js';
 import { mapConcurrently } from '../repo/concurrent-reads.js';
 import { entryKey, type FileListEntry } from '../repo/file-list.js';
+import { sha256Hex } from '../stream/checksum.js';
 
 /**
  * `restore --delta`: what an existing data directory (a stopped former primary, a lagging replica) already holds right.
@@ -109,7 +109,7 @@ export async function scanForDelta(list: readonly FileListEntry[], roots: Readon
   try {
     await Promise.all([
       mapConcurrently(large, jobs, async (candidate) => check(candidate, await readers.hash(candidate.path))),
-      mapConcurrently(small, SMALL_FILES_AT_ONCE, async (candidate) => check(candidate, createHash('sha256').update(await readFile(candidate.path)).digest('hex'))),
+      mapConcurrently(small, SMALL_FILES_AT_ONCE, async (candidate) => check(candidate, sha256Hex(await readFile(candidate.path)))),
     ]);
   } finally {
     await readers.close();
