@@ -1,3 +1,4 @@
+import { ExitCode, PgdrError } from '../errors.js';
 import { runCommand } from '../process/run-command.js';
 
 /** `sync` from coreutils; PGDR_SYNC_BIN lets the fault suite see when a restore makes its writes durable. */
@@ -10,8 +11,54 @@ const SYNC = process.env.PGDR_SYNC_BIN ?? 'sync';
  * pg_control must not reach the disk before the files it describes. Fails when the kernel reports a write-back error.
  */
 export async function syncFileSystem(path: string): Promise<void> {
-  await runCommand(SYNC, ['--file-system', '--', path], {
-    label: 'sync --file-system',
-    hint: `the files written under ${path} may not be on disk: check the file system and its device (dmesg)`,
-  });
+  const hint = `the files written under ${path} may not be on disk: check the file system and its device (dmesg)`;
+  try {
+    await runCommand(SYNC, ['--file-system', '--', path], { label: 'sync --file-system', hint });
+  } catch (err) {
+    // A storage failure (exit 3), not one of PostgreSQL's, whatever the child-process wrapper calls it.
+    throw new PgdrError(err instanceof Error ? err.message : String(err), { hint, exitCode: ExitCode.repository, cause: err });
+  }
+}
+
+export interface Writeback {
+  /** Waits for the sync under way, if any; rejects if any of the background syncs failed. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Syncs `paths` over and over while a restore writes, so the kernel writes the restored files back while the restore
+ * is still decompressing the rest, not all at once in the final sync (with the default dirty ratios it holds gigabytes
+ * back). The final syncFileSystem still decides durability; this only moves the write-back earlier. A failure is kept
+ * and reported by stop(): syncfs reports a write-back error once, to the first sync that sees it, so the final sync
+ * would not repeat it.
+ */
+export function startWriteback(paths: readonly string[], pauseMs = 200, sync: (path: string) => Promise<void> = syncFileSystem): Writeback {
+  let stopped = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const loop = (async () => {
+    while (!stopped && failure === undefined) {
+      try {
+        for (const path of paths) await sync(path);
+      } catch (err) {
+        failure = err;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pauseMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      wake?.();
+      await loop;
+      if (failure !== undefined) throw failure;
+    },
+  };
 }

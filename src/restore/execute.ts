@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncFileSystem } from '../os/sync.js';
+import { startWriteback, syncFileSystem } from '../os/sync.js';
 import { failpoint } from '../process/failpoint.js';
 import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
@@ -124,16 +124,16 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
     const untouched = inPlace ? `${pgdata} is part way through a delta restore and will not start: run the same restore again` : `${pgdata} was left as it was`;
     const progress = createProgress(`restore ${backup.backupId}`, undefined, options.progress);
     let writeLast: (() => Promise<void>) | undefined;
+    if (inPlace) {
+      // Without pg_control the directory cannot start until the restore has written everything; the removal is made
+      // durable before the first file changes.
+      await rm(join(pgdata, CONTROL_FILE), { force: true });
+      await syncFileSystem(pgdata);
+    }
+    const writeback = startWriteback([staged, ...stagedTablespaces].map((d) => d.staging));
     try {
       if (files !== undefined) {
-        let keep: Set<string> = new Set();
-        if (inPlace) {
-          // Without pg_control the directory cannot start until the restore has written everything; the removal
-          // is made durable before the first file changes.
-          await rm(join(pgdata, CONTROL_FILE), { force: true });
-          await syncFileSystem(pgdata);
-          keep = (await scanForDelta(files.list, roots, options.jobs, log)).keep;
-        }
+        const keep = inPlace ? (await scanForDelta(files.list, roots, options.jobs, log)).keep : new Set<string>();
         const plan = planFilesRestore(files.chain, files.list, keep, inPlace);
         progress.setTotal?.(plan.layers.reduce((sum, l) => sum + l.extracts.reduce((s, e) => s + e.object.storedBytes, 0), 0));
         log(`restore: writing ${plan.files.length} files (${plan.bytes} bytes) from ${plan.layers.map((l) => l.backupId).join(', ')} with ${options.jobs} worker${options.jobs === 1 ? '' : 's'}`);
@@ -173,9 +173,14 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
           });
         });
       }
+    } catch (err) {
+      // The restore's own failure is the one to report.
+      await writeback.stop().catch(() => undefined);
+      throw err;
     } finally {
       progress.stop();
     }
+    await writeback.stop();
     if (tablespaces.length > 0) {
       // PostgreSQL makes the pg_tblspc links from this file when it starts: it must name where they are now.
       await writeFile(join(staged.staging, 'tablespace_map'), renderTablespaceMap(tablespaces), { mode: 0o600 });
