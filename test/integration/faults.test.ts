@@ -664,6 +664,177 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
   });
 });
 
+describe('files engine: a backup killed mid-read, a write-back error, a delta restore killed before pg_control', () => {
+  let server: PostgresServer;
+  let repo: string;
+  let repoArgs: string[];
+  let full: string;
+  const pgdr = (args: string[], env: Record<string, string> = {}) => runPgdr([...args, ...repoArgs], { env: { ...server.libpqEnv(), ...env }, timeoutMs: 180_000 });
+  const pgdrOk = async (args: string[], env: Record<string, string> = {}) => {
+    const result = await pgdr(args, env);
+    if (result.exitCode !== 0) throw new Error(`pgdr ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}`);
+    return result;
+  };
+  const backupNow = async (...args: string[]) => (await pgdrOk(['backup', 'now', '--engine', 'files', '--jobs', '2', '--json', ...args])).json<{ backupId: string; reference: string | null }>();
+  const backups = async () => (await pgdrOk(['backup', 'list', '--json'])).json<BackupRow[]>();
+  const STATE_SQL = "SELECT count(*)::int AS n, coalesce(sum(hashtext(id::text || ':' || note)), 0)::text AS digest FROM t";
+  type State = { n: number; digest: string };
+  const state = async (): Promise<State> => (await server.query<State>(STATE_SQL))[0]!;
+
+  async function pointInTime(): Promise<string> {
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const [row] = await server.query<{ at: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    return row!.at;
+  }
+
+  /** The copy's rows and pg_amcheck's verdict, read from a copy running on `port`. */
+  async function readCopy(port: number): Promise<{ state: State; amcheck: number }> {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    try {
+      const copy = (await client.query<State>(STATE_SQL)).rows[0]!;
+      const amcheck = await runAsPostgres(pgBin('pg_amcheck'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--heapallindexed', '--install-missing', 'postgres'], { reject: false, timeout: 120_000 });
+      return { state: copy, amcheck: amcheck.exitCode ?? -1 };
+    } finally {
+      await client.end();
+    }
+  }
+
+  /** A `sync` that notes each call and whether pg_control existed then, and fails the calls numbered in `failCalls`. */
+  function syncWrapper(pgdata: string, failCalls: number[] = []): { bin: string; calls: () => string[] } {
+    const tools = makeTempDir('faults-files-sync', { owner: 'service' });
+    const log = join(tools, 'calls');
+    const bin = join(tools, 'sync');
+    writeFileSync(log, '');
+    chownToServiceUser(log);
+    writeFileSync(
+      bin,
+      [
+        '#!/bin/sh',
+        `echo "$* control=$(test -e '${pgdata}/global/pg_control' && echo yes || echo no)" >> '${log}'`,
+        `n=$(wc -l < '${log}')`,
+        ...failCalls.map((n) => `if [ "$n" -eq ${n} ]; then echo "sync: error syncing '$3': Input/output error" >&2; exit 1; fi`),
+        'exec sync "$@"',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    return { bin, calls: () => readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
+  }
+
+  beforeAll(async () => {
+    repo = makeTempDir('faults-files-repo', { owner: 'service' });
+    repoArgs = ['--repo', `file://${repo}`, '--cluster', 'ffaults', '--no-progress'];
+    server = await startPostgres({ name: 'faults-files', archiveCommand: pgdrCommandLine(['wal', 'push', '%p', '--repo', `file://${repo}`, '--cluster', 'ffaults']) });
+    await server.query('CREATE TABLE t (id int PRIMARY KEY, note text NOT NULL)');
+    await server.query('CREATE INDEX ON t (note)');
+    await server.query("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 60000) g");
+    await server.query('CHECKPOINT');
+    full = (await backupNow('--type', 'full')).backupId;
+  });
+
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  it('backup now --engine files killed mid-read leaves nothing listed as complete, and the next incr builds on the last complete backup', async () => {
+    const before = (await backups()).filter((b) => b.status === 'complete').map((b) => b.backupId);
+    const [{ path }] = (await server.query<{ path: string }>("SELECT pg_relation_filepath('t') AS path")) as [{ path: string }];
+    const env = pgdrEnvironment({ ...server.libpqEnv(), PGDR_FAILPOINT: 'files:after-first-chunk', PGDR_FAILPOINT_MATCH: path });
+    const child = runAsPostgres(process.execPath, [pgdrBin, 'backup', 'now', '--engine', 'files', '--type', 'incr', '--jobs', '1', ...repoArgs], { env, extendEnv: false, reject: false, cwd: env.HOME, all: true });
+    let output = '';
+    child.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(() => output.includes('failpoint files:after-first-chunk reached'), 120_000, `the backup to reach ${path}: ${output}`);
+    process.kill(descendantPids(child.pid!).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pgdrBin))!, 'SIGKILL');
+    await child;
+    const after = await backups();
+    expect(after.filter((b) => b.status === 'complete').map((b) => b.backupId)).toEqual(before);
+    // What the killed backup stored is at most an incomplete backup (on a local directory, usually only .tmp files).
+    expect(after.filter((b) => b.status !== 'complete' && b.status !== 'incomplete')).toEqual([]);
+
+    // The server ended the killed session's backup; the next one starts at once and builds on the last complete one.
+    await server.query("UPDATE t SET note = note || ' after kill' WHERE id % 7 = 0");
+    const next = await backupNow('--type', 'incr');
+    expect(next.reference).toBe(before.at(-1));
+    const at = await pointInTime();
+    const expected = await state();
+    await server.query('DELETE FROM t WHERE id % 7 = 1');
+    await switchWalAndWaitForArchive(server);
+    const pgdata = join(makeTempDir('faults-files-pitr', { owner: 'service' }), 'pgdata');
+    const port = await freePort();
+    await pgdrOk(['restore', '--pgdata', pgdata, '--target-time', at, '--start', '--port', String(port), '--archive-mode', 'off']);
+    try {
+      expect(await readCopy(port)).toEqual({ state: expected, amcheck: 0 });
+    } finally {
+      await pgCtlStop(pgdata);
+    }
+  });
+
+  it('a write-back error reported while a restore writes (a sync that fails) fails it with the error, and nothing appears at the target', async () => {
+    const parent = makeTempDir('faults-files-eio', { owner: 'service' });
+    const pgdata = join(parent, 'pgdata');
+    // The first sync runs as the restore starts writing: the error is reported to it alone, as syncfs reports one once.
+    const sync = syncWrapper(pgdata, [1]);
+    const failed = await pgdr(['restore', '--pgdata', pgdata, '--backup-id', full, '--jobs', '2'], { PGDR_SYNC_BIN: sync.bin });
+    expect(failed.exitCode, failed.stderr).toBe(3);
+    expect(failed.stderr).toMatch(/sync --file-system.*Input\/output error/);
+    expect(sync.calls().length).toBeGreaterThanOrEqual(1);
+    expect(readdirSync(parent)).toEqual([]);
+  });
+
+  it('restore --delta killed just before it writes pg_control: everything else is durable, the directory will not start, and the same restore finishes it', async () => {
+    await server.query("UPDATE t SET note = note || ' current' WHERE id % 100 = 0");
+    const current = await backupNow('--type', 'incr');
+    const at = await pointInTime();
+    const target = await state();
+    // Writes the archive never sees: the primary dies with them (the copy must not keep them).
+    await server.query("INSERT INTO t SELECT g, 'lost' FROM generate_series(80001, 80100) g");
+    await switchWalAndWaitForArchive(server);
+    await server.query("INSERT INTO t VALUES (90001, 'never archived')");
+    await server.halt('immediate');
+    const pgdata = server.pgdata;
+    const port = await freePort();
+    const deltaArgs = ['restore', '--pgdata', pgdata, '--delta', '--target-time', at, '--backup-id', current.backupId, '--jobs', '2', ...repoArgs];
+
+    const sync = syncWrapper(pgdata);
+    const killedEnv = pgdrEnvironment({ PGDR_FAILPOINT: 'restore:before-control-file', PGDR_SYNC_BIN: sync.bin });
+    const killed = runAsPostgres(process.execPath, [pgdrBin, ...deltaArgs], { env: killedEnv, extendEnv: false, reject: false, cwd: killedEnv.HOME, all: true });
+    let output = '';
+    killed.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(() => output.includes('failpoint restore:before-control-file reached'), 180_000, `the delta restore to reach pg_control: ${output}`);
+    // Everything but pg_control is in place and was made durable first (syncfs of the directory's file system)...
+    expect(existsSync(join(pgdata, 'backup_label'))).toBe(true);
+    expect(existsSync(join(pgdata, 'recovery.signal'))).toBe(true);
+    expect(existsSync(join(pgdata, 'global', 'pg_control'))).toBe(false);
+    const syncsBefore = sync.calls();
+    for (const line of syncsBefore) expect(line).toMatch(/^--file-system -- \S+ control=no$/);
+    // At least once when the old pg_control is gone (before any file changes), once when all but the new one is written.
+    expect(syncsBefore.filter((line) => line === `--file-system -- ${pgdata} control=no`).length).toBeGreaterThanOrEqual(2);
+    process.kill(descendantPids(killed.pid!).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pgdrBin))!, 'SIGKILL');
+    await killed;
+    // ...and without pg_control the half-restored directory cannot start.
+    const refused = await runAsPostgres(pgBin('pg_ctl'), ['-D', pgdata, '-o', `-p ${port}`, '-w', '-t', '30', '-l', join(makeTempDir('faults-files-start', { owner: 'service' }), 'start.log'), 'start'], {
+      reject: false,
+      timeout: 60_000,
+    });
+    expect(refused.exitCode).not.toBe(0);
+
+    // The same restore again finishes the job; pg_control is written last and made durable too.
+    const again = syncWrapper(pgdata);
+    const result = await runPgdrOk([...deltaArgs, '--start', '--port', String(port), '--archive-mode', 'off'], { timeoutMs: 180_000, env: { PGDR_SYNC_BIN: again.bin } });
+    const syncsAfter = again.calls().filter((line) => line.startsWith(`--file-system -- ${pgdata} `));
+    expect(syncsAfter.at(-2)).toMatch(/control=no$/);
+    expect(syncsAfter.at(-1)).toMatch(/control=yes$/);
+    try {
+      expect(result.stderr).toMatch(/restore --delta: \d+ of \d+ same-size files already match/);
+      expect(await readCopy(port)).toEqual({ state: target, amcheck: 0 });
+    } finally {
+      await pgCtlStop(pgdata);
+    }
+  });
+});
+
 describe('a store that hangs instead of refusing: every command gives up within s3Timeout x s3Attempts, and nothing is lost', () => {
   let minio: MinioServer;
   let proxy: S3FaultProxy;
