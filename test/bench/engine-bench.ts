@@ -3,12 +3,14 @@
  * test/bench/shapes.ts, each on its own throwaway PostgreSQL 15 (page checksums on), in the same run:
  *
  *   1. full backup of each tool (pgdr: `--engine files --jobs 2`, zstd 3; pgBackRest: process-max=2, zstd 3);
- *   2. full restore of each into an empty directory, started and checked;
+ *   2. full restore of each into an empty directory, started and checked; steps 1 and 2 run `rounds` times, the
+ *      order of the tools alternating from round to round (single runs of the same code move 10-40% here);
  *   3. 5% of the rows updated (shapes.ts's UPDATE_DESCRIPTIONS), then an incremental backup of each
  *      (pgdr `--type incr`: changed blocks of relation main forks; pgBackRest 2.45 `--type=incr`: changed files);
  *   4. the server stopped and its data directory copied (the state "1% behind"), started again, 1% updated, a
  *      backup B of each (incr), then `restore --delta` of B over a fresh copy of the old data directory, started and
- *      checked; what the delta restore rewrote is counted by comparing inodes and mtimes before and after.
+ *      checked, `rounds` times (each over a fresh copy), alternating the order; what the delta restore rewrote is
+ *      counted by comparing inodes and mtimes before and after.
  *
  * Every restored copy is started (archive_mode off, its own port) and must give the fingerprint the source gave when
  * its backup was taken (shapes.ts's FINGERPRINT_SQL); the delta-restored copies also get pg_amcheck (heap and
@@ -59,6 +61,8 @@ export interface EngineStep {
   /** pgdr's own account of a delta restore ("N of M same-size files already match"). */
   toolNote?: string;
   verification?: Verification;
+  /** For the repeated steps (full backup, full restore, delta restore): which round, from 1. */
+  round?: number;
 }
 
 export interface EngineShapeRun {
@@ -82,6 +86,8 @@ export interface EngineOptions {
   scale: number;
   shapes: ShapeName[];
   jobs: number;
+  /** How many times the full backup, full restore and delta restore run for each tool. */
+  rounds: number;
   settle: () => Promise<void>;
   attempt: (tool: string, what: string, fn: () => Promise<void>) => Promise<void>;
   save: () => void;
@@ -112,8 +118,9 @@ async function runShape(shape: ShapeName, index: number, results: EngineResults,
   const pgdr = PgdrSide.create(server);
   const jobs = String(opts.jobs);
   const fingerprint = () => server.scalar(FINGERPRINT_SQL[shape], shape);
-  // Alternate who goes first from shape to shape, so neither always gets the warmer disk.
-  const order: EngineTool[] = index % 2 === 0 ? ['pgbackrest', 'pgdr'] : ['pgdr', 'pgbackrest'];
+  // Alternate who goes first from shape to shape and round to round, so neither always gets the warmer disk.
+  const order = (round = 1): EngineTool[] => ((index + round) % 2 === 1 ? ['pgbackrest', 'pgdr'] : ['pgdr', 'pgbackrest']);
+  const rounds = Array.from({ length: Math.max(1, opts.rounds) }, (_, i) => i + 1);
 
   const useArchiver = async (tool: EngineTool) => {
     await server.setConf({ archive_command: tool === 'pgdr' ? pgdr.archiveCommand() : pgbr.archiveCommand(false) });
@@ -135,7 +142,7 @@ async function runShape(shape: ShapeName, index: number, results: EngineResults,
         (step.verification ? `; restored copy ${step.verification.ok ? 'matches' : 'DIFFERS'}${step.verification.amcheck ? `, pg_amcheck ${step.verification.amcheck}` : ''}` : ''),
     );
   };
-  const backup = async (tool: EngineTool, kind: EngineStepKind, type: 'full' | 'incr'): Promise<string | undefined> => {
+  const backup = async (tool: EngineTool, kind: EngineStepKind, type: 'full' | 'incr', round?: number): Promise<string | undefined> => {
     let id: string | undefined;
     await attempt(tool, `${shape} ${kind}`, async () => {
       await useArchiver(tool);
@@ -148,41 +155,41 @@ async function runShape(shape: ShapeName, index: number, results: EngineResults,
           : await pgbr.backupFull(type);
       const serverCpuSeconds = server.cpuSeconds() - cpu0;
       id = b.label;
-      record({ shape, tool, kind, ...timing(b), serverCpuSeconds, storedBytes: b.storedBytes, load1: before, id });
+      record({ shape, tool, kind, ...timing(b), serverCpuSeconds, storedBytes: b.storedBytes, load1: before, id, ...(round === undefined ? {} : { round }) });
     });
     return id;
   };
 
   try {
-    // 1. Full backups.
+    // 1. and 2. Full backups, then each restored into an empty directory, started and checked; `rounds` times.
     const f0 = await fingerprint();
-    const fullIds: Partial<Record<EngineTool, string>> = {};
-    for (const tool of order) fullIds[tool] = await backup(tool, 'full-backup', 'full');
-
-    // 2. Full restores into empty directories, each started and checked.
-    for (const tool of order) {
-      if (fullIds[tool] === undefined) continue;
-      await attempt(tool, `${shape} full restore`, async () => {
-        const root = pgTempDir(`engine-${tool}-restore`);
-        const target = join(root, 'pgdata');
-        await asPg('mkdir', ['-m', '700', target]);
-        try {
-          await settle();
-          const before = load1();
-          const r = tool === 'pgdr' ? await pgdr.restore(target, fullIds[tool], ['--jobs', jobs]) : await pgbr.restore(target, fullIds[tool]);
-          const verification = await verifyRestored(root, target, shape, f0, false);
-          record({ shape, tool, kind: 'full-restore', ...timing(r), restoredBytes: r.restoredBytes, load1: before, verification });
-          failUnlessVerified(verification);
-        } finally {
-          await asPg('rm', ['-rf', target]);
-        }
-      });
+    for (const round of rounds) {
+      const fullIds: Partial<Record<EngineTool, string>> = {};
+      for (const tool of order(round)) fullIds[tool] = await backup(tool, 'full-backup', 'full', round);
+      for (const tool of order(round)) {
+        if (fullIds[tool] === undefined) continue;
+        await attempt(tool, `${shape} full restore`, async () => {
+          const root = pgTempDir(`engine-${tool}-restore`);
+          const target = join(root, 'pgdata');
+          await asPg('mkdir', ['-m', '700', target]);
+          try {
+            await settle();
+            const before = load1();
+            const r = tool === 'pgdr' ? await pgdr.restore(target, fullIds[tool], ['--jobs', jobs]) : await pgbr.restore(target, fullIds[tool]);
+            const verification = await verifyRestored(root, target, shape, f0, false);
+            record({ shape, tool, kind: 'full-restore', ...timing(r), restoredBytes: r.restoredBytes, load1: before, verification, round });
+            failUnlessVerified(verification);
+          } finally {
+            await asPg('rm', ['-rf', target]);
+          }
+        });
+      }
     }
 
     // 3. 5% of the rows updated, then an incremental backup of each.
     const update5 = await updateShape(server, shape, 0.05, 'upd5', 1);
     log(`  ${shape}: updated ${update5.rows} rows (5%) in ${fmtSeconds(update5.seconds)}, ${fmtBytes(update5.walBytes)} of WAL`);
-    for (const tool of order) await backup(tool, 'incr-backup', 'incr');
+    for (const tool of order()) await backup(tool, 'incr-backup', 'incr');
 
     // 4. The data directory as it is now (stopped cleanly), then 1% more, a backup B, and B delta-restored over it.
     const behindRoot = pgTempDir(`engine-${shape}-behind`);
@@ -194,8 +201,8 @@ async function runShape(shape: ShapeName, index: number, results: EngineResults,
     log(`  ${shape}: updated ${update1.rows} rows (1%) in ${fmtSeconds(update1.seconds)}, ${fmtBytes(update1.walBytes)} of WAL`);
     const f2 = await fingerprint();
     const deltaIds: Partial<Record<EngineTool, string>> = {};
-    for (const tool of order) deltaIds[tool] = await backup(tool, 'delta-backup', 'incr');
-    for (const tool of order) {
+    for (const tool of order()) deltaIds[tool] = await backup(tool, 'delta-backup', 'incr');
+    for (const [round, tool] of rounds.flatMap((r) => order(r).map((t) => [r, t] as const))) {
       if (deltaIds[tool] === undefined) continue;
       await attempt(tool, `${shape} delta restore`, async () => {
         const root = pgTempDir(`engine-${tool}-delta`);
@@ -212,7 +219,7 @@ async function runShape(shape: ShapeName, index: number, results: EngineResults,
           const rewritten = compareStates(snapshot, await fileStates(target));
           const note = /restore --delta: (\d+ of \d+ same-size files already match the backup)/.exec(r.stderr)?.[1];
           const verification = await verifyRestored(root, target, shape, f2, true);
-          record({ shape, tool, kind: 'delta-restore', ...timing(r), restoredBytes: r.restoredBytes, load1: before, rewritten, ...(note ? { toolNote: note } : {}), verification });
+          record({ shape, tool, kind: 'delta-restore', ...timing(r), restoredBytes: r.restoredBytes, load1: before, rewritten, ...(note ? { toolNote: note } : {}), verification, round });
           failUnlessVerified(verification);
         } finally {
           await asPg('rm', ['-rf', target]);

@@ -18,7 +18,8 @@
  * makes the WAL); the doc keeps everything else and gets only those sections and their summary rows replaced.
  *
  * --only engine: just the files-engine comparison on three shapes of data (test/bench/engine-bench.ts; --shapes
- * logs,json,static to pick, --scale/--quick for their size); --skip-engine leaves it out of a full run.
+ * logs,json,static to pick, --scale/--quick for their size, --rounds N for how often its full backup, full restore
+ * and delta restore repeat); --skip-engine leaves it out of a full run.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
   // The files engine on three shapes of data, each on its own server (test/bench/engine-bench.ts).
   if (opts.only.size === 0 ? !opts.skipEngine : opts.only.has('engine')) {
     results.engine = { scale: opts.scale, shapes: [], steps: [], loads: [], seconds: 0 };
-    await runEngineBench(results.engine, { scale: opts.scale, shapes: opts.shapes, jobs: 2, settle, attempt, save, log });
+    await runEngineBench(results.engine, { scale: opts.scale, shapes: opts.shapes, jobs: 2, rounds: opts.rounds, settle, attempt, save, log });
     if (opts.only.size > 0 && [...opts.only].every((step) => step === 'engine')) {
       save();
       report();
