@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startWriteback, syncFileSystem } from '../os/sync.js';
+import { syncFileSystem } from '../os/sync.js';
 import { failpoint } from '../process/failpoint.js';
 import { RepositoryError, ServiceError, VerificationError } from '../errors.js';
 import { mergeAutoConf } from '../postgres/recovery-config.js';
@@ -130,7 +130,6 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
       await rm(join(pgdata, CONTROL_FILE), { force: true });
       await syncFileSystem(pgdata);
     }
-    const writeback = startWriteback([staged, ...stagedTablespaces].map((d) => d.staging));
     try {
       if (files !== undefined) {
         const keep = inPlace ? (await scanForDelta(files.list, roots, options.jobs, log)).keep : new Set<string>();
@@ -173,14 +172,9 @@ export async function executeRestore(options: RestoreOptions): Promise<RestoreRe
           });
         });
       }
-    } catch (err) {
-      // The restore's own failure is the one to report.
-      await writeback.stop().catch(() => undefined);
-      throw err;
     } finally {
       progress.stop();
     }
-    await writeback.stop();
     if (tablespaces.length > 0) {
       // PostgreSQL makes the pg_tblspc links from this file when it starts: it must name where they are now.
       await writeFile(join(staged.staging, 'tablespace_map'), renderTablespaceMap(tablespaces), { mode: 0o600 });

@@ -771,10 +771,10 @@ describe('files engine: a backup killed mid-read, a write-back error, a delta re
     }
   });
 
-  it('a write-back error reported while a restore writes (a sync that fails) fails it with the error, and nothing appears at the target', async () => {
+  it('a write-back error reported when a restore makes its files durable (a sync that fails) fails it with exit 3, and nothing appears at the target', async () => {
     const parent = makeTempDir('faults-files-eio', { owner: 'service' });
     const pgdata = join(parent, 'pgdata');
-    // The first sync runs as the restore starts writing: the error is reported to it alone, as syncfs reports one once.
+    // The first sync is the one before the swap: what it reports must stop the copy from being put in place.
     const sync = syncWrapper(pgdata, [1]);
     const failed = await pgdr(['restore', '--pgdata', pgdata, '--backup-id', full, '--jobs', '2'], { PGDR_SYNC_BIN: sync.bin });
     expect(failed.exitCode, failed.stderr).toBe(3);
