@@ -37,6 +37,7 @@ chmod 755 $W/fetch-wal && chown postgres:postgres $W
   echo "port = $PORT"                                                                              # test
 } >> $D/postgresql.auto.conf                                                                       # test
 runuser -u postgres -- touch $D/recovery.signal
+sync --file-system $D
 
 # 4. Start and watch
 runuser -u postgres -- pg_ctl -D $D -l $D/restore.log -w start

@@ -45,6 +45,7 @@ sed -i -E '/^[[:space:]]*(restore_command|recovery_target)/d' $D/postgresql.auto
   echo "port = $PORT"                                                                              # test
 } >> $D/postgresql.auto.conf                                                                       # test
 runuser -u postgres -- touch $D/recovery.signal
+sync --file-system $D
 
 # 6. Start and watch
 runuser -u postgres -- pg_ctl -D $D -l $D/restore.log -w start
