@@ -3,10 +3,12 @@ import { entryKey, type FileEntry, type FileListEntry } from '../repo/file-list.
 import type { BackupManifest, BackupObject } from '../repo/manifest.js';
 
 /**
- * How a files-engine backup (and its chain) comes back, as a list of steps the executor runs: layer by layer, oldest
- * backup first, each layer's objects in parallel. A file's whole copy comes from the layer that stored it last; runs
- * of changed blocks from later layers are then written over it in order; a file whose newest part is a block run is
- * cut to its listed size at the end. A delta restore passes the files it already has right, and those are left out.
+ * How a files-engine backup (and its chain) comes back, as a list of steps the executor runs: the objects of each
+ * layer (one per backup, oldest first), N at a time, each once the objects it comes after are in. A file's whole copy
+ * comes from the layer that stored it last; runs of changed blocks from later layers are then written over it in
+ * order (so an object of block runs comes after every object holding the previous part of a file it writes); a file
+ * whose newest part is a block run is cut to its listed size at the end. A delta restore passes the files it already
+ * has right, and those are left out.
  */
 export interface FilesRestorePlan {
   /** Directories and links to create (from the final list), directories first. */
@@ -34,6 +36,8 @@ export interface ObjectExtract {
   members: string[] | 'all';
   /** For a blocks object: where each taken member goes, [file, first block, count]. */
   runs: { member: string; file: FileEntry; first: number; count: number }[];
+  /** The extracts (of older layers) holding the previous part of a file this one writes: they must be written first. */
+  after: ObjectExtract[];
 }
 
 /**
@@ -45,7 +49,7 @@ export interface ObjectExtract {
 export function planFilesRestore(chain: readonly BackupManifest[], list: readonly FileListEntry[], keep: ReadonlySet<string> = new Set(), inPlace = keep.size > 0): FilesRestorePlan {
   const byId = new Map(chain.map((m) => [m.backupId, m]));
   const order = chain.map((m) => m.backupId);
-  const wanted = new Map<string, { members: Set<string>; runs: ObjectExtract['runs']; tablespace: number | undefined }>();
+  const wanted = new Map<string, { members: Set<string>; runs: ObjectExtract['runs']; tablespace: number | undefined; after: Set<string> }>();
   const objectKey = (backupId: string, name: string) => `${backupId}/${name}`;
   const truncate: FileEntry[] = [];
   const files: FileEntry[] = [];
@@ -72,7 +76,8 @@ export function planFilesRestore(chain: readonly BackupManifest[], list: readonl
         );
       }
       const key = objectKey(part.backup, part.object);
-      const slot = wanted.get(key) ?? { members: new Set<string>(), runs: [], tablespace: entry.tablespace };
+      const slot = wanted.get(key) ?? { members: new Set<string>(), runs: [], tablespace: entry.tablespace, after: new Set<string>() };
+      if (index > 0) slot.after.add(objectKey(entry.parts[index - 1]!.backup, entry.parts[index - 1]!.object));
       if (part.blocks === undefined) {
         slot.members.add(entry.path);
       } else {
@@ -88,6 +93,7 @@ export function planFilesRestore(chain: readonly BackupManifest[], list: readonl
   }
 
   const layers: RestoreLayer[] = order.map((backupId) => ({ backupId, extracts: [] }));
+  const extracts = new Map<string, ObjectExtract>();
   for (const [key, slot] of wanted) {
     const slash = key.indexOf('/');
     const backupId = key.slice(0, slash);
@@ -99,8 +105,23 @@ export function planFilesRestore(chain: readonly BackupManifest[], list: readonl
       ...(slot.tablespace === undefined ? {} : { tablespace: slot.tablespace }),
       members: [...slot.members].sort(),
       runs: slot.runs,
+      after: [],
     };
+    extracts.set(key, extract);
     layers[order.indexOf(backupId)]!.extracts.push(extract);
+  }
+  for (const [key, slot] of wanted) {
+    const extract = extracts.get(key)!;
+    for (const before of slot.after) {
+      const previous = extracts.get(before)!;
+      if (order.indexOf(previous.backupId) >= order.indexOf(extract.backupId)) {
+        throw new VerificationError(
+          `the file list puts a part in ${extract.backupId}/${extract.object.name} after one in ${previous.backupId}/${previous.object.name}, which is not older`,
+          'the file list is damaged: run pgdr verify, and restore another backup with --backup-id',
+        );
+      }
+      extract.after.push(previous);
+    }
   }
   // An object of the restored backup itself that gives every member is unpacked whole (its directories too).
   const last = layers[layers.length - 1]!;

@@ -1,12 +1,12 @@
 import { mkdir, readlink, rm, symlink, truncate } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VerificationError } from '../errors.js';
-import { mapConcurrently } from '../repo/concurrent-reads.js';
 import type { FileListEntry } from '../repo/file-list.js';
 import type { RepositoryLayout } from '../repo/layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { FilesRestorePlan, ObjectExtract } from './files-plan.js';
 import { applyBlockRuns } from './block-runs.js';
+import { runOrdered } from './ordered-tasks.js';
 import { unpackObject } from './unpack-object.js';
 
 export interface FilesRestoreRun {
@@ -29,9 +29,9 @@ export interface FilesRestoreRun {
 }
 
 /**
- * Runs a files-engine restore plan: the directories and links first, then each layer (oldest backup first) with its
- * objects unpacked by N workers at once, the block runs of a layer written over the files once its objects are in,
- * and finally every file rebuilt from block runs cut to its listed size.
+ * Runs a files-engine restore plan: the directories and links first, then the objects of every layer (oldest backup
+ * first) N at a time, an object of block runs once the objects holding the older parts of its files are in, and
+ * finally every file rebuilt from block runs cut to its listed size.
  */
 export async function runFilesRestore(run: FilesRestoreRun): Promise<{ writeLast?: () => Promise<void> }> {
   const rootOf = (tablespace: number | undefined): string => {
@@ -50,42 +50,41 @@ export async function runFilesRestore(run: FilesRestoreRun): Promise<{ writeLast
   };
 
   let heldBack: ObjectExtract | undefined;
-  for (const layer of run.plan.layers) {
-    await mapConcurrently(layer.extracts, run.jobs, async (extract) => {
-      if (extract.object.content === 'blocks') {
-        await applyBlockRuns({
-          store: run.store,
-          layout: run.layout,
-          backupId: extract.backupId,
-          object: extract.object,
-          runs: extract.runs,
-          rootOf,
-          untouched: run.untouched,
-          onBytes: (bytes) => report(extract, bytes),
-          ...identity(run, extract.backupId),
-        });
-        return;
-      }
-      const directory = rootOf(extract.tablespace);
-      let members = extract.members;
-      if (run.last !== undefined && extract.tablespace === undefined && members !== 'all' && members.includes(run.last.path)) {
-        heldBack = extract;
-        members = members.filter((m) => m !== run.last!.path);
-        if (members.length === 0) return;
-      }
-      await unpackObject({
+  const extracts = run.plan.layers.flatMap((layer) => layer.extracts);
+  await runOrdered(extracts, run.jobs, (extract) => extract.after, async (extract) => {
+    if (extract.object.content === 'blocks') {
+      await applyBlockRuns({
         store: run.store,
         layout: run.layout,
         backupId: extract.backupId,
         object: extract.object,
-        directory,
-        ...(members === 'all' ? {} : { members }),
+        runs: extract.runs,
+        rootOf,
         untouched: run.untouched,
         onBytes: (bytes) => report(extract, bytes),
         ...identity(run, extract.backupId),
       });
+      return;
+    }
+    const directory = rootOf(extract.tablespace);
+    let members = extract.members;
+    if (run.last !== undefined && extract.tablespace === undefined && members !== 'all' && members.includes(run.last.path)) {
+      heldBack = extract;
+      members = members.filter((m) => m !== run.last!.path);
+      if (members.length === 0) return;
+    }
+    await unpackObject({
+      store: run.store,
+      layout: run.layout,
+      backupId: extract.backupId,
+      object: extract.object,
+      directory,
+      ...(members === 'all' ? {} : { members }),
+      untouched: run.untouched,
+      onBytes: (bytes) => report(extract, bytes),
+      ...identity(run, extract.backupId),
     });
-  }
+  });
   for (const entry of run.plan.truncate) await truncate(join(rootOf(entry.tablespace), entry.path), entry.size);
   const last = heldBack;
   if (last === undefined) return {};

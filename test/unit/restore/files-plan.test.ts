@@ -44,6 +44,30 @@ describe('planFilesRestore', () => {
     expect(plan.bytes).toBe(8192 + 73728 + 8192);
   });
 
+  it('puts an object of block runs after the objects holding the older parts of its files, and nothing else after anything', () => {
+    const third = '20261122T010000Z';
+    const incr2 = filesManifest({ backupId: third, type: 'incr', chain: [FULL, INCR], objects: [obj('blocks-000001.tar.zst', 'blocks'), obj('blocks-000002.tar.zst', 'blocks'), list()] });
+    const chained: FileListEntry[] = [
+      ...entries,
+      file('base/5/3', [{ backup: FULL, object: 'files-000001.tar.zst' }, { backup: third, object: 'blocks-000002.tar.zst', blocks: [[1, 1]] }], 16384),
+    ];
+    chained[2] = file('base/5/1', [
+      { backup: FULL, object: 'files-000002.tar.zst' },
+      { backup: INCR, object: 'blocks-000001.tar.zst', blocks: [[0, 1]] },
+      { backup: third, object: 'blocks-000001.tar.zst', blocks: [[7, 2]] },
+    ], 73728);
+    const plan = planFilesRestore([full, incr, incr2], chained);
+    const named = (backupId: string, name: string) => plan.layers.flatMap((l) => l.extracts).find((e) => e.backupId === backupId && e.object.name === name)!;
+    const after = (backupId: string, name: string) => named(backupId, name).after.map((e) => `${e.backupId}/${e.object.name}`).sort();
+    expect(after(FULL, 'files-000001.tar.zst')).toEqual([]);
+    expect(after(FULL, 'files-000002.tar.zst')).toEqual([]);
+    expect(after(INCR, 'files-000001.tar.zst')).toEqual([]);
+    expect(after(INCR, 'blocks-000001.tar.zst')).toEqual([`${FULL}/files-000002.tar.zst`]);
+    // The previous part only: the whole copy is already before the incr's runs.
+    expect(after(third, 'blocks-000001.tar.zst')).toEqual([`${INCR}/blocks-000001.tar.zst`]);
+    expect(after(third, 'blocks-000002.tar.zst')).toEqual([`${FULL}/files-000001.tar.zst`]);
+  });
+
   it('leaves out what a delta restore already has, and then lists members even from the restored backup', () => {
     const plan = planFilesRestore([full, incr], entries, new Set(['0:PG_VERSION', '0:base/5/1']));
     expect(plan.layers.map((l) => l.backupId)).toEqual([INCR]);
