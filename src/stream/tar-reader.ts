@@ -14,6 +14,10 @@ export interface TarReaderMember {
   typeflag: string;
 }
 
+/**
+ * Where a member's data goes. write and end may finish synchronously and return nothing: the reader then awaits
+ * nothing, so a sink of tens of thousands of small members costs no microtask per member.
+ */
 export interface TarMemberSink {
   /** The member's data, in order. */
   write(chunk: Buffer): Promise<void> | void;
@@ -74,9 +78,8 @@ export class TarReader extends Writable {
         const part = data.subarray(at, at + take);
         if (state.kind === 'data') {
           if (state.sink !== undefined) {
-            // A sink that writes synchronously returns nothing: no microtask per member for it.
-            const pending = state.sink.write(part);
-            if (pending !== undefined) await pending;
+            const writing = state.sink.write(part);
+            if (writing !== undefined) await writing;
           }
         } else {
           state.body.push(Buffer.from(part));
@@ -93,7 +96,10 @@ export class TarReader extends Writable {
       }
       // The member (and its padding) is through.
       if (state.kind === 'data') {
-        if (state.sink !== undefined) await endSink(state.sink);
+        if (state.sink !== undefined) {
+          const ending = state.sink.end();
+          if (ending !== undefined) await ending;
+        }
       } else {
         this.extendedHeader(Buffer.concat(state.body), state.gnuName);
       }
@@ -103,7 +109,10 @@ export class TarReader extends Writable {
     const state = this.state;
     if ((state.kind === 'data' || state.kind === 'pax') && state.left === 0 && state.pad === 0) {
       if (state.kind === 'data') {
-        if (state.sink !== undefined) await endSink(state.sink);
+        if (state.sink !== undefined) {
+          const ending = state.sink.end();
+          if (ending !== undefined) await ending;
+        }
       } else {
         this.extendedHeader(Buffer.concat(state.body), state.gnuName);
       }
@@ -166,11 +175,6 @@ export class TarReader extends Writable {
       at += length;
     }
   }
-}
-
-async function endSink(sink: TarMemberSink): Promise<void> {
-  const pending = sink.end();
-  if (pending !== undefined) await pending;
 }
 
 function cString(bytes: Buffer): string {

@@ -322,7 +322,6 @@ describe('pgdr expire on a month of real backups', () => {
 });
 
 describe('pgdr expire on a local directory: commit order, damaged manifests and etcd snapshots', () => {
-  const DAY = 86_400_000;
   let root: string;
   let fs: ObjectStore;
 

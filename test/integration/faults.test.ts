@@ -10,6 +10,7 @@ import { pgdrCommandLine, pgdrEnvironment, runPgdr, runPgdrOk } from '../harness
 import { freePort } from '../harness/ports.js';
 import { descendantPids, runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin, pgdrBin } from '../harness/preflight.js';
+import { amcheckCopy, quietPointInTime } from '../harness/restored-copy.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 import { largestDataObject } from '../harness/backups.js';
 import { treeDigest } from '../harness/tree.js';
@@ -429,7 +430,6 @@ describe('kill -9 at each stage leaves the old state, or garbage that verify rep
   let repo: string;
   let repoArgs: string[];
   let policy: string;
-  const layout = new RepositoryLayout('kill');
   let inserted = 1000;
   /** Far enough ahead that every leftover is past the garbage grace period. */
   const LATER = '2099-01-01T00:00:00Z';
@@ -681,12 +681,7 @@ describe('files engine: a backup killed mid-read, a write-back error, a delta re
   type State = { n: number; digest: string };
   const state = async (): Promise<State> => (await server.query<State>(STATE_SQL))[0]!;
 
-  async function pointInTime(): Promise<string> {
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    const [row] = await server.query<{ at: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    return row!.at;
-  }
+  const pointInTime = () => quietPointInTime(server);
 
   /** The copy's rows and pg_amcheck's verdict, read from a copy running on `port`. */
   async function readCopy(port: number): Promise<{ state: State; amcheck: number }> {
@@ -694,8 +689,7 @@ describe('files engine: a backup killed mid-read, a write-back error, a delta re
     await client.connect();
     try {
       const copy = (await client.query<State>(STATE_SQL)).rows[0]!;
-      const amcheck = await runAsPostgres(pgBin('pg_amcheck'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--heapallindexed', '--install-missing', 'postgres'], { reject: false, timeout: 120_000 });
-      return { state: copy, amcheck: amcheck.exitCode ?? -1 };
+      return { state: copy, amcheck: (await amcheckCopy(port)).exitCode };
     } finally {
       await client.end();
     }

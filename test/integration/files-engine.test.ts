@@ -4,10 +4,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { switchWalAndWaitForArchive } from '../harness/archive.js';
 import { stopAll } from '../harness/cleanup.js';
-import { pgdrCommandLine, pgdrEnvironment, runPgdr, runPgdrOk } from '../harness/cli.js';
+import { pgdrCommandLine, pgdrEnvironment, runPgdrOk } from '../harness/cli.js';
 import { freePort } from '../harness/ports.js';
 import { runAsPostgres, startPostgres, type PostgresServer } from '../harness/postgres.js';
 import { pgBin, pgdrBin } from '../harness/preflight.js';
+import { amcheckCopy, quietPointInTime } from '../harness/restored-copy.js';
 import { chownToServiceUser, makeTempDir } from '../harness/temp.js';
 
 /**
@@ -36,18 +37,7 @@ describe('files engine', () => {
   const backup = async (...args: string[]) =>
     (await runPgdrOk(['backup', 'now', '--json', '--jobs', '2', ...args, ...repoArgs], { env: env(), timeoutMs: 180_000 })).json<BackupJson>();
 
-  async function now(): Promise<string> {
-    const [row] = await server.query<{ at: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`);
-    return row!.at;
-  }
-
-  /** A point between two writes: a second of quiet on each side of the time taken. */
-  async function pointInTime(): Promise<string> {
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    const at = await now();
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    return at;
-  }
+  const pointInTime = () => quietPointInTime(server);
 
   /** The rows a restored copy holds, in a form that compares exactly: every table's count and content hash. */
   const STATE_SQL = `
@@ -84,8 +74,7 @@ describe('files engine', () => {
     } finally {
       await client.end();
     }
-    const amcheck = await runAsPostgres(pgBin('pg_amcheck'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--heapallindexed', '--install-missing', 'postgres'], { reject: false, timeout: 120_000 });
-    return { state: copy, amcheck: amcheck.exitCode ?? -1 };
+    return { state: copy, amcheck: (await amcheckCopy(port)).exitCode };
   }
 
   beforeAll(async () => {
